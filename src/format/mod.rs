@@ -1,0 +1,21 @@
+//! Pure encoding and decoding of everything shiplog puts on disk: no I/O, no panics, no
+//! allocation driven by input. See `docs/format.md` for the byte-level specification.
+
+mod error;
+pub mod record;
+pub mod scan;
+pub mod segment;
+
+pub use error::FormatError;
+pub use record::{
+    BATCH_CONTINUES, DecodedRecord, KIND_MAX, KIND_MIN, RECORD_HEADER_BYTES,
+    RECORD_PAYLOAD_MAX_BYTES, RecordKind, decode_record, encode_record, encoded_record_bytes,
+};
+pub use scan::{ScanEnd, SegmentScan, TailState, classify_tail, scan_records};
+pub use segment::{SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SegmentHeader};
+
+/// A log sequence number: grows by one per record, never reused. `0` means "none".
+pub type Lsn = u64;
+
+/// A failover generation; every record and segment carries the epoch it was written in.
+pub type Epoch = u32;

@@ -1,0 +1,214 @@
+//! Self-delimiting log records.
+//!
+//! ```text
+//! [crc32: 4][len: 4][lsn: 8][epoch: 4][kind: 1][payload: len]
+//! ```
+//! The CRC covers every byte after itself (header fields and payload) and is seeded with the
+//! segment's salt.
+
+use byteorder::{ByteOrder, LittleEndian as LE};
+
+use super::{Epoch, FormatError, Lsn};
+
+/// Bytes of a record before its payload.
+pub const RECORD_HEADER_BYTES: usize = 21;
+const _: () = assert!(RECORD_HEADER_BYTES == 4 + 4 + 8 + 4 + 1);
+
+/// Largest payload the format allows; lengths are checked against it before any use.
+pub const RECORD_PAYLOAD_MAX_BYTES: u32 = 1 << 30;
+
+/// Flag in the kind byte: another record of the same atomic batch follows.
+pub const BATCH_CONTINUES: u8 = 0x80;
+/// Smallest valid kind value (0 is reserved so that zeroed bytes never decode).
+pub const KIND_MIN: u8 = 1;
+/// Largest valid kind value (the top bit is the batch flag).
+pub const KIND_MAX: u8 = 0x7f;
+
+/// What a record means to the layer above the log: a value in `KIND_MIN..=KIND_MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordKind(u8);
+
+impl RecordKind {
+    /// A kind from its raw value, or `None` when outside `KIND_MIN..=KIND_MAX`.
+    #[must_use]
+    pub const fn new(value: u8) -> Option<Self> {
+        if value >= KIND_MIN && value <= KIND_MAX {
+            Some(Self(value))
+        } else {
+            None
+        }
+    }
+
+    /// The raw value.
+    #[must_use]
+    pub const fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// A record decoded in place: the payload borrows the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodedRecord<'a> {
+    /// Sequence number of the record.
+    pub lsn: Lsn,
+    /// Epoch the record was written in.
+    pub epoch: Epoch,
+    /// Kind, without the batch flag.
+    pub kind: RecordKind,
+    /// Whether more records of the same atomic batch follow.
+    pub batch_continues: bool,
+    /// The payload bytes.
+    pub payload: &'a [u8],
+}
+
+impl DecodedRecord<'_> {
+    /// Total encoded size: header plus payload.
+    #[must_use]
+    pub fn encoded_bytes(&self) -> usize {
+        RECORD_HEADER_BYTES + self.payload.len()
+    }
+}
+
+/// Size of a record with a payload of `payload_bytes`.
+#[must_use]
+pub const fn encoded_record_bytes(payload_bytes: usize) -> usize {
+    RECORD_HEADER_BYTES + payload_bytes
+}
+
+/// Appends one encoded record to `out`.
+///
+/// # Panics
+/// When the payload exceeds `RECORD_PAYLOAD_MAX_BYTES`; callers check limits first.
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    salt: u32,
+    lsn: Lsn,
+    epoch: Epoch,
+    kind: RecordKind,
+    batch_continues: bool,
+    payload: &[u8],
+) {
+    let len = u32::try_from(payload.len()).expect("payload length checked by the caller");
+    assert!(
+        len <= RECORD_PAYLOAD_MAX_BYTES,
+        "payload length checked by the caller"
+    );
+    debug_assert!(lsn != 0, "LSN 0 means none and is never written");
+    let start = out.len();
+    let mut header = [0u8; RECORD_HEADER_BYTES];
+    LE::write_u32(&mut header[4..8], len);
+    LE::write_u64(&mut header[8..16], lsn);
+    LE::write_u32(&mut header[16..20], epoch);
+    header[20] = kind.get() | if batch_continues { BATCH_CONTINUES } else { 0 };
+    let mut crc = crc32fast::Hasher::new_with_initial(salt);
+    crc.update(&header[4..]);
+    crc.update(payload);
+    LE::write_u32(&mut header[0..4], crc.finalize());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(payload);
+    debug_assert_eq!(out.len() - start, encoded_record_bytes(payload.len()));
+}
+
+/// Decodes the record at the start of `bytes`, verifying length bound and checksum.
+///
+/// # Errors
+/// A truncated record, an oversized length, a checksum mismatch or an invalid kind.
+pub fn decode_record(bytes: &[u8], salt: u32) -> Result<DecodedRecord<'_>, FormatError> {
+    let header = bytes
+        .get(..RECORD_HEADER_BYTES)
+        .ok_or(FormatError::Truncated {
+            needed: RECORD_HEADER_BYTES as u64,
+            available: bytes.len() as u64,
+        })?;
+    let len = LE::read_u32(&header[4..8]);
+    if len > RECORD_PAYLOAD_MAX_BYTES {
+        return Err(FormatError::LengthTooLarge {
+            len: u64::from(len),
+            max: u64::from(RECORD_PAYLOAD_MAX_BYTES),
+        });
+    }
+    let total = RECORD_HEADER_BYTES as u64 + u64::from(len);
+    let payload = usize::try_from(total)
+        .ok()
+        .and_then(|total| bytes.get(RECORD_HEADER_BYTES..total))
+        .ok_or(FormatError::Truncated {
+            needed: total,
+            available: bytes.len() as u64,
+        })?;
+    let stored = LE::read_u32(&header[0..4]);
+    let mut crc = crc32fast::Hasher::new_with_initial(salt);
+    crc.update(&header[4..]);
+    crc.update(payload);
+    let computed = crc.finalize();
+    if stored != computed {
+        return Err(FormatError::ChecksumMismatch { stored, computed });
+    }
+    let kind_byte = header[20];
+    let kind =
+        RecordKind::new(kind_byte & !BATCH_CONTINUES).ok_or(FormatError::BadKind(kind_byte))?;
+    Ok(DecodedRecord {
+        lsn: LE::read_u64(&header[8..16]),
+        epoch: LE::read_u32(&header[16..20]),
+        kind,
+        batch_continues: kind_byte & BATCH_CONTINUES != 0,
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn records_round_trip(
+            salt: u32, lsn in 1u64.., epoch: u32, kind in KIND_MIN..=KIND_MAX,
+            cont: bool, payload in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let kind = RecordKind::new(kind).unwrap();
+            let mut out = Vec::new();
+            encode_record(&mut out, salt, lsn, epoch, kind, cont, &payload);
+            let rec = decode_record(&out, salt).unwrap();
+            prop_assert_eq!(rec, DecodedRecord { lsn, epoch, kind, batch_continues: cont, payload: &payload });
+            prop_assert_eq!(rec.encoded_bytes(), out.len());
+        }
+
+        #[test]
+        fn any_single_flipped_bit_is_detected(
+            salt: u32, lsn in 1u64.., payload in proptest::collection::vec(any::<u8>(), 0..256),
+            bit_seed: usize,
+        ) {
+            let mut out = Vec::new();
+            encode_record(&mut out, salt, lsn, 1, RecordKind::new(3).unwrap(), false, &payload);
+            let bit = bit_seed % (out.len() * 8);
+            out[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(decode_record(&out, salt).is_err());
+        }
+
+        #[test]
+        fn a_different_salt_never_validates(salt: u32, other: u32, payload in proptest::collection::vec(any::<u8>(), 0..64)) {
+            prop_assume!(salt != other);
+            let mut out = Vec::new();
+            encode_record(&mut out, salt, 9, 1, RecordKind::new(1).unwrap(), false, &payload);
+            prop_assert!(decode_record(&out, other).is_err());
+        }
+    }
+
+    #[test]
+    fn oversized_length_is_rejected_before_reading_the_payload() {
+        let mut bytes = [0u8; RECORD_HEADER_BYTES];
+        LE::write_u32(&mut bytes[4..8], RECORD_PAYLOAD_MAX_BYTES + 1);
+        assert!(matches!(
+            decode_record(&bytes, 0),
+            Err(FormatError::LengthTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn zeroed_bytes_never_decode() {
+        for salt in [0, 1, 0xffff_ffff, 0x1234_5678] {
+            assert!(decode_record(&[0u8; 64], salt).is_err());
+        }
+    }
+}

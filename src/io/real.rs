@@ -1,0 +1,156 @@
+//! The real file system: std files, `fallocate` and `flock` through nix, `mmap` through memmap2.
+//! This is the only module with `unsafe` in the crate (see `docs/design.md`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use nix::fcntl::{FallocateFlags, Flock, FlockArg, fallocate};
+
+use super::{DirLock, FileSystem, LockError, LogFile, Mapping};
+
+/// Name of the lock file inside a locked directory; it holds the holder's pid.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// The operating system's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+#[derive(Debug)]
+struct RealFile(File);
+
+#[derive(Debug)]
+struct RealMapping(memmap2::Mmap);
+
+#[derive(Debug)]
+struct RealDirLock(#[expect(dead_code, reason = "held for its Drop, which unlocks")] Flock<File>);
+
+impl DirLock for RealDirLock {}
+
+impl FileSystem for RealFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file()
+                && let Ok(name) = entry.file_name().into_string()
+            {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn LogFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Arc::new(RealFile(file)))
+    }
+
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn LogFile>> {
+        let file = OpenOptions::new().read(true).write(writable).open(path)?;
+        Ok(Arc::new(RealFile(file)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>, LockError> {
+        let io_err = |source| LockError::Io {
+            dir: dir.to_owned(),
+            source,
+        };
+        let path = dir.join(LOCK_FILE_NAME);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                lock.set_len(0).map_err(io_err)?;
+                lock.rewind().map_err(io_err)?;
+                writeln!(lock, "{}", std::process::id()).map_err(io_err)?;
+                Ok(Box::new(RealDirLock(lock)))
+            }
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut text = String::new();
+                let holder_pid = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
+                Err(LockError::Locked {
+                    dir: dir.to_owned(),
+                    holder_pid,
+                })
+            }
+            Err((_, errno)) => Err(io_err(errno.into())),
+        }
+    }
+
+    fn mappings_are_live(&self) -> bool {
+        true
+    }
+}
+
+impl LogFile for RealFile {
+    fn size_bytes(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let len = i64::try_from(len).map_err(|_| io::Error::other("allocation too large"))?;
+        fallocate(&self.0, FallocateFlags::empty(), 0, len)?;
+        Ok(())
+    }
+
+    fn map(&self) -> io::Result<Arc<dyn Mapping>> {
+        // SAFETY: memmap2 requires that the file is not truncated or modified in ways that break
+        // Rust's aliasing rules while mapped. Segment files are only ever truncated... never:
+        // they are preallocated to their full size before being mapped, only written past the
+        // bytes any reader is handed (readers stop at the written LSN, and recovery zeroes a torn
+        // tail before the log is opened for writing), and the directory lock keeps other
+        // shiplog processes out. Removing a file leaves the mapping valid on Linux.
+        let map = unsafe { memmap2::Mmap::map(&self.0)? };
+        Ok(Arc::new(RealMapping(map)))
+    }
+}
+
+impl Mapping for RealMapping {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}

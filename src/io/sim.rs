@@ -1,0 +1,392 @@
+//! A simulated file system for tests: it remembers what is durable, so a test can cut the power
+//! at any point and reopen the image a real disk could have left, and it injects I/O errors.
+//!
+//! Model: a write lands in the "page cache" (visible to reads and new mappings) and becomes
+//! durable at the file's next `sync_data`. Creations, renames and removals become durable at the
+//! next `sync_dir` of their directory. A crash keeps the durable state plus, depending on the
+//! [`CrashMode`], a prefix of the unsynced writes in issue order with the last one torn at a
+//! 512-byte sector boundary.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{DirLock, FileSystem, LockError, LogFile, Mapping};
+
+const SECTOR_BYTES: u64 = 512;
+
+/// What survives a simulated power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Every unsynced write and directory change is lost.
+    DropUnsynced,
+    /// The first `whole_writes` unsynced writes (in issue order) survive, then the next one keeps
+    /// only its first `torn_sectors` sectors; everything later is lost.
+    Ordered {
+        whole_writes: usize,
+        torn_sectors: u64,
+    },
+}
+
+/// Operations that can be made to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SimOp {
+    /// `LogFile::sync_data`.
+    SyncData,
+    /// `LogFile::write_all_at`.
+    Write,
+    /// `LogFile::allocate`.
+    Allocate,
+    /// `FileSystem::create`.
+    Create,
+    /// `FileSystem::rename`.
+    Rename,
+    /// `FileSystem::sync_dir`.
+    SyncDir,
+}
+
+#[derive(Debug, Default)]
+struct Inode {
+    data: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct UnsyncedWrite {
+    inode: u64,
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    inodes: HashMap<u64, Inode>,
+    names: BTreeMap<PathBuf, u64>,
+    durable_names: BTreeMap<PathBuf, u64>,
+    unsynced: Vec<UnsyncedWrite>,
+    locks: HashSet<PathBuf>,
+    next_inode: u64,
+    faults: HashMap<SimOp, (u64, i32)>,
+    op_counts: HashMap<SimOp, u64>,
+}
+
+impl State {
+    /// Counts an operation and returns the injected error if this call is the one to fail.
+    fn check(&mut self, op: SimOp) -> io::Result<()> {
+        let count = self.op_counts.entry(op).or_default();
+        *count += 1;
+        match self.faults.get(&op) {
+            Some(&(nth, errno)) if *count == nth => Err(io::Error::from_raw_os_error(errno)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The simulated file system; clones share one state.
+#[derive(Debug, Clone, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<State>>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
+}
+
+impl SimFs {
+    /// An empty file system.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the `nth` call (counting from 1, including calls already made) of `op` fail with
+    /// the OS error `errno` (e.g. `libc`'s `EIO` = 5, `ENOSPC` = 28).
+    pub fn fail_nth(&self, op: SimOp, nth: u64, errno: i32) {
+        lock(&self.state).faults.insert(op, (nth, errno));
+    }
+
+    /// How many times `op` has been called.
+    #[must_use]
+    pub fn op_count(&self, op: SimOp) -> u64 {
+        lock(&self.state).op_counts.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Number of writes not yet made durable.
+    #[must_use]
+    pub fn unsynced_writes(&self) -> usize {
+        lock(&self.state).unsynced.len()
+    }
+
+    /// The image a power loss now would leave, as a new independent file system.
+    #[must_use]
+    pub fn crash(&self, mode: CrashMode) -> SimFs {
+        let state = lock(&self.state);
+        let mut inodes: HashMap<u64, Inode> = state
+            .inodes
+            .iter()
+            .map(|(&id, inode)| {
+                (
+                    id,
+                    Inode {
+                        data: inode.durable.clone(),
+                        durable: inode.durable.clone(),
+                    },
+                )
+            })
+            .collect();
+        if let CrashMode::Ordered {
+            whole_writes,
+            torn_sectors,
+        } = mode
+        {
+            for (index, write) in state.unsynced.iter().enumerate() {
+                let keep = if index < whole_writes {
+                    write.bytes.len()
+                } else if index == whole_writes {
+                    let end = (write.offset / SECTOR_BYTES + torn_sectors) * SECTOR_BYTES;
+                    usize::try_from(end.saturating_sub(write.offset))
+                        .map_or(write.bytes.len(), |n| n.min(write.bytes.len()))
+                } else {
+                    break;
+                };
+                if let Some(inode) = inodes.get_mut(&write.inode) {
+                    apply_write(&mut inode.data, write.offset, &write.bytes[..keep]);
+                    inode.durable.clone_from(&inode.data);
+                }
+            }
+        }
+        let names = state.durable_names.clone();
+        SimFs {
+            state: Arc::new(Mutex::new(State {
+                inodes,
+                durable_names: names.clone(),
+                names,
+                next_inode: state.next_inode,
+                ..State::default()
+            })),
+        }
+    }
+
+    /// Flips one bit of the named file, durably: bit rot for corruption tests.
+    ///
+    /// # Panics
+    /// When the file does not exist or the offset is past its end.
+    pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) {
+        let mut state = lock(&self.state);
+        let id = state.names[path];
+        let inode = state.inodes.get_mut(&id).expect("inode of a named file");
+        let at = usize::try_from(offset).expect("offset fits");
+        inode.data[at] ^= 1 << bit;
+        inode.durable[at] ^= 1 << bit;
+    }
+
+    /// The current contents of a file.
+    #[must_use]
+    pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = lock(&self.state);
+        let id = state.names.get(path)?;
+        Some(state.inodes[id].data.clone())
+    }
+}
+
+fn apply_write(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+    let start = usize::try_from(offset).expect("simulated offsets fit in memory");
+    let end = start + bytes.len();
+    if data.len() < end {
+        data.resize(end, 0);
+    }
+    data[start..end].copy_from_slice(bytes);
+}
+
+#[derive(Debug)]
+struct SimFile {
+    state: Arc<Mutex<State>>,
+    inode: u64,
+    writable: bool,
+}
+
+#[derive(Debug)]
+struct SimMapping(Vec<u8>);
+
+#[derive(Debug)]
+struct SimDirLock {
+    state: Arc<Mutex<State>>,
+    dir: PathBuf,
+}
+
+impl DirLock for SimDirLock {}
+
+impl Drop for SimDirLock {
+    fn drop(&mut self) {
+        lock(&self.state).locks.remove(&self.dir);
+    }
+}
+
+impl FileSystem for SimFs {
+    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = lock(&self.state);
+        Ok(state
+            .names
+            .keys()
+            .filter(|path| path.parent() == Some(dir))
+            .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn LogFile>> {
+        let mut state = lock(&self.state);
+        state.check(SimOp::Create)?;
+        state.next_inode += 1;
+        let id = state.next_inode;
+        state.inodes.insert(id, Inode::default());
+        state.names.insert(path.to_owned(), id);
+        Ok(Arc::new(SimFile {
+            state: Arc::clone(&self.state),
+            inode: id,
+            writable: true,
+        }))
+    }
+
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn LogFile>> {
+        let state = lock(&self.state);
+        let id = *state.names.get(path).ok_or_else(|| not_found(path))?;
+        Ok(Arc::new(SimFile {
+            state: Arc::clone(&self.state),
+            inode: id,
+            writable,
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check(SimOp::Rename)?;
+        let id = state.names.remove(from).ok_or_else(|| not_found(from))?;
+        state.names.insert(to.to_owned(), id);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.names.remove(path).ok_or_else(|| not_found(path))?;
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check(SimOp::SyncDir)?;
+        let in_dir = |path: &PathBuf| path.parent() == Some(dir);
+        state.durable_names.retain(|path, _| !in_dir(path));
+        let current: Vec<_> = state
+            .names
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(p, &id)| (p.clone(), id))
+            .collect();
+        state.durable_names.extend(current);
+        Ok(())
+    }
+
+    fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>, LockError> {
+        let mut state = lock(&self.state);
+        if !state.locks.insert(dir.to_owned()) {
+            return Err(LockError::Locked {
+                dir: dir.to_owned(),
+                holder_pid: None,
+            });
+        }
+        Ok(Box::new(SimDirLock {
+            state: Arc::clone(&self.state),
+            dir: dir.to_owned(),
+        }))
+    }
+
+    fn mappings_are_live(&self) -> bool {
+        false
+    }
+}
+
+impl LogFile for SimFile {
+    fn size_bytes(&self) -> io::Result<u64> {
+        Ok(lock(&self.state).inodes[&self.inode].data.len() as u64)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let state = lock(&self.state);
+        let data = &state.inodes[&self.inode].data;
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let bytes = data
+            .get(start..start.saturating_add(buf.len()))
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::Error::from_raw_os_error(9));
+        }
+        let mut state = lock(&self.state);
+        state.check(SimOp::Write)?;
+        let inode = state
+            .inodes
+            .get_mut(&self.inode)
+            .ok_or(io::ErrorKind::NotFound)?;
+        apply_write(&mut inode.data, offset, buf);
+        state.unsynced.push(UnsyncedWrite {
+            inode: self.inode,
+            offset,
+            bytes: buf.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check(SimOp::SyncData)?;
+        let id = self.inode;
+        let inode = state.inodes.get_mut(&id).ok_or(io::ErrorKind::NotFound)?;
+        inode.durable.clone_from(&inode.data);
+        state.unsynced.retain(|w| w.inode != id);
+        Ok(())
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check(SimOp::Allocate)?;
+        let inode = state
+            .inodes
+            .get_mut(&self.inode)
+            .ok_or(io::ErrorKind::NotFound)?;
+        let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(28))?;
+        if inode.data.len() < len {
+            inode.data.resize(len, 0);
+        }
+        Ok(())
+    }
+
+    fn map(&self) -> io::Result<Arc<dyn Mapping>> {
+        Ok(Arc::new(SimMapping(
+            lock(&self.state).inodes[&self.inode].data.clone(),
+        )))
+    }
+}
+
+impl Mapping for SimMapping {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}

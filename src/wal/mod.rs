@@ -1,0 +1,605 @@
+//! The segmented write-ahead log: append with group commit, recovery of the tail, reads by LSN
+//! as zero-copy slices of mapped segments, tail-follow and retention.
+
+mod error;
+mod reader;
+mod recovery;
+mod segment;
+mod writer;
+
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::format::{
+    Epoch, Lsn, RECORD_PAYLOAD_MAX_BYTES, RecordKind, SEGMENT_HEADER_BYTES, SegmentHeader,
+    encode_record, encoded_record_bytes,
+};
+use crate::io::{DirLock, FileSystem, RealFs};
+
+pub use error::{Result, WalError};
+pub use reader::{Payload, Record, WalIter};
+pub use recovery::{SegmentReport, SegmentStatus};
+pub use segment::{SPARSE_INDEX_STRIDE, parse_segment_file_name, segment_file_name};
+pub use writer::Durability;
+
+use recovery::Analysis;
+use segment::Segment;
+use writer::{GroupCommit, PendingWrite, WriterState};
+
+/// Default size at which segments are rotated.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+/// Default interval of the background sync for [`Durability::Buffered`] writes.
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 5;
+
+/// How a log is opened.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rotation size of segment files (default 64 MiB, at least 4 KiB). A batch larger than
+    /// this gets a segment of its own, sized to fit.
+    pub segment_bytes: u64,
+    /// Largest record payload accepted (default and maximum 1 GiB).
+    pub record_payload_max_bytes: u32,
+    /// Largest encoded batch accepted (default 1 GiB).
+    pub batch_bytes_max: u64,
+    /// Interval of the background sync for `Buffered` writes (default 5 ms, 1..=60000).
+    pub flush_interval_ms: u64,
+    /// Write zeros over new segments instead of only reserving space (default on: see
+    /// `docs/design.md` for the measurement).
+    pub zero_fill_segments: bool,
+    /// The cluster this log belongs to: checked against existing segments; a new log takes it
+    /// (or a random one when `None`).
+    pub cluster_id: Option<u128>,
+    /// The file layer (default: the real file system).
+    pub fs: Arc<dyn FileSystem>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            record_payload_max_bytes: RECORD_PAYLOAD_MAX_BYTES,
+            batch_bytes_max: 1 << 30,
+            flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
+            zero_fill_segments: true,
+            cluster_id: None,
+            fs: Arc::new(RealFs),
+        }
+    }
+}
+
+impl Options {
+    fn validate(&self) -> Result<()> {
+        let bad = |name, reason: &str| {
+            Err(WalError::InvalidOption {
+                name,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.segment_bytes < 4096 {
+            return bad("segment_bytes", "must be at least 4096");
+        }
+        if self.record_payload_max_bytes > RECORD_PAYLOAD_MAX_BYTES {
+            return bad("record_payload_max_bytes", "must be at most 1 GiB");
+        }
+        if !(1..=60_000).contains(&self.flush_interval_ms) {
+            return bad("flush_interval_ms", "must be within 1..=60000");
+        }
+        Ok(())
+    }
+}
+
+/// One record to append.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// What the record means to the layer above.
+    pub kind: RecordKind,
+    /// The bytes.
+    pub payload: &'a [u8],
+}
+
+/// The LSNs a batch was assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LsnRange {
+    /// First LSN of the batch.
+    pub first: Lsn,
+    /// Last LSN of the batch.
+    pub last: Lsn,
+}
+
+/// Counters for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalStats {
+    /// First retained LSN.
+    pub first_lsn: Lsn,
+    /// Last LSN handed to the OS.
+    pub written_lsn: Lsn,
+    /// Last LSN on stable storage.
+    pub durable_lsn: Lsn,
+    /// Segment files.
+    pub segments: usize,
+    /// `fdatasync` calls made by group commit since open.
+    pub syncs: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    dir: PathBuf,
+    options: Options,
+    cluster_id: u128,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    commit: GroupCommit,
+    stop_flusher: AtomicBool,
+    /// Serialises retention so removals happen in LSN order.
+    retention: Mutex<()>,
+}
+
+/// An open write-ahead log. Cheap to share across threads by reference (`&Wal` is `Sync`).
+#[derive(Debug)]
+pub struct Wal {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+    recovery: Vec<SegmentReport>,
+    _lock: Box<dyn DirLock>,
+}
+
+fn random_u64() -> u64 {
+    // The standard library seeds RandomState from the OS's random source; that is all the
+    // randomness salts and cluster ids need, without another dependency.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(u64::from(std::process::id()));
+    hasher.finish()
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`, recovering a torn tail.
+    ///
+    /// # Errors
+    /// Corruption that is not a torn tail (nothing is changed on disk then), a directory locked
+    /// by another process, a cluster-id mismatch, or I/O errors.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Self> {
+        options.validate()?;
+        let dir = dir.as_ref().to_owned();
+        let fs = Arc::clone(&options.fs);
+        fs.create_dir_all(&dir)
+            .map_err(|e| WalError::io("create directory", &dir, e))?;
+        let lock = fs
+            .lock_dir(&dir)
+            .map_err(|e| WalError::Locked(Arc::new(e)))?;
+        let mut analysis = recovery::analyze(fs.as_ref(), &dir, true)?;
+        if let Some(problem) = analysis.first_problem() {
+            return Err(problem.clone());
+        }
+        let cluster_id = match (analysis.cluster_id, options.cluster_id) {
+            (Some(found), Some(expected)) if found != expected => {
+                return Err(WalError::ClusterMismatch {
+                    file: analysis.segments[0].report.path.clone(),
+                    expected,
+                    found,
+                });
+            }
+            (Some(found), _) => found,
+            (None, Some(id)) => id,
+            (None, None) => u128::from(random_u64()) << 64 | u128::from(random_u64()),
+        };
+        recovery::apply(fs.as_ref(), &dir, &mut analysis)?;
+        let recovery = analysis.segments.iter().map(|s| s.report.clone()).collect();
+        let (segments, next_lsn, epoch, active_end) =
+            Self::load(fs.as_ref(), &dir, &options, cluster_id, analysis)?;
+        let active = Arc::clone(segments.last().expect("load leaves at least one segment"));
+        let state = WriterState {
+            next_lsn,
+            epoch,
+            active,
+            active_end,
+            pending: Vec::new(),
+            writing: false,
+            syncing: false,
+            dirty: Vec::new(),
+            last_written_segment: None,
+            poisoned: None,
+            closed: false,
+        };
+        let shared = Arc::new(Shared {
+            dir,
+            options,
+            cluster_id,
+            segments: RwLock::new(segments),
+            commit: GroupCommit::new(state, next_lsn - 1),
+            stop_flusher: AtomicBool::new(false),
+            retention: Mutex::new(()),
+        });
+        let flusher = Self::spawn_flusher(&shared);
+        Ok(Self {
+            shared,
+            flusher: Some(flusher),
+            recovery,
+            _lock: lock,
+        })
+    }
+
+    /// Turns recovered files into open segments; creates the first segment of a new log.
+    fn load(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        options: &Options,
+        cluster_id: u128,
+        analysis: Analysis,
+    ) -> Result<(Vec<Arc<Segment>>, Lsn, Epoch, u64)> {
+        let mut segments = Vec::with_capacity(analysis.segments.len() + 1);
+        let mut next_lsn = 1;
+        let mut epoch = 1;
+        let mut active_end = SEGMENT_HEADER_BYTES as u64;
+        for recovered in analysis.segments {
+            let segment = Segment::from_parts(
+                fs,
+                recovered.report.path.clone(),
+                recovered.header,
+                recovered.file,
+                recovered.report.file_bytes,
+                recovered.end_offset,
+                recovered.sparse_index,
+            )?;
+            next_lsn = recovered
+                .report
+                .last_lsn
+                .map_or(recovered.header.first_lsn, |l| l + 1);
+            segment.set_last_lsn(next_lsn - 1);
+            epoch = epoch.max(recovered.header.epoch);
+            active_end = recovered.end_offset;
+            segments.push(Arc::new(segment));
+        }
+        if segments.is_empty() {
+            let header = SegmentHeader {
+                cluster_id,
+                first_lsn: next_lsn,
+                epoch,
+                salt: random_u64() as u32,
+            };
+            segments.push(Arc::new(Segment::create(
+                fs,
+                dir,
+                header,
+                options.segment_bytes,
+                options.zero_fill_segments,
+            )?));
+        }
+        Ok((segments, next_lsn, epoch, active_end))
+    }
+
+    fn spawn_flusher(shared: &Arc<Shared>) -> JoinHandle<()> {
+        let shared = Arc::clone(shared);
+        std::thread::Builder::new()
+            .name("shiplog-wal-flush".to_owned())
+            .spawn(move || {
+                let interval = Duration::from_millis(shared.options.flush_interval_ms);
+                while !shared.stop_flusher.load(Ordering::Acquire) {
+                    std::thread::park_timeout(interval);
+                    if shared.commit.durable() < shared.commit.written()
+                        && shared.commit.sync_written().is_err()
+                    {
+                        // The log is poisoned; every writer now gets the error.
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the WAL flush thread")
+    }
+
+    /// Appends one record, returning its LSN once it has reached `durability`.
+    ///
+    /// # Errors
+    /// Size limits, a poisoned or closed log, or I/O errors.
+    pub fn append(&self, kind: RecordKind, payload: &[u8], durability: Durability) -> Result<Lsn> {
+        Ok(self
+            .append_batch(&[Entry { kind, payload }], durability)?
+            .last)
+    }
+
+    /// Appends records as one atomic batch: after any crash, all of them are in the log or none.
+    ///
+    /// # Errors
+    /// An empty or oversized batch, a poisoned or closed log, or I/O errors.
+    pub fn append_batch(&self, entries: &[Entry<'_>], durability: Durability) -> Result<LsnRange> {
+        let batch_bytes = self.check_batch(entries)?;
+        let commit = &self.shared.commit;
+        let mut state = commit.lock();
+        if let Some((op, source)) = &state.poisoned {
+            return Err(WalError::Poisoned {
+                op,
+                source: Arc::clone(source),
+            });
+        }
+        if state.closed {
+            return Err(WalError::Closed);
+        }
+        if state.active_end + batch_bytes > state.active.capacity_bytes {
+            self.rotate(&mut state, batch_bytes)?;
+        }
+        let first = state.next_lsn;
+        let epoch = state.epoch;
+        let segment = Arc::clone(&state.active);
+        let offset = state.active_end;
+        let buffer = match state.pending.last_mut() {
+            Some(w)
+                if Arc::ptr_eq(&w.segment, &segment)
+                    && w.offset + w.bytes.len() as u64 == offset =>
+            {
+                w
+            }
+            _ => {
+                state.pending.push(PendingWrite {
+                    segment: Arc::clone(&segment),
+                    offset,
+                    bytes: Vec::new(),
+                    last_lsn: 0,
+                });
+                state.pending.last_mut().expect("just pushed")
+            }
+        };
+        let mut lsn = first;
+        let mut at = offset;
+        for (index, entry) in entries.iter().enumerate() {
+            let continues = index + 1 < entries.len();
+            segment.note_offset(lsn, at);
+            encode_record(
+                &mut buffer.bytes,
+                segment.header.salt,
+                lsn,
+                epoch,
+                entry.kind,
+                continues,
+                entry.payload,
+            );
+            at += encoded_record_bytes(entry.payload.len()) as u64;
+            lsn += 1;
+        }
+        let last = lsn - 1;
+        buffer.last_lsn = last;
+        debug_assert_eq!(at - offset, batch_bytes);
+        segment.set_last_lsn(last);
+        state.active_end = at;
+        state.next_lsn = lsn;
+        commit.complete(state, last, durability)?;
+        Ok(LsnRange { first, last })
+    }
+
+    fn check_batch(&self, entries: &[Entry<'_>]) -> Result<u64> {
+        if entries.is_empty() {
+            return Err(WalError::EmptyBatch);
+        }
+        let max = self.shared.options.record_payload_max_bytes;
+        let mut bytes = 0u64;
+        for entry in entries {
+            let len = entry.payload.len() as u64;
+            if len > u64::from(max) {
+                return Err(WalError::RecordTooLarge {
+                    bytes: len,
+                    max: u64::from(max),
+                });
+            }
+            bytes += encoded_record_bytes(entry.payload.len()) as u64;
+        }
+        if bytes > self.shared.options.batch_bytes_max {
+            return Err(WalError::BatchTooLarge {
+                records: entries.len(),
+                bytes,
+                max: self.shared.options.batch_bytes_max,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Starts a new segment at the next LSN, big enough for `batch_bytes`.
+    fn rotate(&self, state: &mut WriterState, batch_bytes: u64) -> Result<()> {
+        let options = &self.shared.options;
+        let capacity = options
+            .segment_bytes
+            .max(SEGMENT_HEADER_BYTES as u64 + batch_bytes);
+        let header = SegmentHeader {
+            cluster_id: self.shared.cluster_id,
+            first_lsn: state.next_lsn,
+            epoch: state.epoch,
+            salt: random_u64() as u32,
+        };
+        // A failure here leaves nothing assigned: the caller gets the error, the log goes on.
+        let segment = Arc::new(Segment::create(
+            options.fs.as_ref(),
+            &self.shared.dir,
+            header,
+            capacity,
+            options.zero_fill_segments,
+        )?);
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&segment));
+        state.active = segment;
+        state.active_end = SEGMENT_HEADER_BYTES as u64;
+        Ok(())
+    }
+
+    /// Makes every record written so far durable.
+    ///
+    /// # Errors
+    /// A poisoned log or a failed `fdatasync` (which poisons it).
+    pub fn sync(&self) -> Result<()> {
+        self.shared.commit.sync_written()
+    }
+
+    /// Blocks until records past `after` are durable or `timeout` passes; returns the durable
+    /// LSN (equal to `after` or lower on timeout).
+    ///
+    /// # Errors
+    /// A poisoned or closed log.
+    pub fn tail(&self, after: Lsn, timeout: Duration) -> Result<Lsn> {
+        self.shared.commit.wait_durable_past(after, timeout)
+    }
+
+    /// Reads records from `from` up to the last written LSN (as of this call).
+    ///
+    /// # Errors
+    /// `NotRetained` when `from` was removed by retention.
+    pub fn iter_from(&self, from: Lsn) -> Result<WalIter> {
+        let end = self.shared.commit.written();
+        self.read_range(from, end)
+    }
+
+    /// Reads records `from..=to`, which must already be written.
+    ///
+    /// # Errors
+    /// `NotRetained` when `from` was removed by retention.
+    pub fn read_range(&self, from: Lsn, to: Lsn) -> Result<WalIter> {
+        let first = self.first_lsn();
+        if from < first {
+            return Err(WalError::NotRetained { lsn: from, first });
+        }
+        let to = to.min(self.shared.commit.written());
+        Ok(WalIter::new(Arc::clone(&self.shared), from, to))
+    }
+
+    /// Reads one record.
+    ///
+    /// # Errors
+    /// `NotRetained`, or corruption found while reading.
+    pub fn read(&self, lsn: Lsn) -> Result<Option<Record>> {
+        self.read_range(lsn, lsn)?.next().transpose()
+    }
+
+    /// Removes whole segments whose records are all below `lsn` (never the active segment nor
+    /// records that are not yet durable). Returns how many files were removed.
+    ///
+    /// # Errors
+    /// I/O errors; files removed before the error stay removed.
+    pub fn remove_before(&self, lsn: Lsn) -> Result<usize> {
+        let _serial = self
+            .shared
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let durable = self.shared.commit.durable();
+        let doomed: Vec<Arc<Segment>> = {
+            let mut segments = self
+                .shared
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let count = segments
+                .iter()
+                .take(segments.len().saturating_sub(1))
+                .take_while(|s| s.last_lsn() < lsn && s.last_lsn() <= durable)
+                .count();
+            segments.drain(..count).collect()
+        };
+        let fs = self.shared.options.fs.as_ref();
+        // IMPORTANT: remove in LSN order, so a crash part-way leaves a log that merely starts
+        // later, never one with a gap.
+        for segment in &doomed {
+            fs.remove(&segment.path)
+                .map_err(|e| WalError::io("remove", &segment.path, e))?;
+        }
+        if !doomed.is_empty() {
+            fs.sync_dir(&self.shared.dir)
+                .map_err(|e| WalError::io("fsync directory", &self.shared.dir, e))?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// First retained LSN.
+    #[must_use]
+    pub fn first_lsn(&self) -> Lsn {
+        self.shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .first()
+            .map_or(1, |s| s.first_lsn())
+    }
+
+    /// Last LSN visible to readers.
+    #[must_use]
+    pub fn written_lsn(&self) -> Lsn {
+        self.shared.commit.written()
+    }
+
+    /// Last LSN on stable storage.
+    #[must_use]
+    pub fn durable_lsn(&self) -> Lsn {
+        self.shared.commit.durable()
+    }
+
+    /// The cluster this log belongs to.
+    #[must_use]
+    pub fn cluster_id(&self) -> u128 {
+        self.shared.cluster_id
+    }
+
+    /// What recovery found in each segment when the log was opened.
+    #[must_use]
+    pub fn recovery_report(&self) -> &[SegmentReport] {
+        &self.recovery
+    }
+
+    /// Counters for monitoring.
+    #[must_use]
+    pub fn stats(&self) -> WalStats {
+        WalStats {
+            first_lsn: self.first_lsn(),
+            written_lsn: self.written_lsn(),
+            durable_lsn: self.durable_lsn(),
+            segments: self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+            syncs: self.shared.commit.syncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Syncs and closes the log.
+    ///
+    /// # Errors
+    /// A poisoned log or a failed final sync.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        let result = if self.shared.commit.lock().poisoned.is_some() {
+            Ok(())
+        } else {
+            self.sync()
+        };
+        self.shared.commit.lock().closed = true;
+        self.shared.commit.notify();
+        self.shared.stop_flusher.store(true, Ordering::Release);
+        if let Some(flusher) = self.flusher.take() {
+            flusher.thread().unpark();
+            let _ = flusher.join();
+        }
+        result
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        if self.flusher.is_some() {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+/// Reads and validates every segment in `dir` without changing anything or taking the lock:
+/// the report behind `shiplog verify`.
+///
+/// # Errors
+/// I/O errors, unreadable headers or a cluster-id mismatch.
+pub fn verify_dir(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<SegmentReport>> {
+    let analysis = recovery::analyze(fs, dir, false)?;
+    Ok(analysis.segments.into_iter().map(|s| s.report).collect())
+}

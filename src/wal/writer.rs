@@ -1,0 +1,263 @@
+//! Group commit. Appenders encode their records into a shared queue under one lock; whoever
+//! finds the queue unwritten takes the *write role* and writes it with one `pwrite` per segment,
+//! and whoever needs durability while no sync runs takes the *sync role* and issues one
+//! `fdatasync` for everything written so far. While a sync is in flight, the next batch is
+//! already being queued and written, so throughput grows with the number of writers.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::format::{Epoch, Lsn};
+
+use super::error::{Result, WalError};
+use super::segment::Segment;
+
+/// How durable a write must be before `append` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// On stable storage (`fdatasync` completed) before returning.
+    #[default]
+    Sync,
+    /// Written to the OS before returning; a background thread syncs every few milliseconds.
+    Buffered,
+    /// Written to the OS before returning; synced only by other writers, rotation or close.
+    None,
+}
+
+/// Bytes queued for one contiguous write into one segment.
+#[derive(Debug)]
+pub(crate) struct PendingWrite {
+    pub segment: Arc<Segment>,
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+    pub last_lsn: Lsn,
+}
+
+/// Everything appenders share, under [`GroupCommit::state`].
+#[derive(Debug)]
+pub(crate) struct WriterState {
+    pub next_lsn: Lsn,
+    pub epoch: Epoch,
+    pub active: Arc<Segment>,
+    /// Offset in `active` after the last queued record.
+    pub active_end: u64,
+    pub pending: Vec<PendingWrite>,
+    pub writing: bool,
+    pub syncing: bool,
+    /// Segments written since the sync role last took the list.
+    pub dirty: Vec<Arc<Segment>>,
+    /// The last segment the write role wrote into.
+    pub last_written_segment: Option<Arc<Segment>>,
+    pub poisoned: Option<(&'static str, Arc<io::Error>)>,
+    pub closed: bool,
+}
+
+/// The group-commit engine: queue, roles and the LSN watermarks.
+#[derive(Debug)]
+pub(crate) struct GroupCommit {
+    pub state: Mutex<WriterState>,
+    progress: Condvar,
+    /// Every LSN at or below this is in the OS page cache and visible through mappings.
+    pub written_lsn: AtomicU64,
+    /// Every LSN at or below this is on stable storage.
+    pub durable_lsn: AtomicU64,
+    /// Number of `fdatasync` calls issued by the sync role.
+    pub syncs: AtomicU64,
+}
+
+impl GroupCommit {
+    pub fn new(state: WriterState, last_lsn: Lsn) -> Self {
+        Self {
+            state: Mutex::new(state),
+            progress: Condvar::new(),
+            written_lsn: AtomicU64::new(last_lsn),
+            durable_lsn: AtomicU64::new(last_lsn),
+            syncs: AtomicU64::new(0),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, WriterState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn written(&self) -> Lsn {
+        self.written_lsn.load(Ordering::Acquire)
+    }
+
+    pub fn durable(&self) -> Lsn {
+        self.durable_lsn.load(Ordering::Acquire)
+    }
+
+    /// Drives the queue until `lsn` has reached `durability`, taking roles as needed.
+    pub fn complete<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, WriterState>,
+        lsn: Lsn,
+        durability: Durability,
+    ) -> Result<()> {
+        loop {
+            let done = match durability {
+                Durability::Sync => self.durable() >= lsn,
+                Durability::Buffered | Durability::None => self.written() >= lsn,
+            };
+            if done {
+                return Ok(());
+            }
+            if let Some((op, source)) = &state.poisoned {
+                return Err(WalError::Poisoned {
+                    op,
+                    source: Arc::clone(source),
+                });
+            }
+            if self.written() < lsn && !state.writing {
+                state = self.write_role(state);
+            } else if durability == Durability::Sync && self.written() >= lsn && !state.syncing {
+                state = self.sync_role(state);
+            } else {
+                state = self
+                    .progress
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+    }
+
+    /// Makes everything written so far durable (used by the flusher thread and `sync`).
+    pub fn sync_written(&self) -> Result<()> {
+        let state = self.lock();
+        let target = self.written();
+        self.complete(state, target, Durability::Sync)
+    }
+
+    /// Waits until the durable LSN exceeds `after`, the log closes, or `timeout` passes.
+    pub fn wait_durable_past(&self, after: Lsn, timeout: Duration) -> Result<Lsn> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            let durable = self.durable();
+            if durable > after {
+                return Ok(durable);
+            }
+            if let Some((op, source)) = &state.poisoned {
+                return Err(WalError::Poisoned {
+                    op,
+                    source: Arc::clone(source),
+                });
+            }
+            if state.closed {
+                return Err(WalError::Closed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(durable);
+            }
+            state = self
+                .progress
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    pub fn notify(&self) {
+        self.progress.notify_all();
+    }
+
+    fn poison<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, WriterState>,
+        op: &'static str,
+        error: io::Error,
+    ) -> MutexGuard<'a, WriterState> {
+        // IMPORTANT: a failed write or fdatasync may have lost data the kernel already dropped
+        // from its cache; retrying could report success for bytes that never reach the disk.
+        // The instance stops here and recovers from what is on disk when reopened.
+        if state.poisoned.is_none() {
+            state.poisoned = Some((op, Arc::new(error)));
+        }
+        self.progress.notify_all();
+        state
+    }
+
+    fn write_role<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, WriterState>,
+    ) -> MutexGuard<'a, WriterState> {
+        debug_assert!(!state.writing, "one write role at a time");
+        state.writing = true;
+        let writes = std::mem::take(&mut state.pending);
+        let mut previous = state.last_written_segment.clone();
+        drop(state);
+        let mut outcome = Ok(());
+        let mut written = Vec::with_capacity(writes.len());
+        for write in writes {
+            if let Some(prev) = previous
+                .as_ref()
+                .filter(|p| !Arc::ptr_eq(p, &write.segment))
+            {
+                // IMPORTANT: a segment is sealed by making all of it durable before any record
+                // reaches its successor, so recovery may treat damage in a sealed segment as
+                // corruption rather than as a torn tail.
+                if let Err(e) = prev.file.sync_data() {
+                    outcome = Err(("fdatasync", e));
+                    break;
+                }
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                self.durable_lsn
+                    .fetch_max(prev.last_lsn(), Ordering::AcqRel);
+            }
+            if let Err(e) = write.segment.file.write_all_at(&write.bytes, write.offset) {
+                outcome = Err(("write", e));
+                break;
+            }
+            write
+                .segment
+                .mark_written(write.offset + write.bytes.len() as u64);
+            previous = Some(Arc::clone(&write.segment));
+            written.push((Arc::clone(&write.segment), write.last_lsn));
+        }
+        let mut state = self.lock();
+        state.writing = false;
+        for (segment, last_lsn) in written {
+            if !state.dirty.last().is_some_and(|d| Arc::ptr_eq(d, &segment)) {
+                state.dirty.push(Arc::clone(&segment));
+            }
+            state.last_written_segment = Some(segment);
+            self.written_lsn.fetch_max(last_lsn, Ordering::AcqRel);
+        }
+        if let Err((op, e)) = outcome {
+            return self.poison(state, op, e);
+        }
+        self.progress.notify_all();
+        state
+    }
+
+    fn sync_role<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, WriterState>,
+    ) -> MutexGuard<'a, WriterState> {
+        debug_assert!(!state.syncing, "one sync role at a time");
+        state.syncing = true;
+        let target = self.written();
+        let files = std::mem::take(&mut state.dirty);
+        drop(state);
+        let mut outcome = Ok(());
+        for segment in &files {
+            if let Err(e) = segment.file.sync_data() {
+                outcome = Err(e);
+                break;
+            }
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut state = self.lock();
+        state.syncing = false;
+        if let Err(e) = outcome {
+            return self.poison(state, "fdatasync", e);
+        }
+        self.durable_lsn.fetch_max(target, Ordering::AcqRel);
+        self.progress.notify_all();
+        state
+    }
+}
