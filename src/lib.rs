@@ -3,6 +3,18 @@
 //!
 //! The layers, bottom up: [`format`] (pure encoding of bytes on disk), [`io`] (the file-system
 //! boundary, real or simulated) and [`wal`] (the segmented write-ahead log with group commit).
+//!
+//! ```
+//! use shiplog::{Durability, RecordKind, Wal, wal::Options};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let wal = Wal::open(dir.path(), Options::default())?;
+//! let kind = RecordKind::new(1).expect("1 is a valid kind");
+//! let lsn = wal.append(kind, b"hello", Durability::Sync)?;
+//! let record = wal.read(lsn)?.expect("just written");
+//! assert_eq!(&*record.payload, b"hello"); // a view into the mapped segment, not a copy
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

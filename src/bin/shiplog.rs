@@ -1,1 +1,352 @@
-fn main() {}
+//! `shiplog`: the admin tool. Inspect and verify logs, and benchmark the group commit.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use shiplog::format::{
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentHeader, TailState, classify_tail,
+    decode_record,
+};
+use shiplog::io::{FileSystem, RealFs};
+use shiplog::wal::{Options, SegmentStatus, verify_dir};
+use shiplog::{Durability, RecordKind, Wal};
+
+#[derive(Parser)]
+#[command(name = "shiplog", version, about = "Admin tool for shiplog logs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a segment file's header and every record (LSN, epoch, kind, length, CRC status).
+    Inspect {
+        /// The segment file (`<20-digit LSN>.seg`).
+        file: PathBuf,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record of every segment in a log directory; exit status 1 on corruption.
+    Verify {
+        /// The log directory.
+        dir: PathBuf,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure append throughput of the write-ahead log on this machine.
+    Bench {
+        /// Directory for the benchmark log (created; must not hold another log).
+        #[arg(long, default_value = "./shiplog-bench")]
+        dir: PathBuf,
+        /// Writer thread counts to measure, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+        threads: Vec<usize>,
+        /// Payload bytes per record.
+        #[arg(long, default_value_t = 100)]
+        record_bytes: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Durability of each append.
+        #[arg(long, value_enum, default_value_t = BenchDurability::Sync)]
+        durability: BenchDurability,
+        /// Keep the benchmark log instead of removing it.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchDurability {
+    Sync,
+    Buffered,
+    None,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect { file, json } => inspect(&file, json),
+        Command::Verify { dir, json } => verify(&dir, json),
+        Command::Bench {
+            dir,
+            threads,
+            record_bytes,
+            seconds,
+            durability,
+            keep,
+        } => {
+            let durability = match durability {
+                BenchDurability::Sync => Durability::Sync,
+                BenchDurability::Buffered => Durability::Buffered,
+                BenchDurability::None => Durability::None,
+            };
+            bench(&dir, &threads, record_bytes, seconds, durability, keep)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("shiplog: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn inspect(path: &Path, json: bool) -> Result<ExitCode, String> {
+    let file = RealFs
+        .open(path, false)
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    let mapping = file
+        .map()
+        .map_err(|e| format!("map {}: {e}", path.display()))?;
+    let bytes = mapping.bytes();
+    let header = SegmentHeader::decode(bytes)
+        .map_err(|e| format!("{}: bad segment header: {e}", path.display()))?;
+    if json {
+        println!(
+            "{{\"type\":\"header\",\"file\":{},\"cluster_id\":\"{:032x}\",\"first_lsn\":{},\"epoch\":{},\"salt\":{},\"file_bytes\":{}}}",
+            json_string(&path.display().to_string()),
+            header.cluster_id,
+            header.first_lsn,
+            header.epoch,
+            header.salt,
+            bytes.len()
+        );
+    } else {
+        println!("segment   {}", path.display());
+        println!("cluster   {:032x}", header.cluster_id);
+        println!(
+            "first LSN {}   epoch {}   salt {:#010x}   file {} bytes",
+            header.first_lsn,
+            header.epoch,
+            header.salt,
+            bytes.len()
+        );
+        println!();
+        println!(
+            "{:>12} {:>20} {:>8} {:>5} {:>6} {:>10}  crc",
+            "offset", "lsn", "epoch", "kind", "batch", "length"
+        );
+    }
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut expected = header.first_lsn;
+    let mut bad = false;
+    while offset < bytes.len() {
+        match decode_record(&bytes[offset..], header.salt) {
+            Ok(record) => {
+                let status = if record.lsn == expected {
+                    "ok"
+                } else {
+                    "lsn-gap"
+                };
+                if json {
+                    println!(
+                        "{{\"type\":\"record\",\"offset\":{offset},\"lsn\":{},\"epoch\":{},\"kind\":{},\"batch_continues\":{},\"length\":{},\"crc\":\"{status}\"}}",
+                        record.lsn,
+                        record.epoch,
+                        record.kind.get(),
+                        record.batch_continues,
+                        record.payload.len()
+                    );
+                } else {
+                    let batch = if record.batch_continues { "cont" } else { "" };
+                    println!(
+                        "{offset:>12} {:>20} {:>8} {:>5} {batch:>6} {:>10}  {status}",
+                        record.lsn,
+                        record.epoch,
+                        record.kind.get(),
+                        record.payload.len()
+                    );
+                }
+                bad |= record.lsn != expected;
+                expected = record.lsn + 1;
+                offset += record.encoded_bytes();
+            }
+            Err(e) => {
+                let tail = classify_tail(bytes, offset as u64, header.salt, expected - 1);
+                let verdict = match tail {
+                    TailState::Zeros => "end of records (zeros follow)".to_owned(),
+                    TailState::Torn { dirty_end } => {
+                        format!("torn tail: {e}; damaged bytes end at offset {dirty_end}")
+                    }
+                    TailState::ValidRecordFollows { offset: at, lsn } => {
+                        bad = true;
+                        format!(
+                            "CORRUPT: {e}; a valid record with LSN {lsn} follows at offset {at}"
+                        )
+                    }
+                };
+                if json {
+                    println!(
+                        "{{\"type\":\"end\",\"offset\":{offset},\"expected_lsn\":{expected},\"verdict\":{}}}",
+                        json_string(&verdict)
+                    );
+                } else {
+                    println!("{offset:>12} {expected:>20}  {verdict}");
+                }
+                break;
+            }
+        }
+    }
+    Ok(if bad {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn verify(dir: &Path, json: bool) -> Result<ExitCode, String> {
+    let reports = verify_dir(&RealFs, dir).map_err(|e| e.to_string())?;
+    if reports.is_empty() {
+        return Err(format!("{} holds no segment files", dir.display()));
+    }
+    let mut corrupt = 0;
+    if !json {
+        println!(
+            "{:<28} {:>20} {:>20} {:>10} {:>12}  status",
+            "segment", "first lsn", "last lsn", "records", "bytes"
+        );
+    }
+    for report in &reports {
+        let status = match &report.status {
+            SegmentStatus::Clean => "ok".to_owned(),
+            SegmentStatus::TornTail {
+                cut_offset,
+                dropped_records,
+                ..
+            } => {
+                format!(
+                    "torn tail: will be cut at offset {cut_offset} ({dropped_records} records of an unfinished batch)"
+                )
+            }
+            SegmentStatus::UnusedEmpty => "unused empty segment: will be removed".to_owned(),
+            SegmentStatus::Corrupt(e) => {
+                corrupt += 1;
+                format!("CORRUPT: {e}")
+            }
+        };
+        let name = report
+            .path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let last = report
+            .last_lsn
+            .map_or_else(|| "-".to_owned(), |l| l.to_string());
+        if json {
+            println!(
+                "{{\"segment\":{},\"first_lsn\":{},\"last_lsn\":{},\"records\":{},\"record_bytes\":{},\"file_bytes\":{},\"status\":{}}}",
+                json_string(&name),
+                report.first_lsn,
+                report
+                    .last_lsn
+                    .map_or_else(|| "null".to_owned(), |l| l.to_string()),
+                report.record_count,
+                report.record_bytes,
+                report.file_bytes,
+                json_string(&status)
+            );
+        } else {
+            println!(
+                "{name:<28} {:>20} {last:>20} {:>10} {:>12}  {status}",
+                report.first_lsn, report.record_count, report.record_bytes
+            );
+        }
+    }
+    if corrupt > 0 {
+        eprintln!("{corrupt} corrupt segment(s)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(
+    dir: &Path,
+    threads: &[usize],
+    record_bytes: usize,
+    seconds: f64,
+    durability: Durability,
+    keep: bool,
+) -> Result<ExitCode, String> {
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map_err(|e| e.to_string())?
+            .next()
+            .is_some()
+    {
+        return Err(format!(
+            "{} is not empty; pass an empty or new directory",
+            dir.display()
+        ));
+    }
+    let wal = Wal::open(dir, Options::default()).map_err(|e| e.to_string())?;
+    let payload = vec![0x5a; record_bytes];
+    let kind = RecordKind::new(1).ok_or("kind")?;
+    println!(
+        "{:>8} {:>14} {:>10} {:>12} {:>14}",
+        "threads", "appends/s", "MiB/s", "fsyncs/s", "appends/fsync"
+    );
+    for &count in threads {
+        let stop = AtomicBool::new(false);
+        let appended = AtomicU64::new(0);
+        let syncs_before = wal.stats().syncs;
+        let started = Instant::now();
+        let failure = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..count.max(1))
+                .map(|_| {
+                    scope.spawn(|| {
+                        while !stop.load(Ordering::Relaxed) {
+                            wal.append(kind, &payload, durability)?;
+                            appended.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok::<(), shiplog::WalError>(())
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs_f64(seconds));
+            stop.store(true, Ordering::Relaxed);
+            handles
+                .into_iter()
+                .find_map(|h| h.join().ok().and_then(Result::err))
+        });
+        if let Some(e) = failure {
+            return Err(e.to_string());
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let n = appended.load(Ordering::Relaxed) as f64;
+        let syncs = (wal.stats().syncs - syncs_before) as f64;
+        println!(
+            "{count:>8} {:>14.0} {:>10.1} {:>12.0} {:>14.1}",
+            n / elapsed,
+            n * (record_bytes + RECORD_HEADER_BYTES) as f64 / elapsed / (1 << 20) as f64,
+            syncs / elapsed,
+            if syncs > 0.0 { n / syncs } else { 0.0 }
+        );
+    }
+    wal.close().map_err(|e| e.to_string())?;
+    if !keep {
+        std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
