@@ -10,8 +10,10 @@ use shiplog::wal::Options;
 use shiplog::{Durability, Entry, RecordKind, Wal};
 
 fn options(fs: &SimFs) -> Options {
+    // No background preparer: fault counts and crash points must not depend on its timing.
     Options {
         segment_bytes: 16 * 1024,
+        prepare_next_segment: false,
         fs: Arc::new(fs.clone()),
         ..Options::default()
     }

@@ -19,7 +19,7 @@ pub trait FileSystem: Send + Sync + Debug {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Names of the regular files directly inside `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
-    /// Creates `path` empty for reading and writing, replacing any file of that name.
+    /// Creates `path` empty for reading and writing; fails if a file of that name exists.
     fn create(&self, path: &Path) -> io::Result<Arc<dyn LogFile>>;
     /// Opens an existing file, for writing too when `writable`.
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn LogFile>>;

@@ -51,8 +51,7 @@ impl FileSystem for RealFs {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(path)?;
         Ok(Arc::new(RealFile(file)))
     }

@@ -250,6 +250,12 @@ impl FileSystem for SimFs {
     fn create(&self, path: &Path) -> io::Result<Arc<dyn LogFile>> {
         let mut state = lock(&self.state);
         state.check(SimOp::Create)?;
+        if state.names.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            ));
+        }
         state.next_inode += 1;
         let id = state.next_inode;
         state.inodes.insert(id, Inode::default());

@@ -2,6 +2,7 @@
 //! as zero-copy slices of mapped segments, tail-follow and retention.
 
 mod error;
+mod preparer;
 mod reader;
 mod recovery;
 mod segment;
@@ -26,6 +27,7 @@ pub use recovery::{SegmentReport, SegmentStatus};
 pub use segment::{SPARSE_INDEX_STRIDE, parse_segment_file_name, segment_file_name};
 pub use writer::Durability;
 
+use preparer::SegmentPreparer;
 use recovery::Analysis;
 use segment::Segment;
 use writer::{GroupCommit, PendingWrite, WriterState};
@@ -50,6 +52,9 @@ pub struct Options {
     /// Write zeros over new segments instead of only reserving space (default on: see
     /// `docs/design.md` for the measurement).
     pub zero_fill_segments: bool,
+    /// Prepare the next segment file in a background thread, so rotation does not make writers
+    /// wait for preallocation and zero-filling (default on).
+    pub prepare_next_segment: bool,
     /// The cluster this log belongs to: checked against existing segments; a new log takes it
     /// (or a random one when `None`).
     pub cluster_id: Option<u128>,
@@ -65,6 +70,7 @@ impl Default for Options {
             batch_bytes_max: 1 << 30,
             flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
             zero_fill_segments: true,
+            prepare_next_segment: true,
             cluster_id: None,
             fs: Arc::new(RealFs),
         }
@@ -142,6 +148,7 @@ pub(crate) struct Shared {
 pub struct Wal {
     shared: Arc<Shared>,
     flusher: Option<JoinHandle<()>>,
+    preparer: Option<SegmentPreparer>,
     recovery: Vec<SegmentReport>,
     _lock: Box<dyn DirLock>,
 }
@@ -213,9 +220,19 @@ impl Wal {
             retention: Mutex::new(()),
         });
         let flusher = Self::spawn_flusher(&shared);
+        let options = &shared.options;
+        let preparer = options.prepare_next_segment.then(|| {
+            SegmentPreparer::start(
+                Arc::clone(&options.fs),
+                shared.dir.clone(),
+                options.segment_bytes,
+                options.zero_fill_segments,
+            )
+        });
         Ok(Self {
             shared,
             flusher: Some(flusher),
+            preparer,
             recovery,
             _lock: lock,
         })
@@ -405,14 +422,14 @@ impl Wal {
             epoch: state.epoch,
             salt: random_u64() as u32,
         };
+        let fs = options.fs.as_ref();
+        let dir = &self.shared.dir;
         // A failure here leaves nothing assigned: the caller gets the error, the log goes on.
-        let segment = Arc::new(Segment::create(
-            options.fs.as_ref(),
-            &self.shared.dir,
-            header,
-            capacity,
-            options.zero_fill_segments,
-        )?);
+        let segment = match self.preparer.as_ref().and_then(|p| p.take(capacity)) {
+            Some(blank) => Segment::install(fs, dir, blank, header)?,
+            None => Segment::create(fs, dir, header, capacity, options.zero_fill_segments)?,
+        };
+        let segment = Arc::new(segment);
         self.shared
             .segments
             .write()
@@ -581,6 +598,9 @@ impl Wal {
         if let Some(flusher) = self.flusher.take() {
             flusher.thread().unpark();
             let _ = flusher.join();
+        }
+        if let Some(mut preparer) = self.preparer.take() {
+            preparer.stop();
         }
         result
     }

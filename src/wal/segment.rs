@@ -33,11 +33,64 @@ pub fn parse_segment_file_name(name: &str) -> Option<Lsn> {
     digits.parse().ok()
 }
 
-/// Whether `name` is a segment left half-created by a crash.
+/// Whether `name` is a segment file left half-created (or prepared and unused) by a crash.
 #[must_use]
 pub fn is_temp_segment_name(name: &str) -> bool {
-    name.strip_suffix(TEMP_SUFFIX)
-        .is_some_and(|d| d.len() == 20)
+    name.ends_with(TEMP_SUFFIX)
+}
+
+/// Name of the `n`-th blank file the preparer keeps ready for a rotation. Each gets its own name:
+/// the next one is created while the last may still be on its way to its final name.
+#[must_use]
+pub fn prepared_file_name(n: u64) -> String {
+    format!("prepared-{n:06}{TEMP_SUFFIX}")
+}
+
+/// A preallocated (and optionally zero-filled) file under a temporary name, ready to become the
+/// next segment with one small header write.
+#[derive(Debug)]
+pub(crate) struct BlankSegment {
+    pub file: Arc<dyn LogFile>,
+    pub temp_path: PathBuf,
+    pub capacity_bytes: u64,
+}
+
+impl BlankSegment {
+    /// Creates the file, reserves its space and makes the reservation durable.
+    pub(crate) fn prepare(
+        fs: &dyn FileSystem,
+        temp_path: PathBuf,
+        capacity_bytes: u64,
+        zero_fill: bool,
+    ) -> Result<Self> {
+        assert!(
+            capacity_bytes >= SEGMENT_HEADER_BYTES as u64,
+            "segment smaller than its header"
+        );
+        let temp_ref = &temp_path;
+        let io = |op| move |e| WalError::io(op, temp_ref, e);
+        let file = fs.create(&temp_path).map_err(io("create"))?;
+        file.allocate(capacity_bytes).map_err(io("fallocate"))?;
+        if zero_fill {
+            // Writing the zeros turns unwritten extents into written ones, so later fdatasyncs
+            // of records need no extent conversion in the file system's journal.
+            let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+            let mut offset = 0;
+            while offset < capacity_bytes {
+                let n = usize::try_from(capacity_bytes - offset)
+                    .map_or(zeros.len(), |n| n.min(zeros.len()));
+                file.write_all_at(&zeros[..n], offset)
+                    .map_err(io("zero-fill"))?;
+                offset += n as u64;
+            }
+        }
+        file.sync_data().map_err(io("fdatasync"))?;
+        Ok(Self {
+            file,
+            temp_path,
+            capacity_bytes,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -68,7 +121,7 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates, preallocates and names a new segment durably.
+    /// Creates, preallocates and names a new segment durably, all in the caller's thread.
     pub(crate) fn create(
         fs: &dyn FileSystem,
         dir: &Path,
@@ -76,35 +129,33 @@ impl Segment {
         capacity_bytes: u64,
         zero_fill: bool,
     ) -> Result<Self> {
-        assert!(
-            capacity_bytes >= SEGMENT_HEADER_BYTES as u64,
-            "segment smaller than its header"
-        );
-        let path = dir.join(segment_file_name(header.first_lsn));
         let temp = dir.join(format!("{:020}{TEMP_SUFFIX}", header.first_lsn));
-        let temp_ref = &temp;
+        let blank = BlankSegment::prepare(fs, temp, capacity_bytes, zero_fill)?;
+        Self::install(fs, dir, blank, header)
+    }
+
+    /// Turns a prepared blank file into the segment described by `header`: header, sync,
+    /// rename, directory sync.
+    pub(crate) fn install(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        blank: BlankSegment,
+        header: SegmentHeader,
+    ) -> Result<Self> {
+        let BlankSegment {
+            file,
+            temp_path,
+            capacity_bytes,
+        } = blank;
+        let path = dir.join(segment_file_name(header.first_lsn));
+        let temp_ref = &temp_path;
         let io = |op| move |e| WalError::io(op, temp_ref, e);
-        let file = fs.create(&temp).map_err(io("create"))?;
-        file.allocate(capacity_bytes).map_err(io("fallocate"))?;
-        if zero_fill {
-            // Writing the zeros turns unwritten extents into written ones, so later fdatasyncs
-            // of records need no extent conversion in the journal.
-            let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-            let mut offset = 0;
-            while offset < capacity_bytes {
-                let n = usize::try_from(capacity_bytes - offset)
-                    .map_or(zeros.len(), |n| n.min(zeros.len()));
-                file.write_all_at(&zeros[..n], offset)
-                    .map_err(io("zero-fill"))?;
-                offset += n as u64;
-            }
-        }
         file.write_all_at(&header.encode(), 0)
             .map_err(io("write header of"))?;
         // IMPORTANT: the header and size must be durable before the file gets its final name,
         // or a crash could leave a named segment without a valid header.
         file.sync_data().map_err(io("fdatasync"))?;
-        fs.rename(&temp, &path).map_err(io("rename"))?;
+        fs.rename(&temp_path, &path).map_err(io("rename"))?;
         // IMPORTANT: sync the directory after the rename, or the new name may vanish at power
         // loss while records in it were acknowledged.
         fs.sync_dir(dir)

@@ -1,0 +1,109 @@
+//! Keeps the next segment file ready: a background thread creates, preallocates and zero-fills
+//! a blank file, so that rotation under the append lock is one header write, one `fdatasync`,
+//! a rename and a directory sync, instead of writing 64 MiB while every writer waits.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::io::FileSystem;
+
+use super::segment::{BlankSegment, prepared_file_name};
+
+#[derive(Debug, Default)]
+struct Slot {
+    ready: Option<BlankSegment>,
+    stop: bool,
+}
+
+/// The background preparer of blank segments.
+#[derive(Debug)]
+pub(crate) struct SegmentPreparer {
+    slot: Arc<(Mutex<Slot>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+    capacity_bytes: u64,
+}
+
+impl SegmentPreparer {
+    /// Starts the thread; it prepares `capacity_bytes` files in `dir`.
+    pub fn start(
+        fs: Arc<dyn FileSystem>,
+        dir: PathBuf,
+        capacity_bytes: u64,
+        zero_fill: bool,
+    ) -> Self {
+        let slot: Arc<(Mutex<Slot>, Condvar)> = Arc::default();
+        let shared = Arc::clone(&slot);
+        let thread = std::thread::Builder::new()
+            .name("shiplog-wal-prepare".to_owned())
+            .spawn(move || {
+                let (lock, wake) = &*shared;
+                for n in 0.. {
+                    {
+                        let mut slot = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                        while slot.ready.is_some() && !slot.stop {
+                            slot = wake.wait(slot).unwrap_or_else(PoisonError::into_inner);
+                        }
+                        if slot.stop {
+                            return;
+                        }
+                    }
+                    match BlankSegment::prepare(
+                        fs.as_ref(),
+                        dir.join(prepared_file_name(n)),
+                        capacity_bytes,
+                        zero_fill,
+                    ) {
+                        Ok(blank) => {
+                            lock.lock().unwrap_or_else(PoisonError::into_inner).ready = Some(blank)
+                        }
+                        // Rotation falls back to creating the file itself and reports the error
+                        // to its caller; try again later (the disk may have room by then).
+                        Err(_) => {
+                            let _ = fs.remove(&dir.join(prepared_file_name(n)));
+                            let slot = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                            let _ = wake.wait_timeout(slot, Duration::from_secs(1));
+                        }
+                    }
+                }
+            })
+            .expect("spawning the segment preparer thread");
+        Self {
+            slot,
+            thread: Some(thread),
+            capacity_bytes,
+        }
+    }
+
+    /// Takes the prepared file if there is one that holds `capacity_bytes`.
+    pub fn take(&self, capacity_bytes: u64) -> Option<BlankSegment> {
+        if capacity_bytes > self.capacity_bytes {
+            return None;
+        }
+        let (lock, wake) = &*self.slot;
+        let blank = lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ready
+            .take();
+        wake.notify_all();
+        blank
+    }
+
+    /// Stops the thread; a prepared file stays on disk and is removed by the next recovery.
+    pub fn stop(&mut self) {
+        let (lock, wake) = &*self.slot;
+        lock.lock().unwrap_or_else(PoisonError::into_inner).stop = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for SegmentPreparer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
