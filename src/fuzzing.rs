@@ -15,15 +15,7 @@ pub fn record_decode(data: &[u8]) -> Option<()> {
         assert!(record.encoded_bytes() <= rest.len());
         assert!(record.encoded_bytes() >= RECORD_HEADER_BYTES);
         let mut again = Vec::new();
-        crate::format::encode_record(
-            &mut again,
-            salt,
-            record.lsn,
-            record.epoch,
-            record.kind,
-            record.batch_continues,
-            record.payload,
-        );
+        crate::format::encode_record(&mut again, salt, &record.meta(), record.payload);
         assert_eq!(again, rest[..record.encoded_bytes()]);
     }
     Some(())

@@ -30,7 +30,7 @@ fn inspect_lists_every_record_and_verify_flags_corruption() {
     )
     .unwrap();
     for i in 0..100u8 {
-        wal.append(RecordKind::new(3).unwrap(), &[i; 50], Durability::None)
+        wal.append(RecordKind::new(3).unwrap(), &[i; 50], Durability::Sync)
             .unwrap();
     }
     wal.close().unwrap();
@@ -56,7 +56,7 @@ fn inspect_lists_every_record_and_verify_flags_corruption() {
         .write(true)
         .open(&first)
         .unwrap();
-    file.write_all_at(&[0xff], 64 + 71 + 30).unwrap();
+    file.write_all_at(&[0xff], 64 + 75 + 30).unwrap();
     let (ok, out, err) = shiplog(&["verify", dir_arg]);
     assert!(!ok, "verify must fail on corruption");
     assert!(

@@ -26,7 +26,9 @@ fn build_log(dir: &Path, count: u64) -> Vec<PathBuf> {
         wal.append(
             RecordKind::new(1).unwrap(),
             &[lsn as u8; PAYLOAD_BYTES],
-            Durability::None,
+            // Synced one by one, so every record knows its predecessors were durable: damage
+            // to any of them is then provably damage to acknowledged data.
+            Durability::Sync,
         )
         .unwrap();
     }

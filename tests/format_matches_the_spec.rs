@@ -1,7 +1,7 @@
 //! The worked example of docs/format.md, built byte by byte from the spec (not with the
 //! encoder), must decode; and the encoder must produce exactly those bytes.
 
-use shiplog::format::{RecordKind, SegmentHeader, encode_record, scan_records};
+use shiplog::format::{RecordKind, RecordMeta, SegmentHeader, encode_record, scan_records};
 
 fn spec_example() -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -22,13 +22,14 @@ fn spec_example() -> Vec<u8> {
     record.extend_from_slice(&1u64.to_le_bytes());
     record.extend_from_slice(&1u32.to_le_bytes());
     record.push(1);
+    record.extend_from_slice(&1u32.to_le_bytes()); // durable lag: nothing was durable yet
     record.extend_from_slice(b"hi");
     let mut crc = crc32fast::Hasher::new_with_initial(0x0102_0304);
     crc.update(&record);
     bytes.extend_from_slice(&crc.finalize().to_le_bytes());
     bytes.extend_from_slice(&record);
-    assert_eq!(bytes.len(), 87);
-    bytes.extend_from_slice(&[0; 41]);
+    assert_eq!(bytes.len(), 91);
+    bytes.extend_from_slice(&[0; 37]);
     bytes
 }
 
@@ -47,18 +48,17 @@ fn the_worked_example_decodes_and_the_encoder_reproduces_it() {
     );
     assert_eq!(
         (scan.last_lsn, scan.record_count, scan.batch_end),
-        (Some(1), 1, 87)
+        (Some(1), 1, 91)
     );
 
     let mut encoded = scan.header.encode().to_vec();
-    encode_record(
-        &mut encoded,
-        0x0102_0304,
-        1,
-        1,
-        RecordKind::new(1).unwrap(),
-        false,
-        b"hi",
-    );
-    assert_eq!(encoded, bytes[..87]);
+    let meta = RecordMeta {
+        lsn: 1,
+        epoch: 1,
+        kind: RecordKind::new(1).unwrap(),
+        batch_continues: false,
+        durable_lsn: 0,
+    };
+    encode_record(&mut encoded, 0x0102_0304, &meta, b"hi");
+    assert_eq!(encoded, bytes[..91]);
 }

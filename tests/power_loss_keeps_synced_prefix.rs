@@ -54,6 +54,7 @@ fn crash_mode() -> impl Strategy<Value = CrashMode> {
             whole_writes,
             torn_sectors
         }),
+        any::<u64>().prop_map(|seed| CrashMode::Scattered { seed }),
     ]
 }
 

@@ -188,9 +188,20 @@ fn inspect(path: &Path, json: bool) -> Result<ExitCode, String> {
                 let tail = classify_tail(bytes, offset as u64, header.salt, expected - 1);
                 let verdict = match tail {
                     TailState::Zeros => "end of records (zeros follow)".to_owned(),
-                    TailState::Torn { dirty_end } => {
+                    TailState::Torn {
+                        dirty_end,
+                        unsynced_records: 0,
+                    } => {
                         format!("torn tail: {e}; damaged bytes end at offset {dirty_end}")
                     }
+                    TailState::Torn {
+                        dirty_end,
+                        unsynced_records,
+                    } => format!(
+                        "torn tail: {e}; {unsynced_records} valid records written before LSN \
+                         {expected} was durable follow, up to offset {dirty_end} (cut if this \
+                         is the log's last segment, corruption if it is sealed)"
+                    ),
                     TailState::ValidRecordFollows { offset: at, lsn } => {
                         bad = true;
                         format!(

@@ -22,6 +22,9 @@ pub enum FormatError {
     /// A length field exceeds the format's limit; checked before anything is allocated.
     #[error("length {len} exceeds the limit of {max} bytes")]
     LengthTooLarge { len: u64, max: u64 },
+    /// The durable-lag field is zero or reaches below LSN 0.
+    #[error("invalid durable lag {lag} for LSN {lsn}")]
+    BadDurableLag { lsn: u64, lag: u32 },
     /// The record kind is zero or otherwise outside the valid range.
     #[error("invalid record kind {0:#04x}")]
     BadKind(u8),

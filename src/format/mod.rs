@@ -9,7 +9,8 @@ pub mod segment;
 pub use error::FormatError;
 pub use record::{
     BATCH_CONTINUES, DecodedRecord, KIND_MAX, KIND_MIN, RECORD_HEADER_BYTES,
-    RECORD_PAYLOAD_MAX_BYTES, RecordKind, decode_record, encode_record, encoded_record_bytes,
+    RECORD_PAYLOAD_MAX_BYTES, RecordKind, RecordMeta, decode_record, encode_record,
+    encoded_record_bytes,
 };
 pub use scan::{ScanEnd, SegmentScan, TailState, classify_tail, scan_records};
 pub use segment::{SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SegmentHeader};

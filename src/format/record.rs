@@ -1,18 +1,20 @@
 //! Self-delimiting log records.
 //!
 //! ```text
-//! [crc32: 4][len: 4][lsn: 8][epoch: 4][kind: 1][payload: len]
+//! [crc32: 4][len: 4][lsn: 8][epoch: 4][kind: 1][durable_lag: 4][payload: len]
 //! ```
 //! The CRC covers every byte after itself (header fields and payload) and is seeded with the
-//! segment's salt.
+//! segment's salt. `durable_lag` is how far the log's durable LSN trailed this record's LSN when
+//! it was encoded: recovery uses it to tell a torn, never-synced tail from damage to records that
+//! were already durable.
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
 use super::{Epoch, FormatError, Lsn};
 
 /// Bytes of a record before its payload.
-pub const RECORD_HEADER_BYTES: usize = 21;
-const _: () = assert!(RECORD_HEADER_BYTES == 4 + 4 + 8 + 4 + 1);
+pub const RECORD_HEADER_BYTES: usize = 25;
+const _: () = assert!(RECORD_HEADER_BYTES == 4 + 4 + 8 + 4 + 1 + 4);
 
 /// Largest payload the format allows; lengths are checked against it before any use.
 pub const RECORD_PAYLOAD_MAX_BYTES: u32 = 1 << 30;
@@ -46,6 +48,21 @@ impl RecordKind {
     }
 }
 
+/// Everything in a record header but its length and checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// Sequence number of the record.
+    pub lsn: Lsn,
+    /// Epoch the record was written in.
+    pub epoch: Epoch,
+    /// Kind, without the batch flag.
+    pub kind: RecordKind,
+    /// Whether more records of the same atomic batch follow.
+    pub batch_continues: bool,
+    /// The log's durable LSN when the record was encoded (at most `lsn - 1`).
+    pub durable_lsn: Lsn,
+}
+
 /// A record decoded in place: the payload borrows the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodedRecord<'a> {
@@ -57,11 +74,26 @@ pub struct DecodedRecord<'a> {
     pub kind: RecordKind,
     /// Whether more records of the same atomic batch follow.
     pub batch_continues: bool,
+    /// The log's durable LSN when the record was encoded, as far as the record can tell
+    /// (lags beyond `u32::MAX` LSNs are stored saturated, so this may be lower than it was).
+    pub durable_lsn: Lsn,
     /// The payload bytes.
     pub payload: &'a [u8],
 }
 
 impl DecodedRecord<'_> {
+    /// The header fields.
+    #[must_use]
+    pub fn meta(&self) -> RecordMeta {
+        RecordMeta {
+            lsn: self.lsn,
+            epoch: self.epoch,
+            kind: self.kind,
+            batch_continues: self.batch_continues,
+            durable_lsn: self.durable_lsn,
+        }
+    }
+
     /// Total encoded size: header plus payload.
     #[must_use]
     pub fn encoded_bytes(&self) -> usize {
@@ -78,28 +110,32 @@ pub const fn encoded_record_bytes(payload_bytes: usize) -> usize {
 /// Appends one encoded record to `out`.
 ///
 /// # Panics
-/// When the payload exceeds `RECORD_PAYLOAD_MAX_BYTES`; callers check limits first.
-pub fn encode_record(
-    out: &mut Vec<u8>,
-    salt: u32,
-    lsn: Lsn,
-    epoch: Epoch,
-    kind: RecordKind,
-    batch_continues: bool,
-    payload: &[u8],
-) {
+/// When the payload exceeds `RECORD_PAYLOAD_MAX_BYTES` or `meta.durable_lsn` is not below
+/// `meta.lsn`; callers check both first.
+pub fn encode_record(out: &mut Vec<u8>, salt: u32, meta: &RecordMeta, payload: &[u8]) {
     let len = u32::try_from(payload.len()).expect("payload length checked by the caller");
     assert!(
         len <= RECORD_PAYLOAD_MAX_BYTES,
         "payload length checked by the caller"
     );
-    debug_assert!(lsn != 0, "LSN 0 means none and is never written");
+    assert!(
+        meta.durable_lsn < meta.lsn,
+        "a record cannot be durable before it is written"
+    );
+    debug_assert!(meta.lsn != 0, "LSN 0 means none and is never written");
+    let lag = u32::try_from(meta.lsn - meta.durable_lsn).unwrap_or(u32::MAX);
     let start = out.len();
     let mut header = [0u8; RECORD_HEADER_BYTES];
     LE::write_u32(&mut header[4..8], len);
-    LE::write_u64(&mut header[8..16], lsn);
-    LE::write_u32(&mut header[16..20], epoch);
-    header[20] = kind.get() | if batch_continues { BATCH_CONTINUES } else { 0 };
+    LE::write_u64(&mut header[8..16], meta.lsn);
+    LE::write_u32(&mut header[16..20], meta.epoch);
+    header[20] = meta.kind.get()
+        | if meta.batch_continues {
+            BATCH_CONTINUES
+        } else {
+            0
+        };
+    LE::write_u32(&mut header[21..25], lag);
     let mut crc = crc32fast::Hasher::new_with_initial(salt);
     crc.update(&header[4..]);
     crc.update(payload);
@@ -146,11 +182,17 @@ pub fn decode_record(bytes: &[u8], salt: u32) -> Result<DecodedRecord<'_>, Forma
     let kind_byte = header[20];
     let kind =
         RecordKind::new(kind_byte & !BATCH_CONTINUES).ok_or(FormatError::BadKind(kind_byte))?;
+    let lsn = LE::read_u64(&header[8..16]);
+    let lag = LE::read_u32(&header[21..25]);
+    if lag == 0 || u64::from(lag) > lsn {
+        return Err(FormatError::BadDurableLag { lsn, lag });
+    }
     Ok(DecodedRecord {
-        lsn: LE::read_u64(&header[8..16]),
+        lsn,
         epoch: LE::read_u32(&header[16..20]),
         kind,
         batch_continues: kind_byte & BATCH_CONTINUES != 0,
+        durable_lsn: lsn - u64::from(lag),
         payload,
     })
 }
@@ -160,17 +202,30 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn meta(lsn: Lsn) -> RecordMeta {
+        RecordMeta {
+            lsn,
+            epoch: 1,
+            kind: RecordKind::new(3).unwrap(),
+            batch_continues: false,
+            durable_lsn: lsn - 1,
+        }
+    }
+
     proptest! {
         #[test]
         fn records_round_trip(
-            salt: u32, lsn in 1u64.., epoch: u32, kind in KIND_MIN..=KIND_MAX,
+            salt: u32, lsn in 1u64.., lag in 1u64..1_000_000, epoch: u32, kind in KIND_MIN..=KIND_MAX,
             cont: bool, payload in proptest::collection::vec(any::<u8>(), 0..512),
         ) {
             let kind = RecordKind::new(kind).unwrap();
+            let durable_lsn = lsn.saturating_sub(lag);
+            let meta = RecordMeta { lsn, epoch, kind, batch_continues: cont, durable_lsn };
             let mut out = Vec::new();
-            encode_record(&mut out, salt, lsn, epoch, kind, cont, &payload);
+            encode_record(&mut out, salt, &meta, &payload);
             let rec = decode_record(&out, salt).unwrap();
-            prop_assert_eq!(rec, DecodedRecord { lsn, epoch, kind, batch_continues: cont, payload: &payload });
+            prop_assert_eq!(rec, DecodedRecord { lsn, epoch, kind, batch_continues: cont, durable_lsn, payload: &payload });
+            prop_assert_eq!(rec.meta(), meta);
             prop_assert_eq!(rec.encoded_bytes(), out.len());
         }
 
@@ -180,7 +235,7 @@ mod tests {
             bit_seed: usize,
         ) {
             let mut out = Vec::new();
-            encode_record(&mut out, salt, lsn, 1, RecordKind::new(3).unwrap(), false, &payload);
+            encode_record(&mut out, salt, &meta(lsn), &payload);
             let bit = bit_seed % (out.len() * 8);
             out[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(decode_record(&out, salt).is_err());
@@ -190,7 +245,7 @@ mod tests {
         fn a_different_salt_never_validates(salt: u32, other: u32, payload in proptest::collection::vec(any::<u8>(), 0..64)) {
             prop_assume!(salt != other);
             let mut out = Vec::new();
-            encode_record(&mut out, salt, 9, 1, RecordKind::new(1).unwrap(), false, &payload);
+            encode_record(&mut out, salt, &meta(9), &payload);
             prop_assert!(decode_record(&out, other).is_err());
         }
     }

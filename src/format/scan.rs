@@ -154,17 +154,24 @@ pub fn scan_records(bytes: &[u8], sparse_stride: u64) -> Result<SegmentScan, For
 pub enum TailState {
     /// Only zero bytes: the log simply ends there.
     Zeros,
-    /// Non-zero bytes, but none of them is a valid record: a torn write, safe to cut.
-    /// `dirty_end` is the offset just past the last non-zero byte.
-    Torn { dirty_end: u64 },
-    /// A valid record with a later LSN sits after the bad bytes: this is corruption, not a tear.
+    /// Non-zero bytes holding no record written after the bad bytes were known durable: a
+    /// torn, never-synced tail, safe to cut. `dirty_end` is the offset just past the last
+    /// non-zero byte; `unsynced_records` counts valid records found in the torn bytes (writes
+    /// that reached the disk out of order).
+    Torn {
+        dirty_end: u64,
+        unsynced_records: u64,
+    },
+    /// A valid record written when the log already held the damaged LSN as durable: the damage
+    /// hit synced data. This is corruption, not a tear.
     ValidRecordFollows { offset: u64, lsn: Lsn },
 }
 
 /// Classifies `bytes[from..]`, the bytes after the last valid record whose LSN was `last_lsn`.
 ///
-/// A record counts as "valid and following" when it decodes with `salt` at any offset after
-/// `from` and carries an LSN greater than `last_lsn`.
+/// A later valid record (decoding with `salt` at any offset at or after `from`, with an LSN
+/// above `last_lsn`) proves corruption only if its writer already knew LSN `last_lsn + 1` as
+/// durable; otherwise it is an unsynced write that reached the disk before an earlier one.
 #[must_use]
 pub fn classify_tail(bytes: &[u8], from: u64, salt: u32, last_lsn: Lsn) -> TailState {
     let Ok(from) = usize::try_from(from) else {
@@ -179,6 +186,7 @@ pub fn classify_tail(bytes: &[u8], from: u64, salt: u32, last_lsn: Lsn) -> TailS
     let dirty_end = from + last_nonzero + 1;
     // A record needs at least a header, so no valid record can hold more than this many LSNs.
     let lsn_window = (bytes.len() / RECORD_HEADER_BYTES) as u64 + 1;
+    let mut unsynced_records = 0;
     for offset in from..dirty_end {
         let Some(header) = bytes.get(offset..offset + RECORD_HEADER_BYTES) else {
             break;
@@ -187,14 +195,18 @@ pub fn classify_tail(bytes: &[u8], from: u64, salt: u32, last_lsn: Lsn) -> TailS
         if lsn <= last_lsn || lsn - last_lsn > lsn_window {
             continue;
         }
-        if decode_record(&bytes[offset..], salt).is_ok() {
-            return TailState::ValidRecordFollows {
-                offset: offset as u64,
-                lsn,
-            };
+        if let Ok(record) = decode_record(&bytes[offset..], salt) {
+            if record.durable_lsn > last_lsn {
+                return TailState::ValidRecordFollows {
+                    offset: offset as u64,
+                    lsn,
+                };
+            }
+            unsynced_records += 1;
         }
     }
     TailState::Torn {
         dirty_end: dirty_end as u64,
+        unsynced_records,
     }
 }

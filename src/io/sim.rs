@@ -27,6 +27,9 @@ pub enum CrashMode {
         whole_writes: usize,
         torn_sectors: u64,
     },
+    /// Each 512-byte sector of each unsynced write independently survives or not, chosen by a
+    /// pseudo-random sequence from `seed`: writes reaching the disk in any order.
+    Scattered { seed: u64 },
 }
 
 /// Operations that can be made to fail.
@@ -144,6 +147,29 @@ impl SimFs {
                 )
             })
             .collect();
+        if let CrashMode::Scattered { seed } = mode {
+            let mut rng = seed | 1;
+            for write in &state.unsynced {
+                let Some(inode) = inodes.get_mut(&write.inode) else {
+                    continue;
+                };
+                let end = write.offset + write.bytes.len() as u64;
+                let mut sector = write.offset / SECTOR_BYTES * SECTOR_BYTES;
+                while sector < end {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let lo = sector.max(write.offset);
+                    let hi = (sector + SECTOR_BYTES).min(end);
+                    if rng & 1 == 1 {
+                        let range = (lo - write.offset) as usize..(hi - write.offset) as usize;
+                        apply_write(&mut inode.data, lo, &write.bytes[range]);
+                    }
+                    sector += SECTOR_BYTES;
+                }
+                inode.durable.clone_from(&inode.data);
+            }
+        }
         if let CrashMode::Ordered {
             whole_writes,
             torn_sectors,

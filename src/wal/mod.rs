@@ -16,8 +16,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::format::{
-    Epoch, Lsn, RECORD_PAYLOAD_MAX_BYTES, RecordKind, SEGMENT_HEADER_BYTES, SegmentHeader,
-    encode_record, encoded_record_bytes,
+    Epoch, Lsn, RECORD_PAYLOAD_MAX_BYTES, RecordKind, RecordMeta, SEGMENT_HEADER_BYTES,
+    SegmentHeader, encode_record, encoded_record_bytes,
 };
 use crate::io::{DirLock, FileSystem, RealFs};
 
@@ -338,6 +338,8 @@ impl Wal {
         }
         let first = state.next_lsn;
         let epoch = state.epoch;
+        // Read under the lock that orders LSNs, so it is always below every LSN assigned now.
+        let durable_lsn = commit.durable();
         let segment = Arc::clone(&state.active);
         let offset = state.active_end;
         let buffer = match state.pending.last_mut() {
@@ -362,15 +364,14 @@ impl Wal {
         for (index, entry) in entries.iter().enumerate() {
             let continues = index + 1 < entries.len();
             segment.note_offset(lsn, at);
-            encode_record(
-                &mut buffer.bytes,
-                segment.header.salt,
+            let meta = RecordMeta {
                 lsn,
                 epoch,
-                entry.kind,
-                continues,
-                entry.payload,
-            );
+                kind: entry.kind,
+                batch_continues: continues,
+                durable_lsn,
+            };
+            encode_record(&mut buffer.bytes, segment.header.salt, &meta, entry.payload);
             at += encoded_record_bytes(entry.payload.len()) as u64;
             lsn += 1;
         }

@@ -250,7 +250,7 @@ fn judge(path: &Path, bytes: &[u8], scan: &SegmentScan, is_tail: bool) -> Segmen
         return SegmentStatus::Clean;
     }
     let dirty_end = match tail {
-        TailState::Torn { dirty_end } => dirty_end.max(scan.valid_end),
+        TailState::Torn { dirty_end, .. } => dirty_end.max(scan.valid_end),
         _ => scan.valid_end,
     };
     let dropped_records = expected_lsn - scan.last_lsn.map_or(scan.header.first_lsn, |l| l + 1);
