@@ -59,6 +59,9 @@ enum Command {
         /// Keep the benchmark log instead of removing it.
         #[arg(long)]
         keep: bool,
+        /// Also write zeros over preallocated segments (default: fallocate only).
+        #[arg(long)]
+        zero_fill: bool,
     },
 }
 
@@ -81,13 +84,26 @@ fn main() -> ExitCode {
             seconds,
             durability,
             keep,
+            zero_fill,
         } => {
             let durability = match durability {
                 BenchDurability::Sync => Durability::Sync,
                 BenchDurability::Buffered => Durability::Buffered,
                 BenchDurability::None => Durability::None,
             };
-            bench(&dir, &threads, record_bytes, seconds, durability, keep)
+            let options = Options {
+                zero_fill_segments: zero_fill,
+                ..Options::default()
+            };
+            bench(
+                &dir,
+                &threads,
+                record_bytes,
+                seconds,
+                durability,
+                keep,
+                options,
+            )
         }
     };
     match result {
@@ -299,6 +315,7 @@ fn bench(
     seconds: f64,
     durability: Durability,
     keep: bool,
+    options: Options,
 ) -> Result<ExitCode, String> {
     if dir.exists()
         && std::fs::read_dir(dir)
@@ -311,7 +328,7 @@ fn bench(
             dir.display()
         ));
     }
-    let wal = Wal::open(dir, Options::default()).map_err(|e| e.to_string())?;
+    let wal = Wal::open(dir, options).map_err(|e| e.to_string())?;
     let payload = vec![0x5a; record_bytes];
     let kind = RecordKind::new(1).ok_or("kind")?;
     println!(

@@ -7,6 +7,7 @@
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crate::format::{Epoch, Lsn};
@@ -52,13 +53,25 @@ pub(crate) struct WriterState {
     pub last_written_segment: Option<Arc<Segment>>,
     pub poisoned: Option<(&'static str, Arc<io::Error>)>,
     pub closed: bool,
+    /// Appenders parked until their LSN is written or durable, or until a role is theirs.
+    pub waiters: Vec<Waiter>,
+}
+
+/// An appender parked in [`GroupCommit::complete`].
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    lsn: Lsn,
+    durability: Durability,
+    thread: Thread,
 }
 
 /// The group-commit engine: queue, roles and the LSN watermarks.
 #[derive(Debug)]
 pub(crate) struct GroupCommit {
     pub state: Mutex<WriterState>,
-    progress: Condvar,
+    /// Signalled when the durable LSN moves, for `tail` readers (appenders are unparked one by
+    /// one instead, see [`GroupCommit::wake`]).
+    durable_changed: Condvar,
     /// Every LSN at or below this is in the OS page cache and visible through mappings.
     pub written_lsn: AtomicU64,
     /// Every LSN at or below this is on stable storage.
@@ -71,7 +84,7 @@ impl GroupCommit {
     pub fn new(state: WriterState, last_lsn: Lsn) -> Self {
         Self {
             state: Mutex::new(state),
-            progress: Condvar::new(),
+            durable_changed: Condvar::new(),
             written_lsn: AtomicU64::new(last_lsn),
             durable_lsn: AtomicU64::new(last_lsn),
             syncs: AtomicU64::new(0),
@@ -98,11 +111,7 @@ impl GroupCommit {
         durability: Durability,
     ) -> Result<()> {
         loop {
-            let done = match durability {
-                Durability::Sync => self.durable() >= lsn,
-                Durability::Buffered | Durability::None => self.written() >= lsn,
-            };
-            if done {
+            if self.reached(lsn, durability) {
                 return Ok(());
             }
             if let Some((op, source)) = &state.poisoned {
@@ -116,12 +125,60 @@ impl GroupCommit {
             } else if durability == Durability::Sync && self.written() >= lsn && !state.syncing {
                 state = self.sync_role(state);
             } else {
-                state = self
-                    .progress
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+                let me = thread::current();
+                let id = me.id();
+                state.waiters.push(Waiter {
+                    lsn,
+                    durability,
+                    thread: me,
+                });
+                drop(state);
+                // Spurious wake-ups are fine: the loop re-checks everything.
+                thread::park();
+                state = self.lock();
+                state.waiters.retain(|w| w.thread.id() != id);
             }
         }
+    }
+
+    fn reached(&self, lsn: Lsn, durability: Durability) -> bool {
+        match durability {
+            Durability::Sync => self.durable() >= lsn,
+            Durability::Buffered | Durability::None => self.written() >= lsn,
+        }
+    }
+
+    /// Unparks exactly the appenders that can make progress: those whose LSN reached their
+    /// durability, plus one to take each free role that has work. Waking only these (instead
+    /// of every parked appender) keeps 64 writers on 2 cores from thrashing at every sync.
+    fn wake(&self, state: &mut WriterState) {
+        if state.poisoned.is_some() || state.closed {
+            for waiter in state.waiters.drain(..) {
+                waiter.thread.unpark();
+            }
+            return;
+        }
+        let (written, durable) = (self.written(), self.durable());
+        let mut need_writer = !state.writing && !state.pending.is_empty();
+        let mut need_syncer = !state.syncing && written > durable;
+        state.waiters.retain(|waiter| {
+            let wake = if self.reached(waiter.lsn, waiter.durability) {
+                true
+            } else if need_writer && waiter.lsn > written {
+                need_writer = false;
+                true
+            } else if need_syncer && waiter.durability == Durability::Sync && waiter.lsn <= written
+            {
+                need_syncer = false;
+                true
+            } else {
+                false
+            };
+            if wake {
+                waiter.thread.unpark();
+            }
+            !wake
+        });
     }
 
     /// Makes everything written so far durable (used by the flusher thread and `sync`).
@@ -154,15 +211,16 @@ impl GroupCommit {
                 return Ok(durable);
             }
             state = self
-                .progress
+                .durable_changed
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
     }
 
-    pub fn notify(&self) {
-        self.progress.notify_all();
+    pub fn notify(&self, state: &mut WriterState) {
+        self.wake(state);
+        self.durable_changed.notify_all();
     }
 
     fn poison<'a>(
@@ -177,7 +235,7 @@ impl GroupCommit {
         if state.poisoned.is_none() {
             state.poisoned = Some((op, Arc::new(error)));
         }
-        self.progress.notify_all();
+        self.notify(&mut state);
         state
     }
 
@@ -230,7 +288,7 @@ impl GroupCommit {
         if let Err((op, e)) = outcome {
             return self.poison(state, op, e);
         }
-        self.progress.notify_all();
+        self.wake(&mut state);
         state
     }
 
@@ -257,7 +315,7 @@ impl GroupCommit {
             return self.poison(state, "fdatasync", e);
         }
         self.durable_lsn.fetch_max(target, Ordering::AcqRel);
-        self.progress.notify_all();
+        self.notify(&mut state);
         state
     }
 }
