@@ -3,6 +3,12 @@
 //!
 //! Run: `cargo bench --bench wal` (set `SHIPLOG_BENCH_DIR` to put the logs on another disk).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::pedantic,
+    reason = "test code: a failed unwrap is a failed test; casts are on small test values"
+)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -16,8 +16,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
-
 pub mod format;
 pub mod fuzzing;
 pub mod io;

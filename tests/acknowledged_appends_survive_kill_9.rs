@@ -2,6 +2,12 @@
 //! acknowledged LSN over a pipe; the parent SIGKILLs it at a random moment, reopens the log and
 //! checks that every acknowledged record is present and intact.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::pedantic,
+    reason = "test code: a failed unwrap is a failed test; casts are on small test values"
+)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};

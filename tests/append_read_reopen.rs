@@ -1,6 +1,12 @@
 //! Records appended at every durability level read back intact, across segment rotation and
 //! reopen.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::pedantic,
+    reason = "test code: a failed unwrap is a failed test; casts are on small test values"
+)]
+
 use shiplog::wal::Options;
 use shiplog::{Durability, Entry, RecordKind, Wal};
 

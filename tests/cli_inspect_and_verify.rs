@@ -1,5 +1,11 @@
 //! `shiplog inspect` and `shiplog verify` as a user runs them: real processes, real files.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::pedantic,
+    reason = "test code: a failed unwrap is a failed test; casts are on small test values"
+)]
+
 use std::os::unix::fs::FileExt;
 use std::process::Command;
 

@@ -1,6 +1,12 @@
 //! Damage that is not a torn tail makes open fail with the file, offset and LSN, and changes
 //! nothing on disk.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::pedantic,
+    reason = "test code: a failed unwrap is a failed test; casts are on small test values"
+)]
+
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,12 @@
 //! The worked example of docs/format.md, built byte by byte from the spec (not with the
 //! encoder), must decode; and the encoder must produce exactly those bytes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::pedantic,
+    reason = "test code: a failed unwrap is a failed test; casts are on small test values"
+)]
+
 use shiplog::format::{RecordKind, RecordMeta, SegmentHeader, encode_record, scan_records};
 
 fn spec_example() -> Vec<u8> {

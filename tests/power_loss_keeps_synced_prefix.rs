@@ -1,6 +1,12 @@
 //! Simulated power loss: unsynced writes are dropped or torn at a 512-byte sector, and recovery
 //! keeps exactly the synced prefix (and never half a batch).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::pedantic,
+    reason = "test code: a failed unwrap is a failed test; casts are on small test values"
+)]
+
 use std::path::Path;
 use std::sync::Arc;
 

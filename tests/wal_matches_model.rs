@@ -1,5 +1,11 @@
 //! Random appends, batches, reads, reopens and retention against an in-memory model of the log.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::pedantic,
+    reason = "test code: a failed unwrap is a failed test; casts are on small test values"
+)]
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! `shiplog`: the admin tool. Inspect and verify logs, and benchmark the group commit.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -73,6 +74,7 @@ enum BenchDurability {
 }
 
 fn main() -> ExitCode {
+    shiplog::io::restore_default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { file, json } => inspect(&file, json),
@@ -122,12 +124,40 @@ fn json_string(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
             c => out.push(c),
         }
     }
     out.push('"');
     out
+}
+
+fn print_header(path: &Path, header: &SegmentHeader, file_bytes: usize, json: bool) {
+    if json {
+        println!(
+            "{{\"type\":\"header\",\"file\":{},\"cluster_id\":\"{:032x}\",\"first_lsn\":{},\"epoch\":{},\"salt\":{},\"file_bytes\":{}}}",
+            json_string(&path.display().to_string()),
+            header.cluster_id,
+            header.first_lsn,
+            header.epoch,
+            header.salt,
+            file_bytes
+        );
+    } else {
+        println!("segment   {}", path.display());
+        println!("cluster   {:032x}", header.cluster_id);
+        println!(
+            "first LSN {}   epoch {}   salt {:#010x}   file {} bytes",
+            header.first_lsn, header.epoch, header.salt, file_bytes
+        );
+        println!();
+        println!(
+            "{:>12} {:>20} {:>8} {:>5} {:>6} {:>10}  crc",
+            "offset", "lsn", "epoch", "kind", "batch", "length"
+        );
+    }
 }
 
 fn inspect(path: &Path, json: bool) -> Result<ExitCode, String> {
@@ -140,32 +170,7 @@ fn inspect(path: &Path, json: bool) -> Result<ExitCode, String> {
     let bytes = mapping.bytes();
     let header = SegmentHeader::decode(bytes)
         .map_err(|e| format!("{}: bad segment header: {e}", path.display()))?;
-    if json {
-        println!(
-            "{{\"type\":\"header\",\"file\":{},\"cluster_id\":\"{:032x}\",\"first_lsn\":{},\"epoch\":{},\"salt\":{},\"file_bytes\":{}}}",
-            json_string(&path.display().to_string()),
-            header.cluster_id,
-            header.first_lsn,
-            header.epoch,
-            header.salt,
-            bytes.len()
-        );
-    } else {
-        println!("segment   {}", path.display());
-        println!("cluster   {:032x}", header.cluster_id);
-        println!(
-            "first LSN {}   epoch {}   salt {:#010x}   file {} bytes",
-            header.first_lsn,
-            header.epoch,
-            header.salt,
-            bytes.len()
-        );
-        println!();
-        println!(
-            "{:>12} {:>20} {:>8} {:>5} {:>6} {:>10}  crc",
-            "offset", "lsn", "epoch", "kind", "batch", "length"
-        );
-    }
+    print_header(path, &header, bytes.len(), json);
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut expected = header.first_lsn;
     let mut bad = false;
@@ -308,6 +313,7 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[expect(clippy::cast_precision_loss, reason = "throughput figures for display")]
 fn bench(
     dir: &Path,
     threads: &[usize],
@@ -367,7 +373,7 @@ fn bench(
         println!(
             "{count:>8} {:>14.0} {:>10.1} {:>12.0} {:>14.1}",
             n / elapsed,
-            n * (record_bytes + RECORD_HEADER_BYTES) as f64 / elapsed / (1 << 20) as f64,
+            n * (record_bytes + RECORD_HEADER_BYTES) as f64 / elapsed / f64::from(1u32 << 20),
             syncs / elapsed,
             if syncs > 0.0 { n / syncs } else { 0.0 }
         );

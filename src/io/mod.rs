@@ -10,10 +10,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use real::RealFs;
+pub use real::{RealFs, restore_default_sigpipe};
 pub use sim::{CrashMode, SimFs, SimOp};
 
 /// A directory of log files: naming, creation, removal and directory durability.
+#[expect(
+    clippy::missing_errors_doc,
+    reason = "every method fails only with the OS's error for that call"
+)]
 pub trait FileSystem: Send + Sync + Debug {
     /// Creates `dir` and its parents if missing.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
@@ -39,6 +43,10 @@ pub trait FileSystem: Send + Sync + Debug {
 }
 
 /// One open file.
+#[expect(
+    clippy::missing_errors_doc,
+    reason = "every method fails only with the OS's error for that call"
+)]
 pub trait LogFile: Send + Sync + Debug {
     /// Current length in bytes.
     fn size_bytes(&self) -> io::Result<u64>;

@@ -153,3 +153,12 @@ impl Mapping for RealMapping {
         &self.0
     }
 }
+
+/// Restores the default `SIGPIPE` action, so a command-line tool piped into `head` exits quietly
+/// instead of panicking on a failed write (Rust ignores `SIGPIPE` by default).
+pub fn restore_default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called at the start of `main`, before any other thread exists, and installs the
+    // default disposition (no Rust handler runs in signal context).
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}

@@ -131,6 +131,9 @@ impl SimFs {
     }
 
     /// The image a power loss now would leave, as a new independent file system.
+    ///
+    /// # Panics
+    /// Only if a simulated file outgrew the address space.
     #[must_use]
     pub fn crash(&self, mode: CrashMode) -> SimFs {
         let state = lock(&self.state);
@@ -162,7 +165,8 @@ impl SimFs {
                     let lo = sector.max(write.offset);
                     let hi = (sector + SECTOR_BYTES).min(end);
                     if rng & 1 == 1 {
-                        let range = (lo - write.offset) as usize..(hi - write.offset) as usize;
+                        let at = |x: u64| usize::try_from(x - write.offset).expect("in memory");
+                        let range = at(lo)..at(hi);
                         apply_write(&mut inode.data, lo, &write.bytes[range]);
                     }
                     sector += SECTOR_BYTES;
@@ -176,14 +180,14 @@ impl SimFs {
         } = mode
         {
             for (index, write) in state.unsynced.iter().enumerate() {
-                let keep = if index < whole_writes {
-                    write.bytes.len()
-                } else if index == whole_writes {
-                    let end = (write.offset / SECTOR_BYTES + torn_sectors) * SECTOR_BYTES;
-                    usize::try_from(end.saturating_sub(write.offset))
-                        .map_or(write.bytes.len(), |n| n.min(write.bytes.len()))
-                } else {
-                    break;
+                let keep = match index.cmp(&whole_writes) {
+                    std::cmp::Ordering::Less => write.bytes.len(),
+                    std::cmp::Ordering::Equal => {
+                        let end = (write.offset / SECTOR_BYTES + torn_sectors) * SECTOR_BYTES;
+                        usize::try_from(end.saturating_sub(write.offset))
+                            .map_or(write.bytes.len(), |n| n.min(write.bytes.len()))
+                    }
+                    std::cmp::Ordering::Greater => break,
                 };
                 if let Some(inode) = inodes.get_mut(&write.inode) {
                     apply_write(&mut inode.data, write.offset, &write.bytes[..keep]);

@@ -154,6 +154,11 @@ pub struct Wal {
     _lock: Box<dyn DirLock>,
 }
 
+fn random_u32() -> u32 {
+    let [a, b, c, d, ..] = random_u64().to_le_bytes();
+    u32::from_le_bytes([a, b, c, d])
+}
+
 fn random_u64() -> u64 {
     // The standard library seeds RandomState from the OS's random source; that is all the
     // randomness salts and cluster ids need, without another dependency.
@@ -197,7 +202,7 @@ impl Wal {
         let recovery = analysis.segments.iter().map(|s| s.report.clone()).collect();
         let (segments, next_lsn, epoch, active_end) =
             Self::load(fs.as_ref(), &dir, &options, cluster_id, analysis)?;
-        let active = Arc::clone(segments.last().expect("load leaves at least one segment"));
+        let active = Arc::clone(&segments[segments.len() - 1]);
         let state = WriterState {
             next_lsn,
             epoch,
@@ -276,7 +281,7 @@ impl Wal {
                 cluster_id,
                 first_lsn: next_lsn,
                 epoch,
-                salt: random_u64() as u32,
+                salt: random_u32(),
             };
             segments.push(Arc::new(Segment::create(
                 fs,
@@ -344,23 +349,19 @@ impl Wal {
         let durable_lsn = commit.durable();
         let segment = Arc::clone(&state.active);
         let offset = state.active_end;
-        let buffer = match state.pending.last_mut() {
-            Some(w)
-                if Arc::ptr_eq(&w.segment, &segment)
-                    && w.offset + w.bytes.len() as u64 == offset =>
-            {
-                w
-            }
-            _ => {
-                state.pending.push(PendingWrite {
-                    segment: Arc::clone(&segment),
-                    offset,
-                    bytes: Vec::new(),
-                    last_lsn: 0,
-                });
-                state.pending.last_mut().expect("just pushed")
-            }
-        };
+        let extends_last = state.pending.last().is_some_and(|w| {
+            Arc::ptr_eq(&w.segment, &segment) && w.offset + w.bytes.len() as u64 == offset
+        });
+        if !extends_last {
+            state.pending.push(PendingWrite {
+                segment: Arc::clone(&segment),
+                offset,
+                bytes: Vec::with_capacity(usize::try_from(batch_bytes).unwrap_or(0)),
+                last_lsn: 0,
+            });
+        }
+        let last_index = state.pending.len() - 1;
+        let buffer = &mut state.pending[last_index];
         let mut lsn = first;
         let mut at = offset;
         for (index, entry) in entries.iter().enumerate() {
@@ -423,7 +424,7 @@ impl Wal {
             cluster_id: self.shared.cluster_id,
             first_lsn: state.next_lsn,
             epoch: state.epoch,
-            salt: random_u64() as u32,
+            salt: random_u32(),
         };
         let fs = options.fs.as_ref();
         let dir = &self.shared.dir;

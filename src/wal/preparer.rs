@@ -49,22 +49,17 @@ impl SegmentPreparer {
                             return;
                         }
                     }
-                    match BlankSegment::prepare(
-                        fs.as_ref(),
-                        dir.join(prepared_file_name(n)),
-                        capacity_bytes,
-                        zero_fill,
-                    ) {
-                        Ok(blank) => {
-                            lock.lock().unwrap_or_else(PoisonError::into_inner).ready = Some(blank)
-                        }
+                    let path = dir.join(prepared_file_name(n));
+                    if let Ok(blank) =
+                        BlankSegment::prepare(fs.as_ref(), path.clone(), capacity_bytes, zero_fill)
+                    {
+                        lock.lock().unwrap_or_else(PoisonError::into_inner).ready = Some(blank);
+                    } else {
                         // Rotation falls back to creating the file itself and reports the error
                         // to its caller; try again later (the disk may have room by then).
-                        Err(_) => {
-                            let _ = fs.remove(&dir.join(prepared_file_name(n)));
-                            let slot = lock.lock().unwrap_or_else(PoisonError::into_inner);
-                            let _ = wake.wait_timeout(slot, Duration::from_secs(1));
-                        }
+                        let _ = fs.remove(&path);
+                        let slot = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                        let _ = wake.wait_timeout(slot, Duration::from_secs(1));
                     }
                 }
             })

@@ -102,7 +102,7 @@ impl WalIter {
         let (mut at_lsn, mut offset) = segment.seek_hint(lsn);
         let mut mapping = segment.view_covering(0)?;
         while at_lsn < lsn {
-            let record = self.decode(&segment, &mut mapping, offset, at_lsn)?;
+            let record = Self::decode(&segment, &mut mapping, offset, at_lsn)?;
             offset += record.1;
             at_lsn += 1;
         }
@@ -111,7 +111,6 @@ impl WalIter {
 
     /// Decodes the record expected at `offset`, remapping if the view predates it.
     fn decode(
-        &self,
         segment: &Segment,
         mapping: &mut Arc<dyn Mapping>,
         offset: u64,
@@ -180,7 +179,7 @@ impl Iterator for WalIter {
             },
         };
         let (segment, mut mapping, offset) = position;
-        match self.decode(&segment, &mut mapping, offset, lsn) {
+        match Self::decode(&segment, &mut mapping, offset, lsn) {
             Ok((record, len)) => {
                 self.next_lsn += 1;
                 self.position = Some((segment, mapping, offset + len));
