@@ -1,0 +1,9 @@
+//! Arbitrary bytes as one record: the first four bytes are the CRC salt, the rest the record
+//! (and, as a side check, a segment header). See `shiplog::fuzzing::record_decode`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = shiplog::fuzzing::record_decode(data);
+});

@@ -1,0 +1,9 @@
+//! Arbitrary bytes as a whole segment image: header, record scan and tail classification. See
+//! `shiplog::fuzzing::segment_recovery`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = shiplog::fuzzing::segment_recovery(data);
+});

@@ -1,0 +1,594 @@
+//! Replays the checked-in fuzz seed corpus (`fuzz/seeds/<target>/`) through the same functions
+//! the cargo-fuzz targets call, so every seed and every minimized crash becomes a regression test
+//! under plain `cargo test` on stable.
+//!
+//! The generated part of the corpus is built by [`generated_seeds`] from the public format API.
+//! Regenerate it after a format change with
+//! `cargo test --test fuzz_corpus_replay -- --ignored write_generated_seeds`;
+//! `generated_seeds_are_checked_in` fails while the files on disk are stale.
+
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use byteorder::{ByteOrder, LittleEndian as LE};
+use shiplog::format::{
+    BATCH_CONTINUES, FormatError, RECORD_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES, RecordKind,
+    SEGMENT_HEADER_BYTES, ScanEnd, SegmentHeader, TailState, classify_tail, decode_record,
+    encode_record, scan_records,
+};
+use shiplog::fuzzing;
+
+fn seeds_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join("seeds")
+        .join(target)
+}
+
+/// Every regular file in `fuzz/seeds/<target>/`, sorted by name.
+fn seed_files(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = seeds_dir(target);
+    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_file())
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let bytes = fs::read(&path).unwrap();
+            (name, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs `body` over every seed of `target`, reporting every seed that panics (not just the first).
+fn replay(target: &str, body: fn(&[u8]) -> Option<()>) {
+    let seeds = seed_files(target);
+    assert!(
+        !seeds.is_empty(),
+        "no seeds in {}: the replay would pass vacuously",
+        seeds_dir(target).display()
+    );
+    let failed: Vec<&str> = seeds
+        .iter()
+        .filter(|(_, bytes)| catch_unwind(AssertUnwindSafe(|| body(bytes))).is_err())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} `{target}` seeds panicked: {failed:?}",
+        failed.len(),
+        seeds.len()
+    );
+}
+
+#[test]
+fn record_seeds_do_not_panic() {
+    replay("record", fuzzing::record_decode);
+}
+
+#[test]
+fn segment_recovery_seeds_do_not_panic() {
+    replay("segment_recovery", fuzzing::segment_recovery);
+}
+
+#[test]
+fn generated_seeds_are_checked_in() {
+    for (target, seeds) in generated_seeds() {
+        let dir = seeds_dir(target);
+        for (name, bytes) in seeds {
+            let path = dir.join(name);
+            let on_disk = fs::read(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}; run the ignored write_generated_seeds",
+                    path.display()
+                )
+            });
+            assert!(
+                on_disk == bytes,
+                "{} is stale; run the ignored write_generated_seeds",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Writes the generated seeds into `fuzz/seeds/`; files not generated here (minimized crashes,
+/// corpus kept from fuzzing runs) are left alone.
+#[test]
+#[ignore = "writes into fuzz/seeds/; run by hand after a format change"]
+fn write_generated_seeds() {
+    for (target, seeds) in generated_seeds() {
+        let dir = seeds_dir(target);
+        fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in seeds {
+            fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed generation. Everything is deterministic so the files on disk can be checked for staleness.
+
+type Seeds = Vec<(&'static str, Vec<u8>)>;
+
+/// Largest seed we are willing to check in; keeps libFuzzer's inferred `-max_len` modest.
+const SEED_MAX_BYTES: usize = 16 * 1024;
+
+const SALT: u32 = 0x5eed_5a17;
+const OTHER_SALT: u32 = 0x0bad_5a17;
+const CLUSTER_ID: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+const FIRST_LSN: u64 = 100;
+const EPOCH: u32 = 3;
+
+fn generated_seeds() -> Vec<(&'static str, Seeds)> {
+    let record = record_seeds();
+    let segment = segment_seeds();
+    for (name, bytes) in record.iter().chain(&segment) {
+        assert!(bytes.len() <= SEED_MAX_BYTES, "seed {name} is too large");
+    }
+    vec![("record", record), ("segment_recovery", segment)]
+}
+
+fn kind(value: u8) -> RecordKind {
+    RecordKind::new(value).unwrap()
+}
+
+/// Deterministic, non-trivial payload bytes.
+fn payload(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+fn record(
+    salt: u32,
+    lsn: u64,
+    epoch: u32,
+    kind_value: u8,
+    continues: bool,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_record(
+        &mut out,
+        salt,
+        lsn,
+        epoch,
+        kind(kind_value),
+        continues,
+        body,
+    );
+    out
+}
+
+/// A record whose kind byte is written raw (possibly invalid) with a correct CRC, so decoding
+/// gets past the checksum and reaches the kind check.
+fn record_with_raw_kind(salt: u32, lsn: u64, epoch: u32, kind_byte: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = record(salt, lsn, epoch, 1, false, body);
+    out[20] = kind_byte;
+    fix_record_crc(&mut out, salt);
+    out
+}
+
+fn fix_record_crc(bytes: &mut [u8], salt: u32) {
+    let mut crc = crc32fast::Hasher::new_with_initial(salt);
+    crc.update(&bytes[4..]);
+    LE::write_u32(&mut bytes[0..4], crc.finalize());
+}
+
+fn flip_bit(bytes: &mut [u8], bit: usize) {
+    bytes[bit / 8] ^= 1 << (bit % 8);
+}
+
+fn with_salt_prefix(salt: u32, record_bytes: &[u8]) -> Vec<u8> {
+    let mut out = salt.to_le_bytes().to_vec();
+    out.extend_from_slice(record_bytes);
+    out
+}
+
+fn header(first_lsn: u64, epoch: u32) -> [u8; SEGMENT_HEADER_BYTES] {
+    SegmentHeader {
+        cluster_id: CLUSTER_ID,
+        first_lsn,
+        epoch,
+        salt: SALT,
+    }
+    .encode()
+}
+
+/// A header with one field patched and its CRC recomputed, so decoding reaches the later checks.
+fn patched_header(patch: impl FnOnce(&mut [u8; SEGMENT_HEADER_BYTES])) -> Vec<u8> {
+    let mut bytes = header(FIRST_LSN, EPOCH);
+    patch(&mut bytes);
+    let crc = crc32fast::hash(&bytes[..60]);
+    LE::write_u32(&mut bytes[60..], crc);
+    bytes.to_vec()
+}
+
+/// `(kind, continues, payload length)` of the records in the standard valid segment: single
+/// records of several sizes and kinds, and a three-record batch.
+const VALID_LAYOUT: [(u8, bool, usize); 7] = [
+    (1, false, 0),
+    (2, false, 1),
+    (0x7f, false, 37),
+    (3, true, 12),
+    (3, true, 200),
+    (4, false, 5),
+    (5, false, 64),
+];
+
+/// Header plus records `FIRST_LSN..` laid out as `layout`, all valid under `SALT`.
+fn segment(layout: &[(u8, bool, usize)]) -> Vec<u8> {
+    let mut out = header(FIRST_LSN, EPOCH).to_vec();
+    for (i, &(k, continues, len)) in layout.iter().enumerate() {
+        let lsn = FIRST_LSN + i as u64;
+        encode_record(
+            &mut out,
+            SALT,
+            lsn,
+            EPOCH,
+            kind(k),
+            continues,
+            &payload(len, i as u8),
+        );
+    }
+    out
+}
+
+fn valid_segment() -> Vec<u8> {
+    segment(&VALID_LAYOUT)
+}
+
+fn next_lsn() -> u64 {
+    FIRST_LSN + VALID_LAYOUT.len() as u64
+}
+
+fn record_seeds() -> Seeds {
+    let mut seeds: Seeds = Vec::new();
+    let mut add = |name: &'static str, salt: u32, bytes: &[u8]| {
+        seeds.push((name, with_salt_prefix(salt, bytes)));
+    };
+
+    // Valid records of several sizes, kinds, LSNs, epochs and salts.
+    add(
+        "valid_empty_payload_kind1",
+        SALT,
+        &record(SALT, 1, 1, 1, false, &[]),
+    );
+    add(
+        "valid_1b_kind2",
+        SALT,
+        &record(SALT, 2, 1, 2, false, &payload(1, 1)),
+    );
+    add(
+        "valid_37b_kind_max",
+        SALT,
+        &record(SALT, 77, 9, 0x7f, false, &payload(37, 2)),
+    );
+    add(
+        "valid_300b_batch_continues",
+        SALT,
+        &record(SALT, 1000, 2, 5, true, &payload(300, 3)),
+    );
+    add(
+        "valid_4000b_max_lsn_max_epoch",
+        SALT,
+        &record(SALT, u64::MAX, u32::MAX, 6, false, &payload(4000, 4)),
+    );
+    add(
+        "valid_salt_zero",
+        0,
+        &record(0, 3, 0, 1, false, &payload(8, 5)),
+    );
+    add(
+        "valid_salt_all_ones",
+        u32::MAX,
+        &record(u32::MAX, 4, 1, 9, true, &payload(8, 6)),
+    );
+
+    // A batch of three: only the first decodes here, the rest is trailing input.
+    let mut batch = record(SALT, 10, 4, 2, true, &payload(20, 7));
+    batch.extend(record(SALT, 11, 4, 2, true, &payload(3, 8)));
+    batch.extend(record(SALT, 12, 4, 3, false, &payload(50, 9)));
+    add("batch_of_three", SALT, &batch);
+    let mut trailing = record(SALT, 13, 4, 1, false, &payload(9, 10));
+    trailing.extend(payload(40, 11));
+    add("valid_then_trailing_garbage", SALT, &trailing);
+
+    // Truncations.
+    let full = record(SALT, 20, 1, 1, false, &payload(64, 12));
+    add("truncated_header", SALT, &full[..RECORD_HEADER_BYTES - 5]);
+    add("truncated_payload", SALT, &full[..full.len() - 7]);
+    add("salt_only_no_record", SALT, &[]);
+
+    // Length fields at and past the limit, checked before anything is read.
+    let mut oversized = full.clone();
+    LE::write_u32(&mut oversized[4..8], u32::MAX);
+    add("oversized_length_u32_max", SALT, &oversized);
+    let mut just_over = full.clone();
+    LE::write_u32(&mut just_over[4..8], RECORD_PAYLOAD_MAX_BYTES + 1);
+    add("length_just_over_max", SALT, &just_over);
+    let mut at_max = full.clone();
+    LE::write_u32(&mut at_max[4..8], RECORD_PAYLOAD_MAX_BYTES);
+    add("length_at_max_truncated", SALT, &at_max);
+
+    // Corruption the checksum must catch.
+    let mut flipped = full.clone();
+    flip_bit(&mut flipped, (RECORD_HEADER_BYTES + 10) * 8 + 3);
+    add("flipped_bit_payload", SALT, &flipped);
+    let mut flipped = full.clone();
+    flip_bit(&mut flipped, 8 * 8);
+    add("flipped_bit_lsn", SALT, &flipped);
+    let mut flipped = full.clone();
+    flip_bit(&mut flipped, 31);
+    add("flipped_bit_crc", SALT, &flipped);
+    add(
+        "wrong_salt",
+        SALT,
+        &record(OTHER_SALT, 20, 1, 1, false, &payload(64, 12)),
+    );
+
+    // Invalid kinds behind a correct checksum.
+    add(
+        "bad_kind_zero_valid_crc",
+        SALT,
+        &record_with_raw_kind(SALT, 30, 1, 0, &payload(4, 13)),
+    );
+    add(
+        "bad_kind_batch_flag_only_valid_crc",
+        SALT,
+        &record_with_raw_kind(SALT, 31, 1, BATCH_CONTINUES, &payload(4, 14)),
+    );
+    add("zeros_64", 0, &[0; 64]);
+
+    // `record_decode` also decodes the bytes as a segment header.
+    let mut with_header = header(FIRST_LSN, EPOCH).to_vec();
+    with_header.extend(record(SALT, FIRST_LSN, EPOCH, 1, false, &payload(16, 15)));
+    add("segment_header_then_record", SALT, &with_header);
+
+    for (name, bytes) in &seeds {
+        check_record_seed(name, bytes);
+    }
+    seeds
+}
+
+/// Makes sure each record seed exercises what its name says.
+fn check_record_seed(name: &str, bytes: &[u8]) {
+    let salt = LE::read_u32(&bytes[..4]);
+    let result = decode_record(&bytes[4..], salt);
+    let ok = match name {
+        n if n.starts_with("valid") || n == "batch_of_three" => result.is_ok(),
+        "truncated_header" | "truncated_payload" | "salt_only_no_record" => {
+            matches!(result, Err(FormatError::Truncated { .. }))
+        }
+        "length_at_max_truncated" => matches!(result, Err(FormatError::Truncated { .. })),
+        "oversized_length_u32_max" | "length_just_over_max" => {
+            matches!(result, Err(FormatError::LengthTooLarge { .. }))
+        }
+        n if n.starts_with("flipped_bit") || n == "wrong_salt" || n == "zeros_64" => {
+            matches!(result, Err(FormatError::ChecksumMismatch { .. }))
+        }
+        n if n.starts_with("bad_kind") => matches!(result, Err(FormatError::BadKind(_))),
+        "segment_header_then_record" => {
+            result.is_err() && SegmentHeader::decode(&bytes[4..]).is_ok()
+        }
+        other => panic!("no expectation for record seed {other}"),
+    };
+    assert!(ok, "record seed {name} decodes as {result:?}");
+}
+
+fn segment_seeds() -> Seeds {
+    let mut seeds: Seeds = Vec::new();
+    let valid = valid_segment();
+    let next = next_lsn();
+
+    seeds.push(("header_only", header(FIRST_LSN, EPOCH).to_vec()));
+    seeds.push(("header_only_first_lsn_zero", header(0, 0).to_vec()));
+    seeds.push(("valid_segment", valid.clone()));
+
+    // Many small records: several sparse-index entries, several batches.
+    let many: Vec<(u8, bool, usize)> = (0..40)
+        .map(|i| (1 + (i % 5) as u8, i % 4 == 1, (i * 7) % 23))
+        .collect();
+    seeds.push(("valid_many_small_records", segment(&many)));
+
+    // One large record, so the fuzzer also sees lengths in the kilobytes.
+    seeds.push((
+        "valid_large_record",
+        segment(&[(1, false, 3), (2, false, 12 * 1024), (3, false, 0)]),
+    ));
+
+    // First LSN at the top of the range: the expected LSN saturates.
+    let mut top = header(u64::MAX - 1, EPOCH).to_vec();
+    top.extend(record(SALT, u64::MAX - 1, EPOCH, 1, false, &payload(3, 20)));
+    top.extend(record(SALT, u64::MAX, EPOCH, 1, false, &payload(3, 21)));
+    seeds.push(("first_lsn_near_max", top));
+
+    // Torn tails: part of the next record, or garbage, after the valid records.
+    let torn_record = record(SALT, next, EPOCH, 1, false, &payload(100, 22));
+    let mut torn = valid.clone();
+    torn.extend_from_slice(&torn_record[..30]);
+    seeds.push(("torn_tail_partial_record", torn));
+    let mut torn = valid.clone();
+    torn.extend_from_slice(&torn_record[..RECORD_HEADER_BYTES - 3]);
+    seeds.push(("torn_tail_partial_header", torn));
+    let mut garbage = valid.clone();
+    garbage.extend(payload(90, 23).iter().map(|b| b | 1));
+    seeds.push(("torn_tail_garbage", garbage));
+
+    // A zeroed tail (preallocated space), and a torn write inside zeroed space.
+    let mut zeroed = valid.clone();
+    zeroed.extend_from_slice(&[0; 512]);
+    seeds.push(("zeroed_tail", zeroed));
+    let mut zeroed_torn = valid.clone();
+    zeroed_torn.extend_from_slice(&torn_record[..40]);
+    zeroed_torn.extend_from_slice(&[0; 256]);
+    seeds.push(("zeroed_tail_after_torn_record", zeroed_torn));
+
+    // A batch whose last record never made it: recovery must cut back to the batch start.
+    let mut open_batch = valid.clone();
+    open_batch.extend(record(SALT, next, EPOCH, 2, true, &payload(10, 24)));
+    open_batch.extend(record(SALT, next + 1, EPOCH, 2, true, &payload(10, 25)));
+    seeds.push(("incomplete_batch_at_end", open_batch.clone()));
+    open_batch.extend_from_slice(&record(SALT, next + 2, EPOCH, 2, false, &payload(10, 26))[..15]);
+    seeds.push(("incomplete_batch_then_torn", open_batch));
+
+    // A bad record followed by a valid one: corruption, not a tear.
+    let mut bad_then_valid = valid.clone();
+    let mut bad = record(SALT, next, EPOCH, 1, false, &payload(24, 27));
+    flip_bit(&mut bad, (RECORD_HEADER_BYTES + 3) * 8);
+    bad_then_valid.extend(bad);
+    bad_then_valid.extend(record(SALT, next + 1, EPOCH, 1, false, &payload(24, 28)));
+    seeds.push(("bad_record_then_valid", bad_then_valid));
+
+    // A bit flipped in the payload of the third record: valid records follow the damage.
+    let mut flipped = valid.clone();
+    let middle = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES * 3 + 1 + 5;
+    flip_bit(&mut flipped, middle * 8 + 6);
+    seeds.push(("flipped_bit_record", flipped));
+
+    // An oversized length field after the valid records, with data behind it.
+    let mut oversized = valid.clone();
+    let mut huge = record(SALT, next, EPOCH, 1, false, &payload(32, 29));
+    LE::write_u32(&mut huge[4..8], u32::MAX);
+    oversized.extend(huge);
+    oversized.extend(record(SALT, next + 1, EPOCH, 1, false, &payload(8, 30)));
+    seeds.push(("oversized_length_field", oversized));
+
+    // A valid record far past the LSN window after bad bytes: not evidence of corruption.
+    let mut far = valid.clone();
+    far.extend(payload(30, 31).iter().map(|b| b | 0x40));
+    far.extend(record(
+        SALT,
+        next + 1_000_000,
+        EPOCH,
+        1,
+        false,
+        &payload(8, 32),
+    ));
+    seeds.push(("far_future_record_after_garbage", far));
+
+    // Sequence violations.
+    let mut gap = valid.clone();
+    gap.extend(record(SALT, next + 1, EPOCH, 1, false, &payload(8, 33)));
+    seeds.push(("lsn_gap", gap));
+    let mut regressed = valid.clone();
+    regressed.extend(record(SALT, next, EPOCH - 1, 1, false, &payload(8, 34)));
+    seeds.push(("epoch_regressed", regressed));
+    let mut bumped = valid.clone();
+    bumped.extend(record(SALT, next, EPOCH + 1, 1, false, &payload(8, 35)));
+    bumped.extend(record(SALT, next + 1, EPOCH + 1, 2, false, &payload(8, 36)));
+    seeds.push(("epoch_bumped_mid_segment", bumped));
+
+    // A recycled segment: stale records written under an older salt follow the valid ones.
+    let mut stale = valid.clone();
+    stale.extend(record(OTHER_SALT, next, EPOCH, 1, false, &payload(16, 37)));
+    stale.extend(record(
+        OTHER_SALT,
+        next + 1,
+        EPOCH,
+        1,
+        false,
+        &payload(16, 38),
+    ));
+    seeds.push(("stale_salt_records", stale));
+
+    // An invalid kind behind a correct checksum.
+    let mut bad_kind = valid.clone();
+    bad_kind.extend(record_with_raw_kind(SALT, next, EPOCH, 0, &payload(6, 39)));
+    seeds.push(("bad_kind_record", bad_kind));
+
+    // Header problems: every one makes the scan fail before any record.
+    let records = &valid[SEGMENT_HEADER_BYTES..];
+    let with_records = |mut head: Vec<u8>| {
+        head.extend_from_slice(records);
+        head
+    };
+    let mut bad_magic = valid.clone();
+    bad_magic[0] = b'X';
+    seeds.push(("header_bad_magic", bad_magic));
+    let mut bad_crc = valid.clone();
+    flip_bit(&mut bad_crc, 33 * 8);
+    seeds.push(("header_bad_crc", bad_crc));
+    seeds.push((
+        "header_unsupported_version",
+        with_records(patched_header(|h| LE::write_u16(&mut h[8..10], 2))),
+    ));
+    seeds.push((
+        "header_flags_not_zero",
+        with_records(patched_header(|h| LE::write_u16(&mut h[10..12], 1))),
+    ));
+    seeds.push((
+        "header_reserved_not_zero",
+        with_records(patched_header(|h| h[50] = 0xaa)),
+    ));
+    seeds.push(("header_truncated", valid[..40].to_vec()));
+
+    for (name, bytes) in &seeds {
+        check_segment_seed(name, bytes);
+    }
+    seeds
+}
+
+/// Makes sure each segment seed exercises what its name says.
+fn check_segment_seed(name: &str, bytes: &[u8]) {
+    let scan = scan_records(bytes, 4);
+    if name.starts_with("header_") && name != "header_only" && name != "header_only_first_lsn_zero"
+    {
+        assert!(scan.is_err(), "segment seed {name} has a valid header");
+        return;
+    }
+    let scan = scan.unwrap_or_else(|e| panic!("segment seed {name}: {e}"));
+    let last = scan
+        .last_lsn
+        .unwrap_or(scan.header.first_lsn.saturating_sub(1));
+    let tail = classify_tail(bytes, scan.valid_end, scan.header.salt, last);
+    let stopped = |want: fn(&str) -> bool| match &scan.end {
+        ScanEnd::Stopped { reason, .. } => want(&reason.to_string()),
+        ScanEnd::EndOfBytes => false,
+    };
+    let ok = match name {
+        "header_only" | "header_only_first_lsn_zero" => {
+            scan.end == ScanEnd::EndOfBytes && scan.record_count == 0
+        }
+        "valid_segment" => {
+            scan.end == ScanEnd::EndOfBytes
+                && scan.record_count == VALID_LAYOUT.len() as u64
+                && !scan.has_incomplete_batch()
+        }
+        "valid_many_small_records" => {
+            scan.end == ScanEnd::EndOfBytes
+                && scan.record_count == 40
+                && scan.sparse_index.len() == 10
+        }
+        "valid_large_record" | "first_lsn_near_max" | "epoch_bumped_mid_segment" => {
+            scan.end == ScanEnd::EndOfBytes && !scan.has_incomplete_batch()
+        }
+        "torn_tail_partial_record"
+        | "torn_tail_partial_header"
+        | "torn_tail_garbage"
+        | "zeroed_tail_after_torn_record"
+        | "far_future_record_after_garbage"
+        | "stale_salt_records" => matches!(tail, TailState::Torn { .. }),
+        "flipped_bit_record" => {
+            stopped(|r| r.contains("checksum mismatch"))
+                && matches!(tail, TailState::ValidRecordFollows { lsn, .. } if lsn == FIRST_LSN + 3)
+        }
+        "zeroed_tail" => tail == TailState::Zeros,
+        "incomplete_batch_at_end" => scan.end == ScanEnd::EndOfBytes && scan.has_incomplete_batch(),
+        "incomplete_batch_then_torn" => {
+            scan.has_incomplete_batch() && matches!(tail, TailState::Torn { .. })
+        }
+        "bad_record_then_valid" | "oversized_length_field" => {
+            matches!(tail, TailState::ValidRecordFollows { lsn, .. } if lsn == next_lsn() + 1)
+        }
+        "lsn_gap" => stopped(|r| r.contains("LSN gap")),
+        "epoch_regressed" => stopped(|r| r.contains("epoch went backwards")),
+        "bad_kind_record" => stopped(|r| r.contains("invalid record kind")),
+        other => panic!("no expectation for segment seed {other}"),
+    };
+    assert!(ok, "segment seed {name}: {scan:?}, tail {tail:?}");
+}
