@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = shiplog::fuzzing::segment_recovery(data);
+    shiplog::fuzzing::segment_recovery(data);
 });

@@ -22,6 +22,10 @@ pub enum FormatError {
     /// A length field exceeds the format's limit; checked before anything is allocated.
     #[error("length {len} exceeds the limit of {max} bytes")]
     LengthTooLarge { len: u64, max: u64 },
+    /// An LSN is 0 (which means "none") or at least 2^63 (reserved, so LSN arithmetic never
+    /// overflows).
+    #[error("LSN {0} is outside the valid range 1..2^63")]
+    LsnOutOfRange(u64),
     /// The durable-lag field is zero or reaches below LSN 0.
     #[error("invalid durable lag {lag} for LSN {lsn}")]
     BadDurableLag { lsn: u64, lag: u32 },

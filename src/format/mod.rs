@@ -18,5 +18,9 @@ pub use segment::{SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SegmentHeader};
 /// A log sequence number: grows by one per record, never reused. `0` means "none".
 pub type Lsn = u64;
 
+/// The largest valid LSN (2^63 − 1): LSNs at or above 2^63 are rejected when decoded, so that
+/// `lsn + 1` never overflows on any input.
+pub const LSN_MAX: Lsn = (1 << 63) - 1;
+
 /// A failover generation; every record and segment carries the epoch it was written in.
 pub type Epoch = u32;

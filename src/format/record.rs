@@ -10,7 +10,7 @@
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
-use super::{Epoch, FormatError, Lsn};
+use super::{Epoch, FormatError, LSN_MAX, Lsn};
 
 /// Bytes of a record before its payload.
 pub const RECORD_HEADER_BYTES: usize = 25;
@@ -122,7 +122,7 @@ pub fn encode_record(out: &mut Vec<u8>, salt: u32, meta: &RecordMeta, payload: &
         meta.durable_lsn < meta.lsn,
         "a record cannot be durable before it is written"
     );
-    debug_assert!(meta.lsn != 0, "LSN 0 means none and is never written");
+    assert!((1..=LSN_MAX).contains(&meta.lsn), "LSN out of range");
     let lag = u32::try_from(meta.lsn - meta.durable_lsn).unwrap_or(u32::MAX);
     let start = out.len();
     let mut header = [0u8; RECORD_HEADER_BYTES];
@@ -183,6 +183,9 @@ pub fn decode_record(bytes: &[u8], salt: u32) -> Result<DecodedRecord<'_>, Forma
     let kind =
         RecordKind::new(kind_byte & !BATCH_CONTINUES).ok_or(FormatError::BadKind(kind_byte))?;
     let lsn = LE::read_u64(&header[8..16]);
+    if !(1..=LSN_MAX).contains(&lsn) {
+        return Err(FormatError::LsnOutOfRange(lsn));
+    }
     let lag = LE::read_u32(&header[21..25]);
     if lag == 0 || u64::from(lag) > lsn {
         return Err(FormatError::BadDurableLag { lsn, lag });
@@ -215,7 +218,7 @@ mod tests {
     proptest! {
         #[test]
         fn records_round_trip(
-            salt: u32, lsn in 1u64.., lag in 1u64..1_000_000, epoch: u32, kind in KIND_MIN..=KIND_MAX,
+            salt: u32, lsn in 1u64..=LSN_MAX, lag in 1u64..1_000_000, epoch: u32, kind in KIND_MIN..=KIND_MAX,
             cont: bool, payload in proptest::collection::vec(any::<u8>(), 0..512),
         ) {
             let kind = RecordKind::new(kind).unwrap();
@@ -231,7 +234,7 @@ mod tests {
 
         #[test]
         fn any_single_flipped_bit_is_detected(
-            salt: u32, lsn in 1u64.., payload in proptest::collection::vec(any::<u8>(), 0..256),
+            salt: u32, lsn in 1u64..=LSN_MAX, payload in proptest::collection::vec(any::<u8>(), 0..256),
             bit_seed: usize,
         ) {
             let mut out = Vec::new();

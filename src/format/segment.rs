@@ -2,7 +2,7 @@
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
-use super::{Epoch, FormatError, Lsn};
+use super::{Epoch, FormatError, LSN_MAX, Lsn};
 
 /// Bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SHPLGSEG";
@@ -76,10 +76,14 @@ impl SegmentHeader {
         if LE::read_u16(&bytes[10..12]) != 0 || bytes[44..CRC_OFFSET].iter().any(|&b| b != 0) {
             return Err(FormatError::ReservedNotZero);
         }
+        let first_lsn = LE::read_u64(&bytes[32..40]);
+        if !(1..=LSN_MAX).contains(&first_lsn) {
+            return Err(FormatError::LsnOutOfRange(first_lsn));
+        }
         Ok(Self {
             salt: LE::read_u32(&bytes[12..16]),
             cluster_id: LE::read_u128(&bytes[16..32]),
-            first_lsn: LE::read_u64(&bytes[32..40]),
+            first_lsn,
             epoch: LE::read_u32(&bytes[40..44]),
         })
     }
