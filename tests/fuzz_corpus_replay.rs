@@ -7,6 +7,12 @@
 //! `cargo test --test fuzz_corpus_replay -- --ignored write_generated_seeds`;
 //! `generated_seeds_are_checked_in` fails while the files on disk are stale.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::pedantic,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
