@@ -16,10 +16,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod engine;
 pub mod format;
 pub mod fuzzing;
 pub mod io;
 pub mod wal;
 
+pub use engine::{Db, DbError, DbOptions, Value, WriteBatch};
 pub use format::{Epoch, Lsn, RecordKind};
 pub use wal::{Durability, Entry, LsnRange, Options, Wal, WalError};

@@ -22,6 +22,9 @@ pub enum FormatError {
     /// A length field exceeds the format's limit; checked before anything is allocated.
     #[error("length {len} exceeds the limit of {max} bytes")]
     LengthTooLarge { len: u64, max: u64 },
+    /// Bytes follow where the structure should end.
+    #[error("{extra} unexpected trailing bytes")]
+    TrailingBytes { extra: u64 },
     /// An LSN is 0 (which means "none") or at least 2^63 (reserved, so LSN arithmetic never
     /// overflows).
     #[error("LSN {0} is outside the valid range 1..2^63")]

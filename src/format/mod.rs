@@ -2,6 +2,7 @@
 //! allocation driven by input. See `docs/format.md` for the byte-level specification.
 
 mod error;
+pub mod kv;
 pub mod record;
 pub mod scan;
 pub mod segment;

@@ -22,7 +22,7 @@ use crate::format::{
 use crate::io::{DirLock, FileSystem, RealFs};
 
 pub use error::{Result, WalError};
-pub use reader::{Payload, Record, WalIter};
+pub use reader::{Payload, Record, RecordLocation, WalIter};
 pub use recovery::{SegmentReport, SegmentStatus};
 pub use segment::{SPARSE_INDEX_STRIDE, parse_segment_file_name, segment_file_name};
 pub use writer::Durability;
@@ -130,6 +130,8 @@ pub struct WalStats {
     pub segments: usize,
     /// `fdatasync` calls made by group commit since open.
     pub syncs: u64,
+    /// Bytes of segment files (their preallocated sizes).
+    pub file_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -483,6 +485,15 @@ impl Wal {
         Ok(WalIter::new(Arc::clone(&self.shared), from, to))
     }
 
+    /// Reads the record `lsn` stored at `location` (from [`Record::location`]) without seeking.
+    ///
+    /// # Errors
+    /// `NotRetained` when the segment is gone; `Corrupt` when the bytes there are not record
+    /// `lsn`.
+    pub fn read_at(&self, location: RecordLocation, lsn: Lsn) -> Result<Record> {
+        WalIter::read_at(&self.shared, location, lsn)
+    }
+
     /// Reads one record.
     ///
     /// # Errors
@@ -568,16 +579,17 @@ impl Wal {
     /// Counters for monitoring.
     #[must_use]
     pub fn stats(&self) -> WalStats {
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         WalStats {
             first_lsn: self.first_lsn(),
             written_lsn: self.written_lsn(),
             durable_lsn: self.durable_lsn(),
-            segments: self
-                .shared
-                .segments
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .len(),
+            segments: segments.len(),
+            file_bytes: segments.iter().map(|s| s.capacity_bytes).sum(),
             syncs: self.shared.commit.syncs.load(Ordering::Relaxed),
         }
     }

@@ -28,6 +28,25 @@ impl Deref for Payload {
     }
 }
 
+impl Payload {
+    /// A view of `range` within this payload, sharing the same mapping.
+    ///
+    /// # Panics
+    /// When `range` is not within the payload.
+    #[must_use]
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "slice within the payload"
+        );
+        Self {
+            mapping: Arc::clone(&self.mapping),
+            start: self.start + range.start,
+            len: range.len(),
+        }
+    }
+}
+
 impl AsRef<[u8]> for Payload {
     fn as_ref(&self) -> &[u8] {
         self
@@ -55,6 +74,17 @@ pub struct Record {
     pub batch_continues: bool,
     /// Its payload.
     pub payload: Payload,
+    /// Where it is stored.
+    pub location: RecordLocation,
+}
+
+/// Where a record is stored: the segment (named by its first LSN) and the byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordLocation {
+    /// First LSN of the segment holding the record.
+    pub segment: Lsn,
+    /// Offset of the record's header in that segment.
+    pub offset: u64,
 }
 
 /// Iterator over records `from..=to`.
@@ -82,6 +112,38 @@ impl WalIter {
             to,
             position: None,
         }
+    }
+
+    /// Extends the iteration to `to` (capped at the written LSN), keeping the read position:
+    /// a follower of the log calls this instead of seeking again.
+    pub fn extend_to(&mut self, to: Lsn) {
+        self.to = self.to.max(to.min(self.shared.commit.written()));
+    }
+
+    /// The LSN the next call to `next` would return.
+    #[must_use]
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    /// Reads the record at a known location (as handed out in [`Record::location`]).
+    pub(crate) fn read_at(shared: &Shared, location: RecordLocation, lsn: Lsn) -> Result<Record> {
+        let segment = {
+            let segments = shared
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let at = segments.partition_point(|s| s.first_lsn() < location.segment);
+            match segments.get(at) {
+                Some(s) if s.first_lsn() == location.segment => Arc::clone(s),
+                _ => {
+                    let first = segments.first().map_or(1, |s| s.first_lsn());
+                    return Err(WalError::NotRetained { lsn, first });
+                }
+            }
+        };
+        let mut mapping = segment.view_covering(location.offset)?;
+        Self::decode(&segment, &mut mapping, location.offset, lsn).map(|(record, _)| record)
     }
 
     /// Finds the segment holding `lsn` and the offset of that record in it.
@@ -139,6 +201,10 @@ impl WalIter {
                             mapping: Arc::clone(mapping),
                             start: payload_start,
                             len: rec.payload.len(),
+                        },
+                        location: RecordLocation {
+                            segment: segment.first_lsn(),
+                            offset,
                         },
                     };
                     return Ok((record, len));

@@ -1,0 +1,80 @@
+//! The in-memory index: every live key and where its newest value is stored.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use crate::format::Lsn;
+use crate::wal::RecordLocation;
+
+/// Where a key's current value lives. 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Location {
+    /// LSN of the put record.
+    pub lsn: Lsn,
+    /// First LSN of the segment holding it.
+    pub segment: Lsn,
+    /// Offset of the record in that segment (segments are at most 2^32 bytes).
+    pub offset: u32,
+    /// Length of the value.
+    pub value_bytes: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Location>() == 24);
+
+impl Location {
+    pub fn record(self) -> RecordLocation {
+        RecordLocation {
+            segment: self.segment,
+            offset: u64::from(self.offset),
+        }
+    }
+}
+
+/// Ordered map from key to location, with the live-data totals.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    map: BTreeMap<Box<[u8]>, Location>,
+    live_bytes: u64,
+}
+
+impl Index {
+    pub fn get(&self, key: &[u8]) -> Option<Location> {
+        self.map.get(key).copied()
+    }
+
+    /// Records a put; an older LSN than the one indexed is ignored (never happens when applied
+    /// in LSN order, asserted in debug builds).
+    pub fn put(&mut self, key: &[u8], location: Location) {
+        let added = key.len() as u64 + u64::from(location.value_bytes);
+        if let Some(old) = self.map.get_mut(key) {
+            debug_assert!(old.lsn < location.lsn, "index applied out of LSN order");
+            self.live_bytes -= key.len() as u64 + u64::from(old.value_bytes);
+            *old = location;
+        } else {
+            self.map.insert(key.into(), location);
+        }
+        self.live_bytes += added;
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        if let Some(old) = self.map.remove(key) {
+            self.live_bytes -= key.len() as u64 + u64::from(old.value_bytes);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// Keys and locations within the bounds, in order.
+    pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Vec<(Box<[u8]>, Location)> {
+        self.map
+            .range::<[u8], _>((start, end))
+            .map(|(k, l)| (k.clone(), *l))
+            .collect()
+    }
+}

@@ -1,0 +1,447 @@
+//! The key-value engine on the log. The log is the database: an in-memory ordered index maps
+//! each live key to the record holding its newest value, and reads return views of the mapped
+//! segment instead of copies.
+
+mod batch;
+mod error;
+mod index;
+mod value;
+
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use crate::format::kv::{KIND_DELETE, KIND_PUT, KvOp, decode_kv, encode_delete, encode_put};
+use crate::format::{Lsn, RECORD_PAYLOAD_MAX_BYTES};
+use crate::wal::{self, Durability, Entry, Record, Wal, WalIter};
+
+pub use batch::WriteBatch;
+pub use error::{DbError, Result};
+pub use value::Value;
+
+use index::{Index, Location};
+
+/// Default largest key: 64 KiB.
+pub const DEFAULT_KEY_MAX_BYTES: u32 = 64 << 10;
+/// Default largest value: 512 MiB (Redis' `proto-max-bulk-len`).
+pub const DEFAULT_VALUE_MAX_BYTES: u32 = 512 << 20;
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Options of the underlying log.
+    pub wal: wal::Options,
+    /// Durability of writes that do not name one (default `Sync`).
+    pub durability: Durability,
+    /// Largest key accepted (default 64 KiB, at most 1 GiB).
+    pub key_max_bytes: u32,
+    /// Largest value accepted (default 512 MiB, at most 1 GiB minus the key).
+    pub value_max_bytes: u32,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            wal: wal::Options::default(),
+            durability: Durability::Sync,
+            key_max_bytes: DEFAULT_KEY_MAX_BYTES,
+            value_max_bytes: DEFAULT_VALUE_MAX_BYTES,
+        }
+    }
+}
+
+/// Counters describing a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbStats {
+    /// Keys with a value.
+    pub live_keys: u64,
+    /// Bytes of those keys and their values.
+    pub live_bytes: u64,
+    /// Bytes of segment files on disk.
+    pub disk_bytes: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Last LSN applied and visible to readers.
+    pub last_lsn: Lsn,
+    /// Last LSN on stable storage.
+    pub durable_lsn: Lsn,
+}
+
+/// Replays the log into the index, in LSN order, one complete batch at a time.
+#[derive(Debug, Default)]
+struct Applier {
+    cursor: Option<WalIter>,
+}
+
+/// An open key-value store.
+#[derive(Debug)]
+pub struct Db {
+    wal: Wal,
+    index: RwLock<Index>,
+    applier: Mutex<Applier>,
+    /// Every LSN at or below this is reflected in the index.
+    applied_lsn: AtomicU64,
+    options: DbOptions,
+}
+
+impl Db {
+    /// Opens (or creates) the store in `dir`, recovering the log and rebuilding the index.
+    ///
+    /// # Errors
+    /// Invalid options, log recovery errors (corruption is reported, never skipped), or a
+    /// record that is not a valid key-value operation.
+    pub fn open(dir: impl AsRef<Path>, options: DbOptions) -> Result<Self> {
+        let invalid = |name, reason: &str| DbError::InvalidOption {
+            name,
+            reason: reason.to_owned(),
+        };
+        if options.key_max_bytes > RECORD_PAYLOAD_MAX_BYTES {
+            return Err(invalid("key_max_bytes", "must be at most 1 GiB"));
+        }
+        if u64::from(options.key_max_bytes) + u64::from(options.value_max_bytes) + 4
+            > u64::from(RECORD_PAYLOAD_MAX_BYTES)
+        {
+            return Err(invalid(
+                "value_max_bytes",
+                "key and value together must fit in 1 GiB",
+            ));
+        }
+        let wal = Wal::open(dir, options.wal.clone())?;
+        let first = wal.first_lsn();
+        let db = Self {
+            wal,
+            index: RwLock::new(Index::default()),
+            applier: Mutex::new(Applier::default()),
+            applied_lsn: AtomicU64::new(first - 1),
+            options,
+        };
+        db.catch_up(db.wal.written_lsn())?;
+        Ok(db)
+    }
+
+    /// Sets `key` to `value` with the default durability; returns the commit LSN.
+    ///
+    /// # Errors
+    /// Size limits or log errors.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<Lsn> {
+        self.put_with(key, value, self.options.durability)
+    }
+
+    /// Sets `key` to `value` with the given durability; returns the commit LSN.
+    ///
+    /// # Errors
+    /// Size limits or log errors.
+    pub fn put_with(&self, key: &[u8], value: &[u8], durability: Durability) -> Result<Lsn> {
+        self.check_sizes(key.len(), value.len())?;
+        let mut payload = Vec::with_capacity(4 + key.len() + value.len());
+        encode_put(&mut payload, key, value);
+        let lsn = self.wal.append(KIND_PUT, &payload, durability)?;
+        self.catch_up(lsn)?;
+        Ok(lsn)
+    }
+
+    /// Removes `key` (a no-op for a missing key, still logged) with the default durability.
+    ///
+    /// # Errors
+    /// Size limits or log errors.
+    pub fn delete(&self, key: &[u8]) -> Result<Lsn> {
+        self.delete_with(key, self.options.durability)
+    }
+
+    /// Removes `key` with the given durability; returns the commit LSN.
+    ///
+    /// # Errors
+    /// Size limits or log errors.
+    pub fn delete_with(&self, key: &[u8], durability: Durability) -> Result<Lsn> {
+        self.check_sizes(key.len(), 0)?;
+        let mut payload = Vec::with_capacity(4 + key.len());
+        encode_delete(&mut payload, key);
+        let lsn = self.wal.append(KIND_DELETE, &payload, durability)?;
+        self.catch_up(lsn)?;
+        Ok(lsn)
+    }
+
+    /// Applies a batch atomically with the default durability; returns its last LSN (`None`
+    /// for an empty batch, which writes nothing).
+    ///
+    /// # Errors
+    /// Size limits or log errors; on error nothing of the batch is applied.
+    pub fn write_batch(&self, batch: &WriteBatch) -> Result<Option<Lsn>> {
+        self.write_batch_with(batch, self.options.durability)
+    }
+
+    /// Applies a batch atomically with the given durability; returns its last LSN.
+    ///
+    /// # Errors
+    /// Size limits or log errors; on error nothing of the batch is applied.
+    pub fn write_batch_with(
+        &self,
+        batch: &WriteBatch,
+        durability: Durability,
+    ) -> Result<Option<Lsn>> {
+        self.check_sizes(batch.key_bytes_max, batch.value_bytes_max)?;
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let entries: Vec<Entry<'_>> = batch
+            .ops
+            .iter()
+            .map(|(kind, payload)| Entry {
+                kind: *kind,
+                payload,
+            })
+            .collect();
+        let range = self.wal.append_batch(&entries, durability)?;
+        self.catch_up(range.last)?;
+        Ok(Some(range.last))
+    }
+
+    fn check_sizes(&self, key_bytes: usize, value_bytes: usize) -> Result<()> {
+        let key_max = self.options.key_max_bytes;
+        if key_bytes as u64 > u64::from(key_max) {
+            return Err(DbError::KeyTooLarge {
+                bytes: key_bytes as u64,
+                max: u64::from(key_max),
+            });
+        }
+        let value_max = self.options.value_max_bytes;
+        if value_bytes as u64 > u64::from(value_max) {
+            return Err(DbError::ValueTooLarge {
+                bytes: value_bytes as u64,
+                max: u64::from(value_max),
+            });
+        }
+        Ok(())
+    }
+
+    /// The current value of `key`, as a zero-copy view.
+    ///
+    /// # Errors
+    /// Log read errors (a damaged record is reported, never returned as a value).
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        let Some(location) = self
+            .index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        else {
+            return Ok(None);
+        };
+        self.value_at(location).map(Some)
+    }
+
+    /// Whether `key` has a value.
+    #[must_use]
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .is_some()
+    }
+
+    fn value_at(&self, location: Location) -> Result<Value> {
+        let record = self.wal.read_at(location.record(), location.lsn)?;
+        match decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES) {
+            Ok(KvOp::Put { value_offset, .. }) => {
+                let end = record.payload.len();
+                Ok(Value(record.payload.slice(value_offset..end)))
+            }
+            Ok(KvOp::Delete { .. }) => Err(DbError::BadRecord {
+                lsn: location.lsn,
+                reason: "the index points at a delete".to_owned(),
+            }),
+            Err(e) => Err(DbError::BadRecord {
+                lsn: location.lsn,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Keys and values within `range`, in key order, as of one instant: the keys are taken
+    /// under one read of the index, so a concurrent batch is seen whole or not at all.
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> RangeIter<'_> {
+        let start = range.start_bound().map(|k| k.as_ref().to_vec());
+        let end = range.end_bound().map(|k| k.as_ref().to_vec());
+        self.range_bounds(&start, &end)
+    }
+
+    fn range_bounds(&self, start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> RangeIter<'_> {
+        let empty = match (start, end) {
+            (Bound::Included(s), Bound::Included(e)) => s > e,
+            (Bound::Included(s) | Bound::Excluded(s), Bound::Excluded(e))
+            | (Bound::Excluded(s), Bound::Included(e)) => s >= e,
+            _ => false,
+        };
+        let entries = if empty {
+            Vec::new()
+        } else {
+            self.index
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .range(as_slice(start), as_slice(end))
+        };
+        RangeIter {
+            db: self,
+            entries: entries.into_iter(),
+        }
+    }
+
+    /// Keys starting with `prefix` and their values, in key order, as of one instant.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> RangeIter<'_> {
+        let end = prefix_successor(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        self.range_bounds(&Bound::Included(prefix.to_vec()), &end)
+    }
+
+    /// Number of live keys.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether the store holds no key.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counters describing the store.
+    #[must_use]
+    pub fn stats(&self) -> DbStats {
+        let (live_keys, live_bytes) = {
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            (index.len() as u64, index.live_bytes())
+        };
+        let wal = self.wal.stats();
+        DbStats {
+            live_keys,
+            live_bytes,
+            disk_bytes: wal.file_bytes,
+            segments: wal.segments,
+            last_lsn: self.applied_lsn.load(Ordering::Acquire),
+            durable_lsn: wal.durable_lsn,
+        }
+    }
+
+    /// The log underneath (for replication and tools).
+    #[must_use]
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// Makes every write so far durable.
+    ///
+    /// # Errors
+    /// A failed or poisoned log.
+    pub fn sync(&self) -> Result<()> {
+        Ok(self.wal.sync()?)
+    }
+
+    /// Syncs and closes the store.
+    ///
+    /// # Errors
+    /// A failed final sync.
+    pub fn close(self) -> Result<()> {
+        Ok(self.wal.close()?)
+    }
+
+    /// Applies every written record up to at least `lsn` to the index, in LSN order and whole
+    /// batches at a time, so readers never see half a batch.
+    fn catch_up(&self, lsn: Lsn) -> Result<()> {
+        if self.applied_lsn.load(Ordering::Acquire) >= lsn {
+            return Ok(());
+        }
+        let mut applier = self.applier.lock().unwrap_or_else(PoisonError::into_inner);
+        let done = self.applied_lsn.load(Ordering::Acquire);
+        // Written LSNs always end on a batch boundary, so everything up to here is whole.
+        let to = self.wal.written_lsn();
+        if done >= lsn || done >= to {
+            return Ok(());
+        }
+        let cursor = match applier.cursor.as_mut() {
+            Some(cursor) if cursor.next_lsn() == done + 1 => cursor,
+            _ => applier.cursor.insert(self.wal.read_range(done + 1, to)?),
+        };
+        cursor.extend_to(to);
+        let records: Vec<Record> = cursor.by_ref().collect::<std::result::Result<_, _>>()?;
+        debug_assert_eq!(records.last().map(|r| r.lsn), Some(to));
+        debug_assert!(
+            records.last().is_some_and(|r| !r.batch_continues),
+            "applied half a batch"
+        );
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        for record in &records {
+            apply(&mut index, record)?;
+        }
+        self.applied_lsn.store(to, Ordering::Release);
+        Ok(())
+    }
+}
+
+fn apply(index: &mut Index, record: &Record) -> Result<()> {
+    let bad = |reason: String| DbError::BadRecord {
+        lsn: record.lsn,
+        reason,
+    };
+    match decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES)
+        .map_err(|e| bad(e.to_string()))?
+    {
+        KvOp::Put { key, value, .. } => {
+            let offset = u32::try_from(record.location.offset)
+                .map_err(|_| bad("offset beyond 4 GiB".into()))?;
+            let value_bytes =
+                u32::try_from(value.len()).map_err(|_| bad("value beyond 4 GiB".into()))?;
+            index.put(
+                key,
+                Location {
+                    lsn: record.lsn,
+                    segment: record.location.segment,
+                    offset,
+                    value_bytes,
+                },
+            );
+        }
+        KvOp::Delete { key } => index.delete(key),
+    }
+    Ok(())
+}
+
+fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Iterator over `(key, value)` pairs of a range, resolved lazily from a key snapshot.
+#[derive(Debug)]
+pub struct RangeIter<'a> {
+    db: &'a Db,
+    entries: std::vec::IntoIter<(Box<[u8]>, Location)>,
+}
+
+impl Iterator for RangeIter<'_> {
+    type Item = Result<(Box<[u8]>, Value)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, location) = self.entries.next()?;
+        Some(self.db.value_at(location).map(|value| (key, value)))
+    }
+}
