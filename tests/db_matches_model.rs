@@ -39,6 +39,7 @@ enum Op {
         prefix: Vec<u8>,
     },
     Reopen,
+    Checkpoint,
     PowerLoss {
         mode: CrashMode,
     },
@@ -75,6 +76,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (key(), key()).prop_map(|(a, b)| Op::Range { a, b }),
         1 => key().prop_map(|prefix| Op::Prefix { prefix }),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Checkpoint),
         1 => prop_oneof![
             Just(CrashMode::DropUnsynced),
             any::<u64>().prop_map(|seed| CrashMode::Scattered { seed }),
@@ -158,6 +160,10 @@ proptest! {
                     db.close().unwrap();
                     db = Db::open(dir, options(&fs)).unwrap();
                     check_all(&db, &model)?;
+                }
+                Op::Checkpoint => {
+                    let lsn = db.checkpoint().unwrap();
+                    prop_assert_eq!(lsn, history.last().unwrap().0);
                 }
                 Op::PowerLoss { mode } => {
                     let durable = db.stats().durable_lsn;

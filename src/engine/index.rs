@@ -38,6 +38,24 @@ pub(crate) struct Index {
 }
 
 impl Index {
+    /// Builds an index from entries in strictly increasing key order.
+    pub fn from_sorted(entries: Vec<(&[u8], Location)>) -> Self {
+        let live_bytes = entries
+            .iter()
+            .map(|(k, l)| k.len() as u64 + u64::from(l.value_bytes))
+            .sum();
+        let map = entries
+            .into_iter()
+            .map(|(k, l)| (Box::<[u8]>::from(k), l))
+            .collect();
+        Self { map, live_bytes }
+    }
+
+    /// Every entry in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Location)> {
+        self.map.iter().map(|(k, l)| (&**k, l))
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<Location> {
         self.map.get(key).copied()
     }

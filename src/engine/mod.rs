@@ -3,6 +3,7 @@
 //! segment instead of copies.
 
 mod batch;
+mod checkpoint;
 mod error;
 mod index;
 mod value;
@@ -17,6 +18,7 @@ use crate::format::{Lsn, RECORD_PAYLOAD_MAX_BYTES};
 use crate::wal::{self, Durability, Entry, Record, Wal, WalIter};
 
 pub use batch::WriteBatch;
+pub use checkpoint::{CHECKPOINT_FILE_NAME, CheckpointStatus};
 pub use error::{DbError, Result};
 pub use value::Value;
 
@@ -83,6 +85,7 @@ pub struct Db {
     /// Every LSN at or below this is reflected in the index.
     applied_lsn: AtomicU64,
     options: DbOptions,
+    checkpoint_status: CheckpointStatus,
 }
 
 impl Db {
@@ -108,13 +111,15 @@ impl Db {
             ));
         }
         let wal = Wal::open(dir, options.wal.clone())?;
-        let first = wal.first_lsn();
+        let (loaded, checkpoint_status) = checkpoint::load(wal.fs().as_ref(), wal.dir(), &wal);
+        let (index, applied) = loaded.unwrap_or_else(|| (Index::default(), wal.first_lsn() - 1));
         let db = Self {
             wal,
-            index: RwLock::new(Index::default()),
+            index: RwLock::new(index),
             applier: Mutex::new(Applier::default()),
-            applied_lsn: AtomicU64::new(first - 1),
+            applied_lsn: AtomicU64::new(applied),
             options,
+            checkpoint_status,
         };
         db.catch_up(db.wal.written_lsn())?;
         Ok(db)
@@ -341,11 +346,38 @@ impl Db {
         Ok(self.wal.sync()?)
     }
 
-    /// Syncs and closes the store.
+    /// Writes the index durably to `index.ckpt`, so the next open replays only the log after
+    /// this point. Index updates (not log appends) wait while it is written.
     ///
     /// # Errors
-    /// A failed final sync.
+    /// I/O errors; the previous checkpoint, if any, stays in place.
+    pub fn checkpoint(&self) -> Result<Lsn> {
+        self.wal.sync()?;
+        let _applier = self.applier.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let applied = self.applied_lsn.load(Ordering::Acquire);
+        checkpoint::write(
+            self.wal.fs().as_ref(),
+            self.wal.dir(),
+            self.wal.cluster_id(),
+            applied,
+            &index,
+        )?;
+        Ok(applied)
+    }
+
+    /// What happened to the index checkpoint when the store was opened.
+    #[must_use]
+    pub fn checkpoint_status(&self) -> &CheckpointStatus {
+        &self.checkpoint_status
+    }
+
+    /// Checkpoints the index, syncs and closes the store.
+    ///
+    /// # Errors
+    /// A failed checkpoint or final sync.
     pub fn close(self) -> Result<()> {
+        self.checkpoint()?;
         Ok(self.wal.close()?)
     }
 

@@ -22,6 +22,12 @@ pub enum FormatError {
     /// A length field exceeds the format's limit; checked before anything is allocated.
     #[error("length {len} exceeds the limit of {max} bytes")]
     LengthTooLarge { len: u64, max: u64 },
+    /// Keys that must be strictly increasing are not.
+    #[error("keys out of order")]
+    OutOfOrder,
+    /// A declared count differs from what the bytes hold.
+    #[error("declared {declared} entries, found {found}")]
+    CountMismatch { declared: u64, found: u64 },
     /// Bytes follow where the structure should end.
     #[error("{extra} unexpected trailing bytes")]
     TrailingBytes { extra: u64 },

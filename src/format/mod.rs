@@ -1,6 +1,7 @@
 //! Pure encoding and decoding of everything shiplog puts on disk: no I/O, no panics, no
 //! allocation driven by input. See `docs/format.md` for the byte-level specification.
 
+pub mod checkpoint;
 mod error;
 pub mod kv;
 pub mod record;

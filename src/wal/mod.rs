@@ -541,6 +541,32 @@ impl Wal {
         Ok(doomed.len())
     }
 
+    /// `(first LSN, file bytes)` of every segment, in LSN order.
+    #[must_use]
+    pub fn segment_extents(&self) -> Vec<(Lsn, u64)> {
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        segments
+            .iter()
+            .map(|s| (s.first_lsn(), s.capacity_bytes))
+            .collect()
+    }
+
+    /// The log's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The file layer the log uses.
+    #[must_use]
+    pub fn fs(&self) -> &Arc<dyn FileSystem> {
+        &self.shared.options.fs
+    }
+
     /// First retained LSN.
     #[must_use]
     pub fn first_lsn(&self) -> Lsn {
