@@ -113,7 +113,7 @@ fn run_cycles(test_name: &str, cycles: u64) {
             BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
-                .filter(|l| l.starts_with("ack "))
+                .filter_map(|l| l.find("ack ").map(|at| l[at..].to_owned()))
                 .collect::<Vec<_>>()
         });
         std::thread::sleep(Duration::from_millis(20 + rng.next() % 60));

@@ -233,7 +233,7 @@ impl Db {
         else {
             return Ok(None);
         };
-        self.value_at(location).map(Some)
+        self.value_at(key, location).map(Some)
     }
 
     /// Whether `key` has a value.
@@ -246,9 +246,13 @@ impl Db {
             .is_some()
     }
 
-    fn value_at(&self, location: Location) -> Result<Value> {
+    fn value_at(&self, key: &[u8], location: Location) -> Result<Value> {
         let record = self.wal.read_at(location.record(), location.lsn)?;
         match decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES) {
+            Ok(KvOp::Put { key: stored, .. }) if stored != key => Err(DbError::BadRecord {
+                lsn: location.lsn,
+                reason: "the index points at a record of another key".to_owned(),
+            }),
             Ok(KvOp::Put { value_offset, .. }) => {
                 let end = record.payload.len();
                 Ok(Value(record.payload.slice(value_offset..end)))
@@ -474,6 +478,6 @@ impl Iterator for RangeIter<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let (key, location) = self.entries.next()?;
-        Some(self.db.value_at(location).map(|value| (key, value)))
+        Some(self.db.value_at(&key, location).map(|value| (key, value)))
     }
 }
