@@ -40,11 +40,15 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 /// The `seq`-th operation of `thread` in `cycle`: deterministic, so the parent knows it too.
 fn op(cycle: u64, thread: u64, seq: u64) -> Op {
     let mut next = rng((cycle << 40) ^ (thread << 32) ^ seq ^ 0xABCD);
-    let count = if next() % 4 == 0 { 2 + next() % 3 } else { 1 };
+    let count = if next().is_multiple_of(4) {
+        2 + next() % 3
+    } else {
+        1
+    };
     (0..count)
         .map(|_| {
             let key = format!("t{thread}-k{:02}", next() % KEYS_PER_THREAD).into_bytes();
-            if next() % 5 == 0 {
+            if next().is_multiple_of(5) {
                 (key, None)
             } else {
                 let len = (next() % 200) as usize;
