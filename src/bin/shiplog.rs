@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use shiplog::engine::{CheckpointVerdict, verify_store};
 use shiplog::format::{
     RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentHeader, TailState, classify_tail,
     decode_record,
 };
 use shiplog::io::{FileSystem, RealFs};
-use shiplog::wal::{Options, SegmentStatus, verify_dir};
+use shiplog::wal::{Options, SegmentStatus};
 use shiplog::{Durability, RecordKind, Wal};
 
 #[derive(Parser)]
@@ -249,68 +250,95 @@ fn inspect(path: &Path, json: bool) -> Result<ExitCode, String> {
     })
 }
 
+fn segment_status(status: &SegmentStatus) -> String {
+    match status {
+        SegmentStatus::Clean => "ok".to_owned(),
+        SegmentStatus::TornTail {
+            cut_offset,
+            dropped_records,
+            ..
+        } => format!(
+            "torn tail: will be cut at offset {cut_offset} ({dropped_records} records of an unfinished batch)"
+        ),
+        SegmentStatus::UnusedEmpty => "unused empty segment: will be removed".to_owned(),
+        SegmentStatus::Corrupt(e) => format!("CORRUPT: {e}"),
+    }
+}
+
 fn verify(dir: &Path, json: bool) -> Result<ExitCode, String> {
-    let reports = verify_dir(&RealFs, dir).map_err(|e| e.to_string())?;
-    if reports.is_empty() {
+    let report = verify_store(&RealFs, dir).map_err(|e| e.to_string())?;
+    if report.segments.is_empty() {
         return Err(format!("{} holds no segment files", dir.display()));
     }
-    let mut corrupt = 0;
     if !json {
         println!(
-            "{:<28} {:>20} {:>20} {:>10} {:>12}  status",
-            "segment", "first lsn", "last lsn", "records", "bytes"
+            "{:<28} {:>20} {:>20} {:>10} {:>12} {:>12} {:>12}  status",
+            "segment", "first lsn", "last lsn", "records", "bytes", "live bytes", "dead bytes"
         );
     }
-    for report in &reports {
-        let status = match &report.status {
-            SegmentStatus::Clean => "ok".to_owned(),
-            SegmentStatus::TornTail {
-                cut_offset,
-                dropped_records,
-                ..
-            } => {
-                format!(
-                    "torn tail: will be cut at offset {cut_offset} ({dropped_records} records of an unfinished batch)"
-                )
-            }
-            SegmentStatus::UnusedEmpty => "unused empty segment: will be removed".to_owned(),
-            SegmentStatus::Corrupt(e) => {
-                corrupt += 1;
-                format!("CORRUPT: {e}")
-            }
-        };
-        let name = report
+    let mut corrupt = 0;
+    for segment in &report.segments {
+        corrupt += usize::from(matches!(segment.status, SegmentStatus::Corrupt(_)));
+        let status = segment_status(&segment.status);
+        let usage = report.usage.iter().find(|u| u.path == segment.path);
+        let (live, dead) = usage.map_or((None, None), |u| (Some(u.live_bytes), Some(u.dead_bytes)));
+        let name = segment
             .path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let last = report
-            .last_lsn
-            .map_or_else(|| "-".to_owned(), |l| l.to_string());
+        let or = |v: Option<u64>, none: &str| v.map_or_else(|| none.to_owned(), |v| v.to_string());
         if json {
             println!(
-                "{{\"segment\":{},\"first_lsn\":{},\"last_lsn\":{},\"records\":{},\"record_bytes\":{},\"file_bytes\":{},\"status\":{}}}",
+                "{{\"segment\":{},\"first_lsn\":{},\"last_lsn\":{},\"records\":{},\"record_bytes\":{},\"file_bytes\":{},\"live_bytes\":{},\"dead_bytes\":{},\"status\":{}}}",
                 json_string(&name),
-                report.first_lsn,
-                report
-                    .last_lsn
-                    .map_or_else(|| "null".to_owned(), |l| l.to_string()),
-                report.record_count,
-                report.record_bytes,
-                report.file_bytes,
+                segment.first_lsn,
+                or(segment.last_lsn, "null"),
+                segment.record_count,
+                segment.record_bytes,
+                segment.file_bytes,
+                or(live, "null"),
+                or(dead, "null"),
                 json_string(&status)
             );
         } else {
             println!(
-                "{name:<28} {:>20} {last:>20} {:>10} {:>12}  {status}",
-                report.first_lsn, report.record_count, report.record_bytes
+                "{name:<28} {:>20} {:>20} {:>10} {:>12} {:>12} {:>12}  {status}",
+                segment.first_lsn,
+                or(segment.last_lsn, "-"),
+                segment.record_count,
+                segment.record_bytes,
+                or(live, "-"),
+                or(dead, "-")
             );
         }
     }
+    let (checkpoint, checkpoint_bad) = match &report.checkpoint {
+        CheckpointVerdict::Missing => (
+            "none (the index is rebuilt from the log at open)".to_owned(),
+            false,
+        ),
+        CheckpointVerdict::Valid {
+            applied_lsn,
+            entries,
+        } => (format!("ok: {entries} keys at LSN {applied_lsn}"), false),
+        CheckpointVerdict::Invalid(reason) => (
+            format!("INVALID: {reason} (it will be ignored and the index rebuilt from the log)"),
+            true,
+        ),
+    };
+    if json {
+        println!("{{\"index_checkpoint\":{}}}", json_string(&checkpoint));
+    } else {
+        println!("\nindex checkpoint: {checkpoint}");
+    }
     if corrupt > 0 {
         eprintln!("{corrupt} corrupt segment(s)");
-        return Ok(ExitCode::FAILURE);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if corrupt > 0 || checkpoint_bad {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[expect(clippy::cast_precision_loss, reason = "throughput figures for display")]

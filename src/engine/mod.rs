@@ -7,6 +7,7 @@ mod checkpoint;
 mod error;
 mod index;
 mod value;
+mod verify;
 
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -21,6 +22,7 @@ pub use batch::WriteBatch;
 pub use checkpoint::{CHECKPOINT_FILE_NAME, CheckpointStatus};
 pub use error::{DbError, Result};
 pub use value::Value;
+pub use verify::{CheckpointVerdict, SegmentUsage, StoreReport, verify_store};
 
 use index::{Index, Location};
 

@@ -659,6 +659,43 @@ impl Drop for Wal {
     }
 }
 
+/// Reads every complete record of every segment in `dir`, in LSN order, without changing
+/// anything or taking the lock; stops at the first corrupt segment. `visit` gets the segment's
+/// report, the record and its offset. Returns the segment reports.
+///
+/// # Errors
+/// I/O errors, unreadable headers or a cluster-id mismatch.
+pub fn scan_dir(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    mut visit: impl FnMut(&SegmentReport, &crate::format::DecodedRecord<'_>, u64),
+) -> Result<Vec<SegmentReport>> {
+    let analysis = recovery::analyze(fs, dir, false)?;
+    for segment in &analysis.segments {
+        if matches!(segment.report.status, SegmentStatus::Corrupt(_)) {
+            break;
+        }
+        let mapping = segment
+            .file
+            .map()
+            .map_err(|e| WalError::io("mmap", &segment.report.path, e))?;
+        let bytes = mapping.bytes();
+        let end = usize::try_from(segment.end_offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let mut offset = SEGMENT_HEADER_BYTES;
+        while offset < end {
+            let Ok(record) = crate::format::decode_record(&bytes[offset..end], segment.header.salt)
+            else {
+                break;
+            };
+            visit(&segment.report, &record, offset as u64);
+            offset += record.encoded_bytes();
+        }
+    }
+    Ok(analysis.segments.into_iter().map(|s| s.report).collect())
+}
+
 /// Reads and validates every segment in `dir` without changing anything or taking the lock:
 /// the report behind `shiplog verify`.
 ///
