@@ -27,6 +27,7 @@ pub(crate) fn write(
     cluster_id: u128,
     applied_lsn: Lsn,
     index: &Index,
+    segments: &[(Lsn, u64)],
 ) -> Result<(), WalError> {
     let temp = dir.join(TEMP_NAME);
     let io = |op| move |e| WalError::io(op, dir.join(TEMP_NAME), e);
@@ -58,7 +59,7 @@ pub(crate) fn write(
         let entry = CheckpointEntry {
             key,
             lsn: location.lsn,
-            segment: location.segment,
+            segment: segment_holding(segments, location.lsn),
             offset: location.offset,
             value_bytes: location.value_bytes,
         };
@@ -76,6 +77,12 @@ pub(crate) fn write(
         .map_err(io("rename"))?;
     fs.sync_dir(dir)
         .map_err(|e| WalError::io("fsync directory", dir, e))
+}
+
+/// First LSN of the segment whose range holds `lsn` (the segment list is in LSN order).
+fn segment_holding(segments: &[(Lsn, u64)], lsn: Lsn) -> Lsn {
+    let at = segments.partition_point(|&(first, _)| first <= lsn);
+    at.checked_sub(1).map_or(0, |i| segments[i].0)
 }
 
 /// What happened to the checkpoint at open.
@@ -137,10 +144,13 @@ fn try_load(fs: &dyn FileSystem, dir: &Path, wal: &Wal) -> Result<Option<(Index,
     let segments = wal.segment_extents();
     let mut entries = Vec::with_capacity(usize::try_from(header.entry_count).unwrap_or(0));
     for entry in image.entries() {
-        let known = segments
-            .binary_search_by_key(&entry.segment, |&(first, _)| first)
-            .ok()
-            .is_some_and(|i| u64::from(entry.offset) < segments[i].1);
+        // The segment holding the entry's LSN must be the one the entry names.
+        let holder = segments
+            .partition_point(|&(first, _)| first <= entry.lsn)
+            .checked_sub(1);
+        let known = holder.is_some_and(|i| {
+            segments[i].0 == entry.segment && u64::from(entry.offset) < segments[i].1
+        });
         if !known {
             return Err(format!(
                 "an entry points into segment {} offset {}, which does not exist",
@@ -149,7 +159,6 @@ fn try_load(fs: &dyn FileSystem, dir: &Path, wal: &Wal) -> Result<Option<(Index,
         }
         let location = Location {
             lsn: entry.lsn,
-            segment: entry.segment,
             offset: entry.offset,
             value_bytes: entry.value_bytes,
         };

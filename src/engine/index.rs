@@ -4,36 +4,27 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::format::Lsn;
-use crate::wal::RecordLocation;
 
-/// Where a key's current value lives. 24 bytes.
+use super::key::IndexKey;
+
+/// Where a key's current value lives: 16 bytes. The segment is not stored: it is the one whose
+/// LSN range holds `lsn`, found by a binary search over the (few) segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Location {
     /// LSN of the put record.
     pub lsn: Lsn,
-    /// First LSN of the segment holding it.
-    pub segment: Lsn,
-    /// Offset of the record in that segment (segments are at most 2^32 bytes).
+    /// Offset of the record in its segment (segments are at most 2^32 bytes).
     pub offset: u32,
     /// Length of the value.
     pub value_bytes: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Location>() == 24);
-
-impl Location {
-    pub fn record(self) -> RecordLocation {
-        RecordLocation {
-            segment: self.segment,
-            offset: u64::from(self.offset),
-        }
-    }
-}
+const _: () = assert!(std::mem::size_of::<Location>() == 16);
 
 /// Ordered map from key to location, with the live-data totals.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    map: BTreeMap<Box<[u8]>, Location>,
+    map: BTreeMap<IndexKey, Location>,
     live_bytes: u64,
 }
 
@@ -46,14 +37,14 @@ impl Index {
             .sum();
         let map = entries
             .into_iter()
-            .map(|(k, l)| (Box::<[u8]>::from(k), l))
+            .map(|(k, l)| (IndexKey::new(k), l))
             .collect();
         Self { map, live_bytes }
     }
 
     /// Every entry in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Location)> {
-        self.map.iter().map(|(k, l)| (&**k, l))
+        self.map.iter().map(|(k, l)| (k.as_bytes(), l))
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Location> {
@@ -69,7 +60,7 @@ impl Index {
             self.live_bytes -= key.len() as u64 + u64::from(old.value_bytes);
             *old = location;
         } else {
-            self.map.insert(key.into(), location);
+            self.map.insert(IndexKey::new(key), location);
         }
         self.live_bytes += added;
     }
@@ -92,7 +83,7 @@ impl Index {
     pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Vec<(Box<[u8]>, Location)> {
         self.map
             .range::<[u8], _>((start, end))
-            .map(|(k, l)| (k.clone(), *l))
+            .map(|(k, l)| (Box::from(k.as_bytes()), *l))
             .collect()
     }
 }

@@ -6,6 +6,7 @@ mod batch;
 mod checkpoint;
 mod error;
 mod index;
+mod key;
 mod value;
 mod verify;
 
@@ -249,7 +250,7 @@ impl Db {
     }
 
     fn value_at(&self, key: &[u8], location: Location) -> Result<Value> {
-        let record = self.wal.read_at(location.record(), location.lsn)?;
+        let record = self.wal.read_at(location.lsn, u64::from(location.offset))?;
         match decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES) {
             Ok(KvOp::Put { key: stored, .. }) if stored != key => Err(DbError::BadRecord {
                 lsn: location.lsn,
@@ -368,6 +369,7 @@ impl Db {
             self.wal.cluster_id(),
             applied,
             &index,
+            &self.wal.segment_extents(),
         )?;
         Ok(applied)
     }
@@ -437,7 +439,6 @@ fn apply(index: &mut Index, record: &Record) -> Result<()> {
                 key,
                 Location {
                     lsn: record.lsn,
-                    segment: record.location.segment,
                     offset,
                     value_bytes,
                 },

@@ -485,13 +485,14 @@ impl Wal {
         Ok(WalIter::new(Arc::clone(&self.shared), from, to))
     }
 
-    /// Reads the record `lsn` stored at `location` (from [`Record::location`]) without seeking.
+    /// Reads record `lsn` stored at byte `offset` of its segment (from
+    /// [`Record::location`]) without seeking: one binary search over the segments, one decode.
     ///
     /// # Errors
     /// `NotRetained` when the segment is gone; `Corrupt` when the bytes there are not record
     /// `lsn`.
-    pub fn read_at(&self, location: RecordLocation, lsn: Lsn) -> Result<Record> {
-        WalIter::read_at(&self.shared, location, lsn)
+    pub fn read_at(&self, lsn: Lsn, offset: u64) -> Result<Record> {
+        WalIter::read_at(&self.shared, lsn, offset)
     }
 
     /// Reads one record.

@@ -127,23 +127,21 @@ impl WalIter {
     }
 
     /// Reads the record at a known location (as handed out in [`Record::location`]).
-    pub(crate) fn read_at(shared: &Shared, location: RecordLocation, lsn: Lsn) -> Result<Record> {
+    pub(crate) fn read_at(shared: &Shared, lsn: Lsn, offset: u64) -> Result<Record> {
         let segment = {
             let segments = shared
                 .segments
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            let at = segments.partition_point(|s| s.first_lsn() < location.segment);
-            match segments.get(at) {
-                Some(s) if s.first_lsn() == location.segment => Arc::clone(s),
-                _ => {
-                    let first = segments.first().map_or(1, |s| s.first_lsn());
-                    return Err(WalError::NotRetained { lsn, first });
-                }
-            }
+            let at = segments.partition_point(|s| s.first_lsn() <= lsn);
+            let Some(index) = at.checked_sub(1) else {
+                let first = segments.first().map_or(1, |s| s.first_lsn());
+                return Err(WalError::NotRetained { lsn, first });
+            };
+            Arc::clone(&segments[index])
         };
-        let mut mapping = segment.view_covering(location.offset)?;
-        Self::decode(&segment, &mut mapping, location.offset, lsn).map(|(record, _)| record)
+        let mut mapping = segment.view_covering(offset)?;
+        Self::decode(&segment, &mut mapping, offset, lsn).map(|(record, _)| record)
     }
 
     /// Finds the segment holding `lsn` and the offset of that record in it.
