@@ -49,7 +49,8 @@ fn the_worked_example_decodes_and_the_encoder_reproduces_it() {
             cluster_id: 1,
             first_lsn: 1,
             epoch: 1,
-            salt: 0x0102_0304
+            salt: 0x0102_0304,
+            compacted_through: None
         }
     );
     assert_eq!(

@@ -209,6 +209,7 @@ fn header(first_lsn: u64, epoch: u32) -> [u8; SEGMENT_HEADER_BYTES] {
         first_lsn,
         epoch,
         salt: SALT,
+        compacted_through: None,
     }
     .encode()
 }

@@ -261,6 +261,9 @@ fn segment_status(status: &SegmentStatus) -> String {
             "torn tail: will be cut at offset {cut_offset} ({dropped_records} records of an unfinished batch)"
         ),
         SegmentStatus::UnusedEmpty => "unused empty segment: will be removed".to_owned(),
+        SegmentStatus::Superseded => {
+            "superseded by a compacted segment (interrupted compaction): will be removed".to_owned()
+        }
         SegmentStatus::Corrupt(e) => format!("CORRUPT: {e}"),
     }
 }

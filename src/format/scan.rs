@@ -68,6 +68,13 @@ pub struct SegmentScan {
 }
 
 impl SegmentScan {
+    /// The last LSN this segment accounts for: the end of a compacted segment's range, or the
+    /// last complete batch of an appended one.
+    #[must_use]
+    pub fn covered_through(&self) -> Option<Lsn> {
+        self.header.compacted_through.or(self.last_lsn)
+    }
+
     /// Whether records of an unfinished batch sit between `batch_end` and `valid_end`.
     #[must_use]
     pub fn has_incomplete_batch(&self) -> bool {
@@ -114,7 +121,14 @@ pub fn scan_records(bytes: &[u8], sparse_stride: u64) -> Result<SegmentScan, For
                 break;
             }
         };
-        if record.lsn != expected_lsn {
+        // A compacted segment holds a subset of its range, in order, without batches.
+        let in_sequence = match header.compacted_through {
+            None => record.lsn == expected_lsn,
+            Some(through) => {
+                (expected_lsn..=through).contains(&record.lsn) && !record.batch_continues
+            }
+        };
+        if !in_sequence {
             scan.end = stop(ScanStop::LsnOutOfSequence {
                 expected: expected_lsn,
                 found: record.lsn,
@@ -128,7 +142,8 @@ pub fn scan_records(bytes: &[u8], sparse_stride: u64) -> Result<SegmentScan, For
             });
             break;
         }
-        if (record.lsn - header.first_lsn).is_multiple_of(stride) {
+        // Every `stride`-th record by count (equal to every `stride`-th LSN unless compacted).
+        if (scan.record_count + batch_records).is_multiple_of(stride) {
             batch_sparse.push((record.lsn, offset as u64));
         }
         offset += record.encoded_bytes();

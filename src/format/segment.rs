@@ -12,6 +12,9 @@ pub const SEGMENT_FORMAT_VERSION: u16 = 1;
 pub const SEGMENT_HEADER_BYTES: usize = 64;
 
 const CRC_OFFSET: usize = 60;
+/// Header flag: the segment was rewritten by compaction; its records have LSN gaps and it
+/// covers the range `first_lsn..=compacted_through`.
+pub const FLAG_COMPACTED: u16 = 1;
 const _: () = assert!(CRC_OFFSET + 4 == SEGMENT_HEADER_BYTES);
 
 /// The decoded segment header.
@@ -25,22 +28,31 @@ pub struct SegmentHeader {
     pub epoch: Epoch,
     /// Random per-segment seed of every record CRC, so stale bytes never pass as records.
     pub salt: u32,
+    /// For a segment written by compaction, the last LSN of the range it covers (records in
+    /// the range that are not in it were superseded); `None` for a segment written by appends.
+    pub compacted_through: Option<Lsn>,
 }
 
 impl SegmentHeader {
     /// Encodes the header with its checksum.
     // [magic: 8][version: 2][flags: 2][salt: 4][cluster_id: 16][first_lsn: 8][epoch: 4]
-    // [reserved: 16][crc32: 4]
+    // [compacted_through: 8][reserved: 8][crc32: 4]
     #[must_use]
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES] {
         let mut out = [0u8; SEGMENT_HEADER_BYTES];
         out[0..8].copy_from_slice(&SEGMENT_MAGIC);
         LE::write_u16(&mut out[8..10], SEGMENT_FORMAT_VERSION);
-        LE::write_u16(&mut out[10..12], 0);
+        let flags = if self.compacted_through.is_some() {
+            FLAG_COMPACTED
+        } else {
+            0
+        };
+        LE::write_u16(&mut out[10..12], flags);
         LE::write_u32(&mut out[12..16], self.salt);
         LE::write_u128(&mut out[16..32], self.cluster_id);
         LE::write_u64(&mut out[32..40], self.first_lsn);
         LE::write_u32(&mut out[40..44], self.epoch);
+        LE::write_u64(&mut out[44..52], self.compacted_through.unwrap_or(0));
         let crc = crc32fast::hash(&out[..CRC_OFFSET]);
         LE::write_u32(&mut out[CRC_OFFSET..], crc);
         out
@@ -73,18 +85,31 @@ impl SegmentHeader {
                 supported: SEGMENT_FORMAT_VERSION,
             });
         }
-        if LE::read_u16(&bytes[10..12]) != 0 || bytes[44..CRC_OFFSET].iter().any(|&b| b != 0) {
+        let flags = LE::read_u16(&bytes[10..12]);
+        if flags & !FLAG_COMPACTED != 0 || bytes[52..CRC_OFFSET].iter().any(|&b| b != 0) {
             return Err(FormatError::ReservedNotZero);
         }
         let first_lsn = LE::read_u64(&bytes[32..40]);
         if !(1..=LSN_MAX).contains(&first_lsn) {
             return Err(FormatError::LsnOutOfRange(first_lsn));
         }
+        let through = LE::read_u64(&bytes[44..52]);
+        let compacted_through = if flags & FLAG_COMPACTED == 0 {
+            if through != 0 {
+                return Err(FormatError::ReservedNotZero);
+            }
+            None
+        } else if (first_lsn..=LSN_MAX).contains(&through) {
+            Some(through)
+        } else {
+            return Err(FormatError::LsnOutOfRange(through));
+        };
         Ok(Self {
             salt: LE::read_u32(&bytes[12..16]),
             cluster_id: LE::read_u128(&bytes[16..32]),
             first_lsn,
             epoch: LE::read_u32(&bytes[40..44]),
+            compacted_through,
         })
     }
 }
@@ -100,6 +125,7 @@ mod tests {
             first_lsn: 42,
             epoch: 7,
             salt: 0xdead_beef,
+            compacted_through: None,
         };
         let bytes = header.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(header));

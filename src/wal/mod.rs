@@ -278,12 +278,18 @@ impl Wal {
             active_end = recovered.end_offset;
             segments.push(Arc::new(segment));
         }
-        if segments.is_empty() {
+        // A compacted segment is sealed: appends always go to a segment of their own.
+        if segments
+            .last()
+            .is_none_or(|s| s.header.compacted_through.is_some())
+        {
+            active_end = SEGMENT_HEADER_BYTES as u64;
             let header = SegmentHeader {
                 cluster_id,
                 first_lsn: next_lsn,
                 epoch,
                 salt: random_u32(),
+                compacted_through: None,
             };
             segments.push(Arc::new(Segment::create(
                 fs,
@@ -427,6 +433,7 @@ impl Wal {
             first_lsn: state.next_lsn,
             epoch: state.epoch,
             salt: random_u32(),
+            compacted_through: None,
         };
         let fs = options.fs.as_ref();
         let dir = &self.shared.dir;

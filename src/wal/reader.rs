@@ -141,7 +141,7 @@ impl WalIter {
             Arc::clone(&segments[index])
         };
         let mut mapping = segment.view_covering(offset)?;
-        Self::decode(&segment, &mut mapping, offset, lsn).map(|(record, _)| record)
+        Self::decode(&segment, &mut mapping, offset, lsn, false).map(|(record, _)| record)
     }
 
     /// Finds the segment holding `lsn` and the offset of that record in it.
@@ -161,20 +161,34 @@ impl WalIter {
         };
         let (mut at_lsn, mut offset) = segment.seek_hint(lsn);
         let mut mapping = segment.view_covering(0)?;
+        if segment.is_compacted() {
+            // Records have gaps: hop until the first record at or after `lsn`, or the end.
+            while offset < segment.records_end() {
+                let (record, len) = Self::decode(&segment, &mut mapping, offset, at_lsn, true)?;
+                if record.lsn >= lsn {
+                    break;
+                }
+                offset += len;
+                at_lsn = record.lsn + 1;
+            }
+            return Ok((segment, mapping, offset));
+        }
         while at_lsn < lsn {
-            let record = Self::decode(&segment, &mut mapping, offset, at_lsn)?;
+            let record = Self::decode(&segment, &mut mapping, offset, at_lsn, false)?;
             offset += record.1;
             at_lsn += 1;
         }
         Ok((segment, mapping, offset))
     }
 
-    /// Decodes the record expected at `offset`, remapping if the view predates it.
+    /// Decodes the record expected at `offset` — LSN `lsn`, or with `at_least` (compacted
+    /// segments) the first LSN not below it — remapping if the view predates it.
     fn decode(
         segment: &Segment,
         mapping: &mut Arc<dyn Mapping>,
         offset: u64,
         lsn: Lsn,
+        at_least: bool,
     ) -> Result<(Record, u64)> {
         let corrupt = |reason: String| WalError::Corrupt {
             file: segment.path.clone(),
@@ -187,11 +201,11 @@ impl WalIter {
         loop {
             let bytes = mapping.bytes().get(start..).unwrap_or(&[]);
             match decode_record(bytes, segment.header.salt) {
-                Ok(rec) if rec.lsn == lsn => {
+                Ok(rec) if rec.lsn == lsn || (at_least && rec.lsn > lsn) => {
                     let len = rec.encoded_bytes() as u64;
                     let payload_start = start + (rec.encoded_bytes() - rec.payload.len());
                     let record = Record {
-                        lsn,
+                        lsn: rec.lsn,
                         epoch: rec.epoch,
                         kind: rec.kind,
                         batch_continues: rec.batch_continues,
@@ -228,31 +242,45 @@ impl Iterator for WalIter {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next_lsn > self.to {
-            return None;
-        }
-        let lsn = self.next_lsn;
-        let position = match self.position.take() {
-            Some(p) if p.0.last_lsn() >= lsn => p,
-            _ => match self.seek(lsn) {
-                Ok(p) => p,
-                Err(e) => {
+        loop {
+            if self.next_lsn > self.to {
+                return None;
+            }
+            let lsn = self.next_lsn;
+            let position = match self.position.take() {
+                Some(p) if p.0.last_lsn() >= lsn => p,
+                _ => match self.seek(lsn) {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(self.stop(e))),
+                },
+            };
+            let (segment, mut mapping, offset) = position;
+            let compacted = segment.is_compacted();
+            if compacted && offset >= segment.records_end() {
+                // The rest of this compacted range was superseded: continue after it.
+                self.next_lsn = segment.last_lsn() + 1;
+                continue;
+            }
+            return match Self::decode(&segment, &mut mapping, offset, lsn, compacted) {
+                Ok((record, _)) if record.lsn > self.to => {
                     self.next_lsn = self.to.saturating_add(1);
-                    return Some(Err(e));
+                    None
                 }
-            },
-        };
-        let (segment, mut mapping, offset) = position;
-        match Self::decode(&segment, &mut mapping, offset, lsn) {
-            Ok((record, len)) => {
-                self.next_lsn += 1;
-                self.position = Some((segment, mapping, offset + len));
-                Some(Ok(record))
-            }
-            Err(e) => {
-                self.next_lsn = self.to.saturating_add(1);
-                Some(Err(e))
-            }
+                Ok((record, len)) => {
+                    self.next_lsn = record.lsn + 1;
+                    self.position = Some((segment, mapping, offset + len));
+                    Some(Ok(record))
+                }
+                Err(e) => Some(Err(self.stop(e))),
+            };
         }
+    }
+}
+
+impl WalIter {
+    /// Ends the iteration after an error.
+    fn stop(&mut self, error: WalError) -> WalError {
+        self.next_lsn = self.to.saturating_add(1);
+        error
     }
 }

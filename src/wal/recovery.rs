@@ -50,6 +50,9 @@ pub enum SegmentStatus {
     },
     /// A trailing segment with no records that does not continue the log; it is removed.
     UnusedEmpty,
+    /// A segment whose range a compacted segment covers (a crash interrupted the compaction
+    /// after installing its result); it is removed.
+    Superseded,
     /// Damage that is not a torn tail; opening fails.
     Corrupt(WalError),
 }
@@ -98,45 +101,32 @@ pub(crate) fn analyze(fs: &dyn FileSystem, dir: &Path, writable: bool) -> Result
     numbered.sort_unstable_by_key(|(lsn, _)| *lsn);
     let mut scans = Vec::with_capacity(numbered.len());
     for (name_lsn, path) in numbered {
-        let file = fs
-            .open(&path, writable)
-            .map_err(|e| WalError::io("open", &path, e))?;
-        let mapping = file.map().map_err(|e| WalError::io("mmap", &path, e))?;
-        let scan = scan_records(mapping.bytes(), SPARSE_INDEX_STRIDE).map_err(|source| {
-            WalError::BadHeader {
-                file: path.clone(),
-                source,
-            }
-        })?;
-        if scan.header.first_lsn != name_lsn {
-            return Err(WalError::Corrupt {
-                file: path,
-                offset: 0,
-                lsn: name_lsn,
-                reason: format!(
-                    "header says first LSN {}, the name says {name_lsn}",
-                    scan.header.first_lsn
-                ),
-            });
-        }
-        let cluster_id = *analysis.cluster_id.get_or_insert(scan.header.cluster_id);
-        if scan.header.cluster_id != cluster_id {
-            return Err(WalError::ClusterMismatch {
-                file: path,
-                expected: cluster_id,
-                found: scan.header.cluster_id,
-            });
-        }
-        scans.push((path, file, mapping, scan));
+        scans.push(open_and_scan(
+            fs,
+            path,
+            name_lsn,
+            writable,
+            &mut analysis.cluster_id,
+        )?);
     }
+    // A compacted segment covering a..=b replaces the segments it was built from; any of them
+    // still present were left by a crash between its rename and their removal.
+    let compacted: Vec<(Lsn, Lsn)> = scans
+        .iter()
+        .filter_map(|(_, _, _, s)| s.header.compacted_through.map(|b| (s.header.first_lsn, b)))
+        .collect();
+    let superseded = |first: Lsn| compacted.iter().any(|&(a, b)| a < first && first <= b);
     let tail = scans
         .iter()
-        .rposition(|(_, _, m, s)| !is_unused(m.as_ref(), s));
+        .rposition(|(_, _, m, s)| !superseded(s.header.first_lsn) && !is_unused(m.as_ref(), s));
     let mut expected_first: Option<Lsn> = None;
     for (index, (path, file, mapping, scan)) in scans.into_iter().enumerate() {
-        let is_tail = tail == Some(index);
+        // Compaction syncs a segment before installing it: it is sealed, never a torn tail.
+        let is_tail = tail == Some(index) && scan.header.compacted_through.is_none();
         let is_after_tail = tail.is_none_or(|t| index > t);
-        let (status, kept) = if is_after_tail {
+        let (status, kept) = if superseded(scan.header.first_lsn) {
+            (SegmentStatus::Superseded, false)
+        } else if is_after_tail {
             trailing_status(&path, &scan, expected_first)
         } else {
             let mut status = judge(&path, mapping.bytes(), &scan, is_tail);
@@ -154,7 +144,10 @@ pub(crate) fn analyze(fs: &dyn FileSystem, dir: &Path, writable: bool) -> Result
             }
             (status, true)
         };
-        let (last_lsn, record_count, end_offset) = survivors(&scan, &status);
+        let (mut last_lsn, record_count, end_offset) = survivors(&scan, &status);
+        if kept {
+            last_lsn = scan.header.compacted_through.or(last_lsn);
+        }
         if kept {
             expected_first = Some(last_lsn.map_or(scan.header.first_lsn, |l| l + 1));
         }
@@ -182,9 +175,52 @@ pub(crate) fn analyze(fs: &dyn FileSystem, dir: &Path, writable: bool) -> Result
     Ok(analysis)
 }
 
-/// A segment holding nothing but its header and zeros.
+type Scanned = (PathBuf, Arc<dyn LogFile>, Arc<dyn Mapping>, SegmentScan);
+
+/// Opens one segment file, scans it, and checks its name and cluster.
+fn open_and_scan(
+    fs: &dyn FileSystem,
+    path: PathBuf,
+    name_lsn: Lsn,
+    writable: bool,
+    cluster: &mut Option<u128>,
+) -> Result<Scanned> {
+    let file = fs
+        .open(&path, writable)
+        .map_err(|e| WalError::io("open", &path, e))?;
+    let mapping = file.map().map_err(|e| WalError::io("mmap", &path, e))?;
+    let scan = scan_records(mapping.bytes(), SPARSE_INDEX_STRIDE).map_err(|source| {
+        WalError::BadHeader {
+            file: path.clone(),
+            source,
+        }
+    })?;
+    if scan.header.first_lsn != name_lsn {
+        return Err(WalError::Corrupt {
+            file: path,
+            offset: 0,
+            lsn: name_lsn,
+            reason: format!(
+                "header says first LSN {}, the name says {name_lsn}",
+                scan.header.first_lsn
+            ),
+        });
+    }
+    let cluster_id = *cluster.get_or_insert(scan.header.cluster_id);
+    if scan.header.cluster_id != cluster_id {
+        return Err(WalError::ClusterMismatch {
+            file: path,
+            expected: cluster_id,
+            found: scan.header.cluster_id,
+        });
+    }
+    Ok((path, file, mapping, scan))
+}
+
+/// An appended segment holding nothing but its header and zeros.
 fn is_unused(mapping: &dyn Mapping, scan: &SegmentScan) -> bool {
-    scan.valid_end == SEGMENT_HEADER_BYTES as u64
+    scan.header.compacted_through.is_none()
+        && scan.valid_end == SEGMENT_HEADER_BYTES as u64
         && mapping.bytes()[SEGMENT_HEADER_BYTES..]
             .iter()
             .all(|&b| b == 0)
@@ -263,7 +299,9 @@ fn judge(path: &Path, bytes: &[u8], scan: &SegmentScan, is_tail: bool) -> Segmen
 
 fn survivors(scan: &SegmentScan, status: &SegmentStatus) -> (Option<Lsn>, u64, u64) {
     match status {
-        SegmentStatus::UnusedEmpty => (None, 0, SEGMENT_HEADER_BYTES as u64),
+        SegmentStatus::UnusedEmpty | SegmentStatus::Superseded => {
+            (None, 0, SEGMENT_HEADER_BYTES as u64)
+        }
         _ => (scan.last_lsn, scan.record_count, scan.batch_end),
     }
 }
@@ -314,7 +352,12 @@ pub(crate) fn apply(fs: &dyn FileSystem, dir: &Path, analysis: &mut Analysis) ->
     let unused: Vec<PathBuf> = analysis
         .segments
         .iter()
-        .filter(|s| matches!(s.report.status, SegmentStatus::UnusedEmpty))
+        .filter(|s| {
+            matches!(
+                s.report.status,
+                SegmentStatus::UnusedEmpty | SegmentStatus::Superseded
+            )
+        })
         .map(|s| s.report.path.clone())
         .collect();
     for path in &unused {
@@ -322,9 +365,12 @@ pub(crate) fn apply(fs: &dyn FileSystem, dir: &Path, analysis: &mut Analysis) ->
             .map_err(|e| WalError::io("remove", path, e))?;
         removed_any = true;
     }
-    analysis
-        .segments
-        .retain(|s| !matches!(s.report.status, SegmentStatus::UnusedEmpty));
+    analysis.segments.retain(|s| {
+        !matches!(
+            s.report.status,
+            SegmentStatus::UnusedEmpty | SegmentStatus::Superseded
+        )
+    });
     if removed_any {
         fs.sync_dir(dir)
             .map_err(|e| WalError::io("fsync directory", dir, e))?;

@@ -215,6 +215,18 @@ impl Segment {
         self.last_lsn.store(lsn, Ordering::Release);
     }
 
+    /// Whether compaction wrote this segment (its records have LSN gaps).
+    #[must_use]
+    pub fn is_compacted(&self) -> bool {
+        self.header.compacted_through.is_some()
+    }
+
+    /// Offset just past the last record handed to the file.
+    #[must_use]
+    pub fn records_end(&self) -> u64 {
+        self.written_end.load(Ordering::Acquire)
+    }
+
     pub(crate) fn mark_written(&self, end: u64) {
         self.written_end.fetch_max(end, Ordering::AcqRel);
     }
