@@ -65,6 +65,16 @@ impl Index {
         self.live_bytes += added;
     }
 
+    /// Points `key` at the new offset of record `lsn`, if that record is still its newest.
+    pub fn move_record(&mut self, key: &[u8], lsn: Lsn, offset: u64) {
+        if let Some(location) = self.map.get_mut(key)
+            && location.lsn == lsn
+        {
+            // Compacted segments hold at most a group's kept bytes: far below 4 GiB.
+            location.offset = u32::try_from(offset).expect("compacted offsets fit in u32");
+        }
+    }
+
     pub fn delete(&mut self, key: &[u8]) {
         if let Some(old) = self.map.remove(key) {
             self.live_bytes -= key.len() as u64 + u64::from(old.value_bytes);

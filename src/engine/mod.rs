@@ -4,16 +4,17 @@
 
 mod batch;
 mod checkpoint;
+mod compaction;
 mod error;
 mod index;
 mod key;
 mod value;
 mod verify;
 
-use std::ops::{Bound, RangeBounds};
+use std::ops::{Bound, Deref, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::format::kv::{KIND_DELETE, KIND_PUT, KvOp, decode_kv, encode_delete, encode_put};
 use crate::format::{Lsn, RECORD_PAYLOAD_MAX_BYTES};
@@ -21,10 +22,12 @@ use crate::wal::{self, Durability, Entry, Record, Wal, WalIter};
 
 pub use batch::WriteBatch;
 pub use checkpoint::{CHECKPOINT_FILE_NAME, CheckpointStatus};
+pub use compaction::{CompactionOptions, CompactionStats};
 pub use error::{DbError, Result};
 pub use value::Value;
 pub use verify::{CheckpointVerdict, SegmentUsage, StoreReport, verify_store};
 
+use compaction::Compactor;
 use index::{Index, Location};
 
 /// Default largest key: 64 KiB.
@@ -43,6 +46,8 @@ pub struct DbOptions {
     pub key_max_bytes: u32,
     /// Largest value accepted (default 512 MiB, at most 1 GiB minus the key).
     pub value_max_bytes: u32,
+    /// Background compaction.
+    pub compaction: CompactionOptions,
 }
 
 impl Default for DbOptions {
@@ -52,6 +57,7 @@ impl Default for DbOptions {
             durability: Durability::Sync,
             key_max_bytes: DEFAULT_KEY_MAX_BYTES,
             value_max_bytes: DEFAULT_VALUE_MAX_BYTES,
+            compaction: CompactionOptions::default(),
         }
     }
 }
@@ -79,9 +85,63 @@ struct Applier {
     cursor: Option<WalIter>,
 }
 
-/// An open key-value store.
+/// An open key-value store: the [`Store`] plus its background compaction thread. Every
+/// operation is a method of [`Store`], reached through `Deref`.
 #[derive(Debug)]
 pub struct Db {
+    store: Arc<Store>,
+    compactor: Option<Compactor>,
+}
+
+impl Deref for Db {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl Db {
+    /// Opens (or creates) the store in `dir`, recovering the log and rebuilding the index, and
+    /// starts background compaction if enabled.
+    ///
+    /// # Errors
+    /// Invalid options, log recovery errors (corruption is reported, never skipped), or a
+    /// record that is not a valid key-value operation.
+    pub fn open(dir: impl AsRef<Path>, options: DbOptions) -> Result<Self> {
+        let store = Arc::new(Store::open(dir, options)?);
+        let compactor = store
+            .options
+            .compaction
+            .enabled
+            .then(|| Compactor::start(&store));
+        Ok(Self { store, compactor })
+    }
+
+    /// Stops compaction, checkpoints the index, syncs and closes the store.
+    ///
+    /// # Errors
+    /// A failed checkpoint or final sync.
+    pub fn close(mut self) -> Result<()> {
+        if let Some(mut compactor) = self.compactor.take() {
+            compactor.stop();
+        }
+        self.store.checkpoint()?;
+        self.store.sync()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(mut compactor) = self.compactor.take() {
+            compactor.stop();
+        }
+    }
+}
+
+/// The key-value store's state and operations, shared with the compaction thread.
+#[derive(Debug)]
+pub struct Store {
     wal: Wal,
     index: RwLock<Index>,
     applier: Mutex<Applier>,
@@ -89,15 +149,12 @@ pub struct Db {
     applied_lsn: AtomicU64,
     options: DbOptions,
     checkpoint_status: CheckpointStatus,
+    /// Serialises compaction passes and checkpoints.
+    maintenance: Mutex<()>,
 }
 
-impl Db {
-    /// Opens (or creates) the store in `dir`, recovering the log and rebuilding the index.
-    ///
-    /// # Errors
-    /// Invalid options, log recovery errors (corruption is reported, never skipped), or a
-    /// record that is not a valid key-value operation.
-    pub fn open(dir: impl AsRef<Path>, options: DbOptions) -> Result<Self> {
+impl Store {
+    fn open(dir: impl AsRef<Path>, options: DbOptions) -> Result<Self> {
         let invalid = |name, reason: &str| DbError::InvalidOption {
             name,
             reason: reason.to_owned(),
@@ -123,6 +180,7 @@ impl Db {
             applied_lsn: AtomicU64::new(applied),
             options,
             checkpoint_status,
+            maintenance: Mutex::new(()),
         };
         db.catch_up(db.wal.written_lsn())?;
         Ok(db)
@@ -228,15 +286,30 @@ impl Db {
     /// # Errors
     /// Log read errors (a damaged record is reported, never returned as a value).
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        let Some(location) = self
-            .index
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-        else {
-            return Ok(None);
+        let lookup = || {
+            self.index
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(key)
         };
-        self.value_at(key, location).map(Some)
+        let mut location = lookup();
+        loop {
+            let Some(at) = location else {
+                return Ok(None);
+            };
+            match self.value_at(key, at) {
+                Ok(value) => return Ok(Some(value)),
+                Err(e) => {
+                    // Compaction may have moved the record between the lookup and the read; a
+                    // location that did not change means the error is real.
+                    let again = lookup();
+                    if again == location {
+                        return Err(e);
+                    }
+                    location = again;
+                }
+            }
+        }
     }
 
     /// Whether `key` has a value.
@@ -359,6 +432,10 @@ impl Db {
     /// # Errors
     /// I/O errors; the previous checkpoint, if any, stays in place.
     pub fn checkpoint(&self) -> Result<Lsn> {
+        let _serial = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.wal.sync()?;
         let _applier = self.applier.lock().unwrap_or_else(PoisonError::into_inner);
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
@@ -378,15 +455,6 @@ impl Db {
     #[must_use]
     pub fn checkpoint_status(&self) -> &CheckpointStatus {
         &self.checkpoint_status
-    }
-
-    /// Checkpoints the index, syncs and closes the store.
-    ///
-    /// # Errors
-    /// A failed checkpoint or final sync.
-    pub fn close(self) -> Result<()> {
-        self.checkpoint()?;
-        Ok(self.wal.close()?)
     }
 
     /// Applies every written record up to at least `lsn` to the index, in LSN order and whole
@@ -472,7 +540,7 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 /// Iterator over `(key, value)` pairs of a range, resolved lazily from a key snapshot.
 #[derive(Debug)]
 pub struct RangeIter<'a> {
-    db: &'a Db,
+    db: &'a Store,
     entries: std::vec::IntoIter<(Box<[u8]>, Location)>,
 }
 
@@ -481,6 +549,15 @@ impl Iterator for RangeIter<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let (key, location) = self.entries.next()?;
-        Some(self.db.value_at(&key, location).map(|value| (key, value)))
+        match self.db.value_at(&key, location) {
+            Ok(value) => Some(Ok((key, value))),
+            // Compaction moved the record since the keys were taken: read the key's current
+            // value (or skip it, if it was deleted since).
+            Err(_) => match self.db.get(&key) {
+                Ok(Some(value)) => Some(Ok((key, value))),
+                Ok(None) => self.next(),
+                Err(e) => Some(Err(e)),
+            },
+        }
     }
 }

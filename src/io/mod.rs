@@ -58,6 +58,8 @@ pub trait LogFile: Send + Sync + Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Reserves space so the file is at least `len` bytes, reading as zeros (`fallocate`).
     fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Cuts the file to `len` bytes (only for files nothing has mapped yet).
+    fn truncate(&self, len: u64) -> io::Result<()>;
     /// A read-only view of the whole file as it is now.
     fn map(&self) -> io::Result<Arc<dyn Mapping>>;
 }

@@ -136,6 +136,10 @@ impl LogFile for RealFile {
         Ok(())
     }
 
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
     fn map(&self) -> io::Result<Arc<dyn Mapping>> {
         // SAFETY: memmap2 requires that the file is not truncated or modified in ways that break
         // Rust's aliasing rules while mapped. Segment files are only ever truncated... never:

@@ -414,6 +414,17 @@ impl LogFile for SimFile {
         Ok(())
     }
 
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        let inode = state
+            .inodes
+            .get_mut(&self.inode)
+            .ok_or(io::ErrorKind::NotFound)?;
+        let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(22))?;
+        inode.data.truncate(len);
+        Ok(())
+    }
+
     fn map(&self) -> io::Result<Arc<dyn Mapping>> {
         Ok(Arc::new(SimMapping(
             lock(&self.state).inodes[&self.inode].data.clone(),

@@ -1,6 +1,7 @@
 //! The segmented write-ahead log: append with group commit, recovery of the tail, reads by LSN
 //! as zero-copy slices of mapped segments, tail-follow and retention.
 
+mod compaction;
 mod error;
 mod preparer;
 mod reader;
@@ -21,6 +22,7 @@ use crate::format::{
 };
 use crate::io::{DirLock, FileSystem, RealFs};
 
+pub use compaction::{Compacted, SealedSegment};
 pub use error::{Result, WalError};
 pub use reader::{Payload, Record, RecordLocation, WalIter};
 pub use recovery::{SegmentReport, SegmentStatus};
@@ -142,8 +144,10 @@ pub(crate) struct Shared {
     segments: RwLock<Vec<Arc<Segment>>>,
     commit: GroupCommit,
     stop_flusher: AtomicBool,
-    /// Serialises retention so removals happen in LSN order.
+    /// Serialises retention and compaction so file removals happen in order.
     retention: Mutex<()>,
+    /// Segments replaced by compaction, still readable at their old offsets until released.
+    retired: RwLock<Vec<Arc<Segment>>>,
 }
 
 /// An open write-ahead log. Cheap to share across threads by reference (`&Wal` is `Sync`).
@@ -156,7 +160,7 @@ pub struct Wal {
     _lock: Box<dyn DirLock>,
 }
 
-fn random_u32() -> u32 {
+pub(crate) fn random_u32() -> u32 {
     let [a, b, c, d, ..] = random_u64().to_le_bytes();
     u32::from_le_bytes([a, b, c, d])
 }
@@ -227,6 +231,7 @@ impl Wal {
             commit: GroupCommit::new(state, next_lsn - 1),
             stop_flusher: AtomicBool::new(false),
             retention: Mutex::new(()),
+            retired: RwLock::new(Vec::new()),
         });
         let flusher = Self::spawn_flusher(&shared);
         let options = &shared.options;

@@ -141,7 +141,27 @@ impl WalIter {
             Arc::clone(&segments[index])
         };
         let mut mapping = segment.view_covering(offset)?;
-        Self::decode(&segment, &mut mapping, offset, lsn, false).map(|(record, _)| record)
+        match Self::decode(&segment, &mut mapping, offset, lsn, false) {
+            Ok((record, _)) => Ok(record),
+            // The offset may predate a compaction whose caller has not moved it yet: the
+            // replaced segment still holds the record there.
+            Err(e) => Self::read_retired(shared, lsn, offset).unwrap_or(Err(e)),
+        }
+    }
+
+    fn read_retired(shared: &Shared, lsn: Lsn, offset: u64) -> Option<Result<Record>> {
+        let retired = shared
+            .retired
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let segment = retired
+            .iter()
+            .find(|s| s.first_lsn() <= lsn && lsn <= s.last_lsn())?;
+        let mut mapping = match segment.view_covering(offset) {
+            Ok(mapping) => mapping,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Self::decode(segment, &mut mapping, offset, lsn, false).map(|(record, _)| record))
     }
 
     /// Finds the segment holding `lsn` and the offset of that record in it.

@@ -1,0 +1,262 @@
+//! Background compaction, in the manner of Kafka's compacted topics: sealed segments are
+//! rewritten keeping only the newest record of each key (and deletes younger than a horizon),
+//! with their LSNs, so the log stays readable by LSN and space stays near the live data.
+//!
+//! Each pass starts at the beginning of the log. That is what makes dropping an old delete
+//! safe: every older put of its key lies before it, in segments this pass (or an earlier one)
+//! has already rewritten without that put, so no replay can resurrect the key.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::format::kv::{KvOp, decode_kv};
+use crate::format::{Lsn, RECORD_PAYLOAD_MAX_BYTES, encoded_record_bytes};
+use crate::wal::{Record, SealedSegment};
+
+use super::checkpoint::CHECKPOINT_FILE_NAME;
+use super::error::Result;
+use super::{Store, index::Index};
+
+/// How background compaction runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompactionOptions {
+    /// Run passes in a background thread (default on).
+    pub enabled: bool,
+    /// How often the thread checks whether a pass is due, in milliseconds (default 1000).
+    pub check_interval_ms: u64,
+    /// Start a pass when at least this fraction of the sealed log is dead (default 0.5, which
+    /// keeps the log under about twice the live data).
+    pub dirty_ratio_min: f64,
+    /// Rewrite at most this many bytes per second (default 64 MiB/s; 0 = unlimited).
+    pub bytes_per_sec: u64,
+    /// Keep deletes of the last this many LSNs, so readers of the log (replicas) that are at
+    /// most this far behind still see them (default 1,000,000).
+    pub tombstone_horizon_lsns: u64,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            check_interval_ms: 1000,
+            dirty_ratio_min: 0.5,
+            bytes_per_sec: 64 << 20,
+            tombstone_horizon_lsns: 1_000_000,
+        }
+    }
+}
+
+/// What a compaction pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionStats {
+    /// Groups of segments rewritten.
+    pub groups: usize,
+    /// Segment files replaced.
+    pub segments_in: usize,
+    /// Record bytes read.
+    pub bytes_in: u64,
+    /// Record bytes written.
+    pub bytes_out: u64,
+}
+
+/// Whether a record is still needed: the newest put of a live key, or a delete younger than
+/// the horizon whose key has not been written since.
+fn is_needed(index: &Index, record: &Record, horizon: Lsn) -> bool {
+    match decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES) {
+        Ok(KvOp::Put { key, .. }) => index.get(key).is_some_and(|l| l.lsn == record.lsn),
+        Ok(KvOp::Delete { key }) => record.lsn > horizon && index.get(key).is_none(),
+        // Not a key-value record: not ours to judge, keep it.
+        Err(_) => true,
+    }
+}
+
+impl Store {
+    /// Runs one compaction pass now, whatever the dirty ratio.
+    ///
+    /// # Errors
+    /// Log errors; a pass stopped by an error leaves every group either compacted or untouched.
+    pub fn compact(&self) -> Result<CompactionStats> {
+        let _serial = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let horizon = self
+            .applied_lsn
+            .load(Ordering::Acquire)
+            .saturating_sub(self.options.compaction.tombstone_horizon_lsns);
+        let mut stats = CompactionStats::default();
+        let mut group: Vec<SealedSegment> = Vec::new();
+        let mut group_kept = 0u64;
+        let mut group_dropped = 0u64;
+        let target = self.options.wal.segment_bytes;
+        for segment in self.wal.sealed_segments() {
+            let (kept, dropped) = self.measure(&segment, horizon)?;
+            if !group.is_empty() && group_kept + kept > target {
+                self.compact_group(&group, group_dropped, &mut stats, horizon)?;
+                group.clear();
+                group_kept = 0;
+                group_dropped = 0;
+            }
+            group.push(segment);
+            group_kept += kept;
+            group_dropped += dropped;
+        }
+        self.compact_group(&group, group_dropped, &mut stats, horizon)?;
+        Ok(stats)
+    }
+
+    /// Bytes of a segment's records that a pass would keep and drop.
+    fn measure(&self, segment: &SealedSegment, horizon: Lsn) -> Result<(u64, u64)> {
+        let (mut kept, mut dropped) = (0, 0);
+        for record in self.wal.read_range(segment.first_lsn, segment.last_lsn)? {
+            let record = record?;
+            let bytes = encoded_record_bytes(record.payload.len()) as u64;
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            if is_needed(&index, &record, horizon) {
+                kept += bytes;
+            } else {
+                dropped += bytes;
+            }
+        }
+        Ok((kept, dropped))
+    }
+
+    fn compact_group(
+        &self,
+        group: &[SealedSegment],
+        dropped: u64,
+        stats: &mut CompactionStats,
+        horizon: Lsn,
+    ) -> Result<()> {
+        // Nothing to drop and nothing to merge: rewriting would only cost I/O.
+        let (Some(first), Some(last)) = (group.first(), group.last()) else {
+            return Ok(());
+        };
+        if dropped == 0 && group.len() == 1 {
+            return Ok(());
+        }
+        self.forget_checkpoint()?;
+        let mut kept_puts: Vec<(Vec<u8>, Lsn)> = Vec::new();
+        let outcome = self.wal.compact_range(
+            first.first_lsn,
+            last.last_lsn,
+            |record| {
+                let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+                let needed = is_needed(&index, record, horizon);
+                if needed
+                    && let Ok(KvOp::Put { key, .. }) =
+                        decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES)
+                {
+                    kept_puts.push((key.to_vec(), record.lsn));
+                }
+                needed
+            },
+            self.options.compaction.bytes_per_sec,
+        )?;
+        // Move index entries in small steps: readers and appliers wait for one step at most,
+        // and reads at old offsets still resolve until `release_compacted`.
+        let offsets: std::collections::HashMap<Lsn, u64> = outcome.moved.iter().copied().collect();
+        for chunk in kept_puts.chunks(1024) {
+            let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+            for (key, lsn) in chunk {
+                if let Some(&offset) = offsets.get(lsn) {
+                    index.move_record(key, *lsn, offset);
+                }
+            }
+        }
+        self.wal.release_compacted();
+        stats.groups += 1;
+        stats.segments_in += outcome.segments_in;
+        stats.bytes_in += outcome.bytes_in;
+        stats.bytes_out += outcome.bytes_out;
+        Ok(())
+    }
+
+    /// Removes the index checkpoint before segments change under it: its offsets would point
+    /// into replaced files. The next checkpoint (at close) is written against the new ones.
+    fn forget_checkpoint(&self) -> Result<()> {
+        let fs = self.wal.fs().as_ref();
+        let dir = self.wal.dir();
+        let present = fs
+            .list(dir)
+            .map_err(|e| crate::wal::WalError::io("list", dir, e))?
+            .iter()
+            .any(|n| n == CHECKPOINT_FILE_NAME);
+        if present {
+            let path = dir.join(CHECKPOINT_FILE_NAME);
+            fs.remove(&path)
+                .map_err(|e| crate::wal::WalError::io("remove", &path, e))?;
+            // IMPORTANT: the removal must be durable before any segment is replaced.
+            fs.sync_dir(dir)
+                .map_err(|e| crate::wal::WalError::io("fsync directory", dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// The fraction of the sealed log's record bytes that are dead, estimated from the index.
+    #[must_use]
+    pub fn dirty_ratio(&self) -> f64 {
+        let sealed: u64 = self
+            .wal
+            .sealed_segments()
+            .iter()
+            .map(|s| s.record_bytes)
+            .sum();
+        let total = sealed.max(1);
+        let (live_keys, live_bytes) = {
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            (index.len() as u64, index.live_bytes())
+        };
+        // Each live key costs its key and value plus a record and payload header.
+        let live = live_bytes + live_keys * encoded_record_bytes(4) as u64;
+        #[expect(clippy::cast_precision_loss, reason = "a ratio for a threshold")]
+        let ratio = 1.0 - (live.min(total) as f64 / total as f64);
+        if sealed == 0 { 0.0 } else { ratio }
+    }
+}
+
+/// The background thread that runs a pass when the log is dirty enough.
+#[derive(Debug)]
+pub(crate) struct Compactor {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Compactor {
+    pub fn start(store: &Arc<Store>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (store, flag) = (Arc::clone(store), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("shiplog-compact".to_owned())
+            .spawn(move || {
+                let interval =
+                    Duration::from_millis(store.options.compaction.check_interval_ms.max(1));
+                while !flag.load(Ordering::Acquire) {
+                    std::thread::park_timeout(interval);
+                    if flag.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if store.dirty_ratio() >= store.options.compaction.dirty_ratio_min {
+                        // A failed pass changed nothing it did not finish, and the log reports
+                        // its own poisoning to writers: try again next interval.
+                        let _ = store.compact();
+                    }
+                }
+            })
+            .expect("spawning the compaction thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Rewriting a run of sealed segments into one compacted segment (Kafka's compacted topics):
+//! only the records a caller chooses to keep, with their original LSNs, in a segment that
+//! covers the whole range. The caller (the engine) decides what is live; this module makes the
+//! file swap crash-safe and keeps old offsets readable until the caller has moved its index.
+
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::format::{Lsn, RecordMeta, SEGMENT_HEADER_BYTES, SegmentHeader, encode_record};
+
+use super::error::{Result, WalError};
+use super::reader::Record;
+use super::segment::{SPARSE_INDEX_STRIDE, Segment, segment_file_name};
+use super::{Wal, random_u32};
+
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
+
+/// A sealed segment that compaction may rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedSegment {
+    /// Its first LSN.
+    pub first_lsn: Lsn,
+    /// The last LSN it accounts for.
+    pub last_lsn: Lsn,
+    /// Bytes of its records.
+    pub record_bytes: u64,
+    /// Whether it was written by compaction.
+    pub compacted: bool,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// `(lsn, new offset)` of every kept record, in LSN order.
+    pub moved: Vec<(Lsn, u64)>,
+    /// Record bytes read.
+    pub bytes_in: u64,
+    /// Record bytes written.
+    pub bytes_out: u64,
+    /// Segment files replaced.
+    pub segments_in: usize,
+}
+
+impl Wal {
+    /// Sealed segments (every segment but the one being appended to whose records are all
+    /// durable), in LSN order from the start of the log.
+    #[must_use]
+    pub fn sealed_segments(&self) -> Vec<SealedSegment> {
+        let durable = self.durable_lsn();
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        segments
+            .iter()
+            .take(segments.len().saturating_sub(1))
+            .take_while(|s| s.last_lsn() <= durable)
+            .map(|s| SealedSegment {
+                first_lsn: s.first_lsn(),
+                last_lsn: s.last_lsn(),
+                record_bytes: s.records_end() - SEGMENT_HEADER_BYTES as u64,
+                compacted: s.is_compacted(),
+            })
+            .collect()
+    }
+
+    /// Rewrites the sealed segments covering exactly `first..=last` into one compacted segment
+    /// holding the records for which `keep` returns true, writing at most `bytes_per_sec`.
+    /// `keep` may judge a record by later records (anything written so far): everything
+    /// written is made durable before the new segment replaces the old ones.
+    ///
+    /// Until [`Wal::release_compacted`] is called, reads at the old offsets still find the old
+    /// records, so a caller can move its index entries in small steps.
+    ///
+    /// # Errors
+    /// A range that is not a run of sealed segments, or I/O errors (the log is unchanged unless
+    /// the new segment was installed, which is all or nothing across a crash).
+    pub fn compact_range(
+        &self,
+        first: Lsn,
+        last: Lsn,
+        mut keep: impl FnMut(&Record) -> bool,
+        bytes_per_sec: u64,
+    ) -> Result<Compacted> {
+        let _serial = self
+            .shared
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let inputs = self.run_of_sealed(first, last)?;
+        let fs = self.shared.options.fs.as_ref();
+        let dir = &self.shared.dir;
+        let input_bytes: u64 = inputs.iter().map(|s| s.records_end()).sum();
+        let temp = dir.join(format!("{first:020}.compact.seg.tmp"));
+        let io =
+            |op| move |e| WalError::io(op, dir.join(format!("{first:020}.compact.seg.tmp")), e);
+        if fs
+            .list(dir)
+            .map_err(|e| WalError::io("list", dir, e))?
+            .iter()
+            .any(|n| dir.join(n) == temp)
+        {
+            fs.remove(&temp).map_err(io("remove stale"))?;
+        }
+        let file = fs.create(&temp).map_err(io("create"))?;
+        file.allocate(input_bytes.max(SEGMENT_HEADER_BYTES as u64))
+            .map_err(io("fallocate"))?;
+        let header = SegmentHeader {
+            cluster_id: self.shared.cluster_id,
+            first_lsn: first,
+            epoch: inputs[0].header.epoch,
+            salt: random_u32(),
+            compacted_through: Some(last),
+        };
+        let mut outcome = Compacted {
+            segments_in: inputs.len(),
+            ..Compacted::default()
+        };
+        let mut buffer = Vec::with_capacity(WRITE_CHUNK_BYTES + 4096);
+        let mut offset = SEGMENT_HEADER_BYTES as u64;
+        let mut sparse = Vec::new();
+        let started = Instant::now();
+        let mut written = 0u64;
+        for record in self.read_range(first, last)? {
+            let record = record?;
+            outcome.bytes_in += (crate::format::RECORD_HEADER_BYTES + record.payload.len()) as u64;
+            if !keep(&record) {
+                continue;
+            }
+            let at = offset + buffer.len() as u64;
+            if (outcome.moved.len() as u64).is_multiple_of(SPARSE_INDEX_STRIDE) {
+                sparse.push((record.lsn, at));
+            }
+            // Batches are moot once every record is durable: each kept record stands alone.
+            let meta = RecordMeta {
+                lsn: record.lsn,
+                epoch: record.epoch,
+                kind: record.kind,
+                batch_continues: false,
+                durable_lsn: record.lsn - 1,
+            };
+            encode_record(&mut buffer, header.salt, &meta, &record.payload);
+            outcome.moved.push((record.lsn, at));
+            if buffer.len() >= WRITE_CHUNK_BYTES {
+                file.write_all_at(&buffer, offset).map_err(io("write"))?;
+                offset += buffer.len() as u64;
+                written += buffer.len() as u64;
+                buffer.clear();
+                throttle(started, written, bytes_per_sec);
+            }
+        }
+        file.write_all_at(&buffer, offset).map_err(io("write"))?;
+        offset += buffer.len() as u64;
+        outcome.bytes_out = offset - SEGMENT_HEADER_BYTES as u64;
+        // A compacted segment is never appended to: give back the reserve beyond its records.
+        file.truncate(offset).map_err(io("truncate"))?;
+        file.write_all_at(&header.encode(), 0)
+            .map_err(io("write header of"))?;
+        // IMPORTANT: the compacted segment must be entirely durable before it replaces anything.
+        file.sync_data().map_err(io("fdatasync"))?;
+        // IMPORTANT: a record is dropped because a later one superseded it; that later record
+        // was written before `keep` saw its effect, but it may not be durable yet. Make it so
+        // before the dropped record vanishes, or a power loss could lose both.
+        self.sync()?;
+        let path = dir.join(segment_file_name(first));
+        // IMPORTANT: one rename replaces the first input; recovery treats the other inputs, if
+        // a crash leaves them, as superseded by the compacted range. Directory sync before
+        // removing them, so the new name is durable before the old files go.
+        fs.rename(&temp, &path).map_err(io("rename"))?;
+        fs.sync_dir(dir)
+            .map_err(|e| WalError::io("fsync directory", dir, e))?;
+        for old in &inputs[1..] {
+            fs.remove(&old.path)
+                .map_err(|e| WalError::io("remove", &old.path, e))?;
+        }
+        fs.sync_dir(dir)
+            .map_err(|e| WalError::io("fsync directory", dir, e))?;
+        let segment = Segment::from_parts(fs, path, header, file, offset, offset, sparse)?;
+        segment.set_last_lsn(last);
+        self.swap_in(Arc::new(segment), &inputs);
+        Ok(outcome)
+    }
+
+    /// Forgets the segments replaced by compaction: reads at their offsets stop resolving.
+    pub fn release_compacted(&self) {
+        self.shared
+            .retired
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    fn run_of_sealed(&self, first: Lsn, last: Lsn) -> Result<Vec<Arc<Segment>>> {
+        let durable = self.durable_lsn();
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let sealed = &segments[..segments.len().saturating_sub(1)];
+        let start = sealed.iter().position(|s| s.first_lsn() == first);
+        let end = sealed.iter().position(|s| s.last_lsn() == last);
+        match (start, end) {
+            (Some(start), Some(end)) if start <= end && last <= durable => {
+                Ok(sealed[start..=end].to_vec())
+            }
+            _ => Err(WalError::InvalidOption {
+                name: "compaction range",
+                reason: format!("{first}..={last} is not a run of durable sealed segments"),
+            }),
+        }
+    }
+
+    fn swap_in(&self, compacted: Arc<Segment>, inputs: &[Arc<Segment>]) {
+        let mut segments = self
+            .shared
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let start = segments.iter().position(|s| Arc::ptr_eq(s, &inputs[0]));
+        if let Some(start) = start {
+            segments.splice(start..start + inputs.len(), [compacted]);
+        }
+        drop(segments);
+        self.shared
+            .retired
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(inputs.iter().cloned());
+    }
+}
+
+/// Sleeps as long as needed to keep the average rate at or below `bytes_per_sec`.
+fn throttle(started: Instant, written: u64, bytes_per_sec: u64) {
+    if bytes_per_sec == 0 {
+        return;
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a pacing estimate")]
+    let due = Duration::from_secs_f64(written as f64 / bytes_per_sec as f64);
+    if let Some(ahead) = due.checked_sub(started.elapsed()) {
+        std::thread::sleep(ahead);
+    }
+}
