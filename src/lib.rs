@@ -2,7 +2,8 @@
 //! replicas.
 //!
 //! The layers, bottom up: [`format`] (pure encoding of bytes on disk), [`io`] (the file-system
-//! boundary, real or simulated) and [`wal`] (the segmented write-ahead log with group commit).
+//! boundary, real or simulated), [`wal`] (the segmented write-ahead log with group commit) and
+//! [`engine`] (the key-value store on the log).
 //!
 //! ```
 //! use shiplog::{Durability, RecordKind, Wal, wal::Options};
@@ -13,6 +14,23 @@
 //! let lsn = wal.append(kind, b"hello", Durability::Sync)?;
 //! let record = wal.read(lsn)?.expect("just written");
 //! assert_eq!(&*record.payload, b"hello"); // a view into the mapped segment, not a copy
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ```
+//! use shiplog::{Db, DbOptions, WriteBatch};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let db = Db::open(dir.path(), DbOptions::default())?;
+//! db.put(b"user:1", b"ada")?;
+//! let mut batch = WriteBatch::new();
+//! batch.put(b"user:2", b"grace").delete(b"user:1");
+//! db.write_batch(&batch)?;
+//! assert_eq!(&*db.get(b"user:2")?.expect("written"), b"grace");
+//! assert!(db.get(b"user:1")?.is_none());
+//! let keys: Vec<_> = db.scan_prefix(b"user:").map(|e| e.map(|(k, _)| k)).collect::<Result<_, _>>()?;
+//! assert_eq!(keys, [Box::from(&b"user:2"[..])]);
+//! db.close()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

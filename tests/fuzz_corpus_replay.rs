@@ -81,6 +81,16 @@ fn segment_recovery_seeds_do_not_panic() {
 }
 
 #[test]
+fn kv_payload_seeds_do_not_panic() {
+    replay("kv_payload", fuzzing::kv_payload);
+}
+
+#[test]
+fn checkpoint_seeds_do_not_panic() {
+    replay("checkpoint", fuzzing::checkpoint);
+}
+
+#[test]
 fn generated_seeds_are_checked_in() {
     for (target, seeds) in generated_seeds() {
         let dir = seeds_dir(target);

@@ -222,6 +222,7 @@ impl Wal {
             poisoned: None,
             closed: false,
             waiters: Vec::new(),
+            to_wake: Vec::new(),
         };
         let shared = Arc::new(Shared {
             dir,

@@ -55,6 +55,8 @@ pub(crate) struct WriterState {
     pub closed: bool,
     /// Appenders parked until their LSN is written or durable, or until a role is theirs.
     pub waiters: Vec<Waiter>,
+    /// Threads chosen by `wake`, unparked once the lock is released.
+    pub to_wake: Vec<Thread>,
 }
 
 /// An appender parked in [`GroupCommit::complete`].
@@ -120,10 +122,14 @@ impl GroupCommit {
                     source: Arc::clone(source),
                 });
             }
-            if self.written() < lsn && !state.writing {
-                state = self.write_role(state);
+            // While a sync is in flight, a `Sync` appender leaves its records queued: whoever
+            // starts the next sync writes the whole queue with one `pwrite` first, instead of
+            // every arriving appender making its own small write.
+            let wait_for_sync = durability == Durability::Sync && state.syncing;
+            if self.written() < lsn && !state.writing && !wait_for_sync {
+                state = self.unpark_chosen(self.write_role(state));
             } else if durability == Durability::Sync && self.written() >= lsn && !state.syncing {
-                state = self.sync_role(state);
+                state = self.unpark_chosen(self.sync_role(state));
             } else {
                 let me = thread::current();
                 let id = me.id();
@@ -135,10 +141,31 @@ impl GroupCommit {
                 drop(state);
                 // Spurious wake-ups are fine: the loop re-checks everything.
                 thread::park();
+                // The waker already took this thread off the list: when the LSN got where it
+                // had to, return without touching the lock the next batch is forming under.
+                if self.reached(lsn, durability) {
+                    return Ok(());
+                }
                 state = self.lock();
                 state.waiters.retain(|w| w.thread.id() != id);
             }
         }
+    }
+
+    /// Unparks the threads `wake` chose, outside the lock, so appenders can queue meanwhile.
+    fn unpark_chosen<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, WriterState>,
+    ) -> MutexGuard<'a, WriterState> {
+        if state.to_wake.is_empty() {
+            return state;
+        }
+        let chosen = std::mem::take(&mut state.to_wake);
+        drop(state);
+        for thread in chosen {
+            thread.unpark();
+        }
+        self.lock()
     }
 
     fn reached(&self, lsn: Lsn, durability: Durability) -> bool {
@@ -153,18 +180,22 @@ impl GroupCommit {
     /// of every parked appender) keeps 64 writers on 2 cores from thrashing at every sync.
     fn wake(&self, state: &mut WriterState) {
         if state.poisoned.is_some() || state.closed {
-            for waiter in state.waiters.drain(..) {
-                waiter.thread.unpark();
-            }
+            let woken = state.waiters.drain(..).map(|w| w.thread);
+            state.to_wake.extend(woken);
             return;
         }
         let (written, durable) = (self.written(), self.durable());
+        let syncing = state.syncing;
+        let mut to_wake = std::mem::take(&mut state.to_wake);
         let mut need_writer = !state.writing && !state.pending.is_empty();
         let mut need_syncer = !state.syncing && written > durable;
         state.waiters.retain(|waiter| {
             let wake = if self.reached(waiter.lsn, waiter.durability) {
                 true
-            } else if need_writer && waiter.lsn > written {
+            } else if need_writer
+                && waiter.lsn > written
+                && (waiter.durability != Durability::Sync || !syncing)
+            {
                 need_writer = false;
                 true
             } else if need_syncer && waiter.durability == Durability::Sync && waiter.lsn <= written
@@ -175,10 +206,11 @@ impl GroupCommit {
                 false
             };
             if wake {
-                waiter.thread.unpark();
+                to_wake.push(waiter.thread.clone());
             }
             !wake
         });
+        state.to_wake = to_wake;
     }
 
     /// Makes everything written so far durable (used by the flusher thread and `sync`).
@@ -220,6 +252,10 @@ impl GroupCommit {
 
     pub fn notify(&self, state: &mut WriterState) {
         self.wake(state);
+        // Callers of `notify` go on holding the lock: unpark now.
+        for thread in state.to_wake.drain(..) {
+            thread.unpark();
+        }
         self.durable_changed.notify_all();
     }
 
@@ -315,7 +351,8 @@ impl GroupCommit {
             return self.poison(state, "fdatasync", e);
         }
         self.durable_lsn.fetch_max(target, Ordering::AcqRel);
-        self.notify(&mut state);
+        self.wake(&mut state);
+        self.durable_changed.notify_all();
         state
     }
 }

@@ -1,0 +1,8 @@
+//! Fuzz target: arbitrary bytes through `shiplog::fuzzing::checkpoint`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    shiplog::fuzzing::checkpoint(data);
+});
