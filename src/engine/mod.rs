@@ -182,7 +182,15 @@ impl Store {
             checkpoint_status,
             maintenance: Mutex::new(()),
         };
+        let replayed_from = db.applied_lsn.load(Ordering::Acquire);
         db.catch_up(db.wal.written_lsn())?;
+        // A long replay grew the tree one insert at a time; repack it once.
+        if db.applied_lsn.load(Ordering::Acquire) - replayed_from > 100_000 {
+            db.index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .repack();
+        }
         Ok(db)
     }
 
