@@ -141,12 +141,14 @@ impl LogFile for RealFile {
     }
 
     fn map(&self) -> io::Result<Arc<dyn Mapping>> {
-        // SAFETY: memmap2 requires that the file is not truncated or modified in ways that break
-        // Rust's aliasing rules while mapped. Segment files are only ever truncated... never:
-        // they are preallocated to their full size before being mapped, only written past the
-        // bytes any reader is handed (readers stop at the written LSN, and recovery zeroes a torn
-        // tail before the log is opened for writing), and the directory lock keeps other
-        // shiplog processes out. Removing a file leaves the mapping valid on Linux.
+        // SAFETY: memmap2 requires that the file is not truncated while mapped (a read past the
+        // end would fault) and that bytes handed out are not modified underneath. Segment files
+        // are preallocated to their full size before anyone maps them and are never truncated
+        // afterwards (only a compaction output is truncated, before it is first mapped); appends
+        // write only past the bytes any reader is handed (readers stop at the written LSN);
+        // recovery zeroes a torn tail before the log is readable; index checkpoints are written
+        // to a new file and renamed, never rewritten in place; and the directory lock keeps other
+        // shiplog processes out. Unlinking a file leaves its mapping valid on Linux.
         let map = unsafe { memmap2::Mmap::map(&self.0)? };
         Ok(Arc::new(RealMapping(map)))
     }
