@@ -85,6 +85,19 @@ fn segment_holding(segments: &[(Lsn, u64)], lsn: Lsn) -> Lsn {
     at.checked_sub(1).map_or(0, |i| segments[i].0)
 }
 
+/// Removes the checkpoint, durably, if there is one.
+pub(crate) fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<(), WalError> {
+    let names = fs.list(dir).map_err(|e| WalError::io("list", dir, e))?;
+    if names.iter().any(|n| n == CHECKPOINT_FILE_NAME) {
+        let path = dir.join(CHECKPOINT_FILE_NAME);
+        fs.remove(&path)
+            .map_err(|e| WalError::io("remove", &path, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| WalError::io("fsync directory", dir, e))?;
+    }
+    Ok(())
+}
+
 /// What happened to the checkpoint at open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckpointStatus {

@@ -15,7 +15,6 @@ use crate::format::kv::{KvOp, decode_kv};
 use crate::format::{Lsn, RECORD_PAYLOAD_MAX_BYTES, encoded_record_bytes};
 use crate::wal::{Record, SealedSegment};
 
-use super::checkpoint::CHECKPOINT_FILE_NAME;
 use super::error::Result;
 use super::{Store, index::Index};
 
@@ -62,8 +61,12 @@ pub struct CompactionStats {
 }
 
 /// Whether a record is still needed: the newest put of a live key, or a delete younger than
-/// the horizon whose key has not been written since.
-fn is_needed(index: &Index, record: &Record, horizon: Lsn) -> bool {
+/// the horizon whose key has not been written since. The index speaks only for records up to
+/// `applied`; anything later is kept.
+fn is_needed(index: &Index, record: &Record, horizon: Lsn, applied: Lsn) -> bool {
+    if record.lsn > applied {
+        return true;
+    }
     match decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES) {
         Ok(KvOp::Put { key, .. }) => index.get(key).is_some_and(|l| l.lsn == record.lsn),
         Ok(KvOp::Delete { key }) => record.lsn > horizon && index.get(key).is_none(),
@@ -82,19 +85,25 @@ impl Store {
             .maintenance
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let horizon = self
-            .applied_lsn
-            .load(Ordering::Acquire)
-            .saturating_sub(self.options.compaction.tombstone_horizon_lsns);
+        // IMPORTANT: the index judges liveness, so it must reflect every record it judges: a
+        // put written but not yet applied would otherwise look superseded and be dropped.
+        self.catch_up(self.wal.written_lsn())?;
+        let applied = self.applied_lsn.load(Ordering::Acquire);
+        let horizon = applied.saturating_sub(self.options.compaction.tombstone_horizon_lsns);
         let mut stats = CompactionStats::default();
         let mut group: Vec<SealedSegment> = Vec::new();
         let mut group_kept = 0u64;
         let mut group_dropped = 0u64;
         let target = self.options.wal.segment_bytes;
-        for segment in self.wal.sealed_segments() {
-            let (kept, dropped) = self.measure(&segment, horizon)?;
+        let sealed = self
+            .wal
+            .sealed_segments()
+            .into_iter()
+            .take_while(|s| s.last_lsn <= applied);
+        for segment in sealed {
+            let (kept, dropped) = self.measure(&segment, horizon, applied)?;
             if !group.is_empty() && group_kept + kept > target {
-                self.compact_group(&group, group_dropped, &mut stats, horizon)?;
+                self.compact_group(&group, group_dropped, &mut stats, horizon, applied)?;
                 group.clear();
                 group_kept = 0;
                 group_dropped = 0;
@@ -103,12 +112,12 @@ impl Store {
             group_kept += kept;
             group_dropped += dropped;
         }
-        self.compact_group(&group, group_dropped, &mut stats, horizon)?;
+        self.compact_group(&group, group_dropped, &mut stats, horizon, applied)?;
         Ok(stats)
     }
 
     /// Bytes of a segment's records that a pass would keep and drop.
-    fn measure(&self, segment: &SealedSegment, horizon: Lsn) -> Result<(u64, u64)> {
+    fn measure(&self, segment: &SealedSegment, horizon: Lsn, applied: Lsn) -> Result<(u64, u64)> {
         let (mut kept, mut dropped) = (0, 0);
         let mut records = self
             .wal
@@ -123,7 +132,7 @@ impl Store {
             let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
             for record in &chunk {
                 let bytes = encoded_record_bytes(record.payload.len()) as u64;
-                if is_needed(&index, record, horizon) {
+                if is_needed(&index, record, horizon, applied) {
                     kept += bytes;
                 } else {
                     dropped += bytes;
@@ -139,6 +148,7 @@ impl Store {
         dropped: u64,
         stats: &mut CompactionStats,
         horizon: Lsn,
+        applied: Lsn,
     ) -> Result<()> {
         // Nothing to drop and nothing to merge: rewriting would only cost I/O.
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
@@ -154,7 +164,7 @@ impl Store {
             last.last_lsn,
             |record| {
                 let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-                let needed = is_needed(&index, record, horizon);
+                let needed = is_needed(&index, record, horizon, applied);
                 if needed
                     && let Ok(KvOp::Put { key, .. }) =
                         decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES)
@@ -177,6 +187,9 @@ impl Store {
             }
         }
         self.wal.release_compacted();
+        if let Some(e) = outcome.cleanup_error {
+            return Err(e.into());
+        }
         stats.groups += 1;
         stats.segments_in += outcome.segments_in;
         stats.bytes_in += outcome.bytes_in;
@@ -187,22 +200,11 @@ impl Store {
     /// Removes the index checkpoint before segments change under it: its offsets would point
     /// into replaced files. The next checkpoint (at close) is written against the new ones.
     fn forget_checkpoint(&self) -> Result<()> {
-        let fs = self.wal.fs().as_ref();
-        let dir = self.wal.dir();
-        let present = fs
-            .list(dir)
-            .map_err(|e| crate::wal::WalError::io("list", dir, e))?
-            .iter()
-            .any(|n| n == CHECKPOINT_FILE_NAME);
-        if present {
-            let path = dir.join(CHECKPOINT_FILE_NAME);
-            fs.remove(&path)
-                .map_err(|e| crate::wal::WalError::io("remove", &path, e))?;
-            // IMPORTANT: the removal must be durable before any segment is replaced.
-            fs.sync_dir(dir)
-                .map_err(|e| crate::wal::WalError::io("fsync directory", dir, e))?;
-        }
-        Ok(())
+        // IMPORTANT: the removal is durable before any segment is replaced.
+        Ok(super::checkpoint::remove(
+            self.wal.fs().as_ref(),
+            self.wal.dir(),
+        )?)
     }
 
     /// The fraction of the sealed log's record bytes that are dead, estimated from the index.

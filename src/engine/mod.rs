@@ -172,6 +172,11 @@ impl Store {
         }
         let wal = Wal::open(dir, options.wal.clone())?;
         let (loaded, checkpoint_status) = checkpoint::load(wal.fs().as_ref(), wal.dir(), &wal);
+        if matches!(checkpoint_status, CheckpointStatus::Ignored(_)) {
+            // A rejected checkpoint must not come back into play later (say after its LSNs are
+            // reused past a power loss): remove it for good.
+            checkpoint::remove(wal.fs().as_ref(), wal.dir())?;
+        }
         let (index, applied) = loaded.unwrap_or_else(|| (Index::default(), wal.first_lsn() - 1));
         let db = Self {
             wal,
@@ -444,8 +449,11 @@ impl Store {
             .maintenance
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        self.wal.sync()?;
+        // IMPORTANT: stop index application first, then sync: every record the index reflects
+        // is then durable, so the checkpoint never names an LSN a power loss could take back
+        // (and later reuse for other records).
         let _applier = self.applier.lock().unwrap_or_else(PoisonError::into_inner);
+        self.wal.sync()?;
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         let applied = self.applied_lsn.load(Ordering::Acquire);
         checkpoint::write(

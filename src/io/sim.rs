@@ -207,6 +207,46 @@ impl SimFs {
         }
     }
 
+    /// The state a process crash (`kill -9`) leaves, as a new independent file system: the page
+    /// cache survives (every write and name is still there), durability is unchanged (unsynced
+    /// writes stay unsynced), and locks are released.
+    #[must_use]
+    pub fn process_crash(&self) -> SimFs {
+        let state = lock(&self.state);
+        let inodes = state
+            .inodes
+            .iter()
+            .map(|(&id, inode)| {
+                (
+                    id,
+                    Inode {
+                        data: inode.data.clone(),
+                        durable: inode.durable.clone(),
+                    },
+                )
+            })
+            .collect();
+        let unsynced = state
+            .unsynced
+            .iter()
+            .map(|w| UnsyncedWrite {
+                inode: w.inode,
+                offset: w.offset,
+                bytes: w.bytes.clone(),
+            })
+            .collect();
+        SimFs {
+            state: Arc::new(Mutex::new(State {
+                inodes,
+                names: state.names.clone(),
+                durable_names: state.durable_names.clone(),
+                unsynced,
+                next_inode: state.next_inode,
+                ..State::default()
+            })),
+        }
+    }
+
     /// Flips one bit of the named file, durably: bit rot for corruption tests.
     ///
     /// # Panics

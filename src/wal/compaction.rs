@@ -29,7 +29,7 @@ pub struct SealedSegment {
 }
 
 /// What a compaction did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Compacted {
     /// `(lsn, new offset)` of every kept record, in LSN order.
     pub moved: Vec<(Lsn, u64)>,
@@ -39,6 +39,9 @@ pub struct Compacted {
     pub bytes_out: u64,
     /// Segment files replaced.
     pub segments_in: usize,
+    /// An error after the compacted segment was installed (directory sync, removing a replaced
+    /// file): the caller must still move to the new offsets, then report it.
+    pub cleanup_error: Option<WalError>,
 }
 
 impl Wal {
@@ -167,18 +170,25 @@ impl Wal {
         // IMPORTANT: one rename replaces the first input; recovery treats the other inputs, if
         // a crash leaves them, as superseded by the compacted range. Directory sync before
         // removing them, so the new name is durable before the old files go.
-        fs.rename(&temp, &path).map_err(io("rename"))?;
-        fs.sync_dir(dir)
-            .map_err(|e| WalError::io("fsync directory", dir, e))?;
-        for old in &inputs[1..] {
-            fs.remove(&old.path)
-                .map_err(|e| WalError::io("remove", &old.path, e))?;
-        }
-        fs.sync_dir(dir)
-            .map_err(|e| WalError::io("fsync directory", dir, e))?;
-        let segment = Segment::from_parts(fs, path, header, file, offset, offset, sparse)?;
+        // Map the new file before the rename, so that once the rename has happened nothing can
+        // stop the in-memory swap: from then on the file at `path` is the compacted segment.
+        let segment = Segment::from_parts(fs, path.clone(), header, file, offset, offset, sparse)?;
         segment.set_last_lsn(last);
+        fs.rename(&temp, &path).map_err(io("rename"))?;
         self.swap_in(Arc::new(segment), &inputs);
+        let cleanup = || -> Result<()> {
+            fs.sync_dir(dir)
+                .map_err(|e| WalError::io("fsync directory", dir, e))?;
+            for old in &inputs[1..] {
+                fs.remove(&old.path)
+                    .map_err(|e| WalError::io("remove", &old.path, e))?;
+            }
+            fs.sync_dir(dir)
+                .map_err(|e| WalError::io("fsync directory", dir, e))
+        };
+        // Whatever fails now, the compacted segment is in place (on disk either it or all of its
+        // inputs, both complete) and left-over inputs are removed at the next open.
+        outcome.cleanup_error = cleanup().err();
         Ok(outcome)
     }
 

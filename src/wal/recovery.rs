@@ -371,7 +371,16 @@ pub(crate) fn apply(fs: &dyn FileSystem, dir: &Path, analysis: &mut Analysis) ->
             SegmentStatus::UnusedEmpty | SegmentStatus::Superseded
         )
     });
-    if removed_any {
+    // IMPORTANT: after a process crash (not a power loss) the records recovery just read may
+    // still be only in the page cache; the log is about to call them durable. Sync every
+    // segment (cheap when clean), and the directory, before it does.
+    for segment in &analysis.segments {
+        segment
+            .file
+            .sync_data()
+            .map_err(|e| WalError::io("fdatasync", &segment.report.path, e))?;
+    }
+    if removed_any || !analysis.segments.is_empty() {
         fs.sync_dir(dir)
             .map_err(|e| WalError::io("fsync directory", dir, e))?;
     }

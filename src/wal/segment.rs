@@ -56,20 +56,38 @@ pub(crate) struct BlankSegment {
 }
 
 impl BlankSegment {
-    /// Creates the file, reserves its space and makes the reservation durable.
+    /// Creates the file, reserves its space and makes the reservation durable. On failure the
+    /// file is removed again, so the next attempt (same name) can succeed once there is room.
     pub(crate) fn prepare(
         fs: &dyn FileSystem,
         temp_path: PathBuf,
         capacity_bytes: u64,
         zero_fill: bool,
     ) -> Result<Self> {
+        let result = Self::prepare_once(fs, &temp_path, capacity_bytes, zero_fill);
+        if result.is_err() {
+            // Best effort: a leftover only costs the next attempt an "exists" error.
+            let _ = fs.remove(&temp_path);
+        }
+        result.map(|file| Self {
+            file,
+            temp_path,
+            capacity_bytes,
+        })
+    }
+
+    fn prepare_once(
+        fs: &dyn FileSystem,
+        temp_path: &Path,
+        capacity_bytes: u64,
+        zero_fill: bool,
+    ) -> Result<Arc<dyn LogFile>> {
         assert!(
             capacity_bytes >= SEGMENT_HEADER_BYTES as u64,
             "segment smaller than its header"
         );
-        let temp_ref = &temp_path;
-        let io = |op| move |e| WalError::io(op, temp_ref, e);
-        let file = fs.create(&temp_path).map_err(io("create"))?;
+        let io = |op| move |e| WalError::io(op, temp_path, e);
+        let file = fs.create(temp_path).map_err(io("create"))?;
         file.allocate(capacity_bytes).map_err(io("fallocate"))?;
         if zero_fill {
             // Writing the zeros turns unwritten extents into written ones, so later fdatasyncs
@@ -85,11 +103,7 @@ impl BlankSegment {
             }
         }
         file.sync_data().map_err(io("fdatasync"))?;
-        Ok(Self {
-            file,
-            temp_path,
-            capacity_bytes,
-        })
+        Ok(file)
     }
 }
 

@@ -170,7 +170,8 @@ impl GroupCommit {
 
     fn reached(&self, lsn: Lsn, durability: Durability) -> bool {
         match durability {
-            Durability::Sync => self.durable() >= lsn,
+            // Both: an appender returns only once its record is readable too.
+            Durability::Sync => self.durable() >= lsn && self.written() >= lsn,
             Durability::Buffered | Durability::None => self.written() >= lsn,
         }
     }
@@ -286,6 +287,7 @@ impl GroupCommit {
         drop(state);
         let mut outcome = Ok(());
         let mut written = Vec::with_capacity(writes.len());
+        let mut sealed_through = 0;
         for write in writes {
             if let Some(prev) = previous
                 .as_ref()
@@ -299,8 +301,9 @@ impl GroupCommit {
                     break;
                 }
                 self.syncs.fetch_add(1, Ordering::Relaxed);
-                self.durable_lsn
-                    .fetch_max(prev.last_lsn(), Ordering::AcqRel);
+                // Published below, after `written_lsn`: durable must never run ahead of
+                // written, or a `Sync` appender could return before its record is readable.
+                sealed_through = sealed_through.max(prev.last_lsn());
             }
             if let Err(e) = write.segment.file.write_all_at(&write.bytes, write.offset) {
                 outcome = Err(("write", e));
@@ -320,6 +323,14 @@ impl GroupCommit {
             }
             state.last_written_segment = Some(segment);
             self.written_lsn.fetch_max(last_lsn, Ordering::AcqRel);
+        }
+        if sealed_through > 0 {
+            debug_assert!(
+                sealed_through <= self.written(),
+                "sealed records are all written"
+            );
+            self.durable_lsn.fetch_max(sealed_through, Ordering::AcqRel);
+            self.durable_changed.notify_all();
         }
         if let Err((op, e)) = outcome {
             return self.poison(state, op, e);
