@@ -223,6 +223,15 @@ impl Wal {
     }
 
     fn swap_in(&self, compacted: Arc<Segment>, inputs: &[Arc<Segment>]) {
+        // IMPORTANT: retire the inputs before the list shows the compacted segment. A reader
+        // that resolves an old offset to the new segment falls back to the retired ones; in the
+        // other order there was a window where it found neither, and a `get` failed (caught by
+        // the reader/compaction race test under load).
+        self.shared
+            .retired
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(inputs.iter().cloned());
         let mut segments = self
             .shared
             .segments
@@ -232,12 +241,6 @@ impl Wal {
         if let Some(start) = start {
             segments.splice(start..start + inputs.len(), [compacted]);
         }
-        drop(segments);
-        self.shared
-            .retired
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(inputs.iter().cloned());
     }
 }
 
