@@ -41,6 +41,7 @@ enum Op {
     Reopen,
     Checkpoint,
     Compact,
+    ProcessCrash,
     PowerLoss {
         mode: CrashMode,
     },
@@ -79,6 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         1 => Just(Op::Checkpoint),
         2 => Just(Op::Compact),
+        1 => Just(Op::ProcessCrash),
         1 => prop_oneof![
             Just(CrashMode::DropUnsynced),
             any::<u64>().prop_map(|seed| CrashMode::Scattered { seed }),
@@ -175,6 +177,16 @@ proptest! {
                 Op::Checkpoint => {
                     let lsn = db.checkpoint().unwrap();
                     prop_assert_eq!(lsn, history.last().unwrap().0);
+                }
+                Op::ProcessCrash => {
+                    // kill -9: the page cache survives, so every returned write is still there,
+                    // but nothing more became durable.
+                    let image = fs.process_crash();
+                    drop(db);
+                    fs = image;
+                    db = Db::open(dir, options(&fs)).unwrap();
+                    prop_assert_eq!(db.stats().last_lsn, history.last().unwrap().0);
+                    check_all(&db, &model)?;
                 }
                 Op::PowerLoss { mode } => {
                     let durable = db.stats().durable_lsn;
