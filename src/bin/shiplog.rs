@@ -14,7 +14,7 @@ use shiplog::format::{
 };
 use shiplog::io::{FileSystem, RealFs};
 use shiplog::wal::{Options, SegmentStatus};
-use shiplog::{Durability, RecordKind, Wal};
+use shiplog::{Db, DbOptions, Durability, RecordKind, Wal};
 
 #[derive(Parser)]
 #[command(name = "shiplog", version, about = "Admin tool for shiplog logs")]
@@ -64,6 +64,9 @@ enum Command {
         /// Also write zeros over preallocated segments (default: fallocate only).
         #[arg(long)]
         zero_fill: bool,
+        /// Measure key-value puts (unique keys) through the store instead of bare log appends.
+        #[arg(long)]
+        store: bool,
     },
 }
 
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
             durability,
             keep,
             zero_fill,
+            store,
         } => {
             let durability = match durability {
                 BenchDurability::Sync => Durability::Sync,
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
                 seconds,
                 durability,
                 keep,
+                store,
                 options,
             )
         }
@@ -344,7 +349,57 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode, String> {
     })
 }
 
+/// What `shiplog bench` writes to: the bare log, or the key-value store on it.
+enum BenchTarget {
+    Log(Wal),
+    Store(Db),
+}
+
+impl BenchTarget {
+    fn wal(&self) -> &Wal {
+        match self {
+            Self::Log(wal) => wal,
+            Self::Store(db) => db.wal(),
+        }
+    }
+
+    /// One append, or one put of a key unique to this thread and sequence number.
+    fn write(
+        &self,
+        thread: usize,
+        n: u64,
+        payload: &[u8],
+        durability: Durability,
+    ) -> Result<(), String> {
+        match self {
+            Self::Log(wal) => {
+                let kind = RecordKind::new(1).ok_or("kind")?;
+                wal.append(kind, payload, durability)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            Self::Store(db) => {
+                let key = format!("bench-{thread:03}-{n:012}");
+                db.put_with(key.as_bytes(), payload, durability)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn close(self) -> Result<(), String> {
+        match self {
+            Self::Log(wal) => wal.close().map_err(|e| e.to_string()),
+            Self::Store(db) => db.close().map_err(|e| e.to_string()),
+        }
+    }
+}
+
 #[expect(clippy::cast_precision_loss, reason = "throughput figures for display")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per command-line flag"
+)]
 fn bench(
     dir: &Path,
     threads: &[usize],
@@ -352,6 +407,7 @@ fn bench(
     seconds: f64,
     durability: Durability,
     keep: bool,
+    store: bool,
     options: Options,
 ) -> Result<ExitCode, String> {
     if dir.exists()
@@ -365,27 +421,41 @@ fn bench(
             dir.display()
         ));
     }
-    let wal = Wal::open(dir, options).map_err(|e| e.to_string())?;
+    let target = if store {
+        let options = DbOptions {
+            wal: options,
+            ..DbOptions::default()
+        };
+        BenchTarget::Store(Db::open(dir, options).map_err(|e| e.to_string())?)
+    } else {
+        BenchTarget::Log(Wal::open(dir, options).map_err(|e| e.to_string())?)
+    };
     let payload = vec![0x5a; record_bytes];
-    let kind = RecordKind::new(1).ok_or("kind")?;
     println!(
         "{:>8} {:>14} {:>10} {:>12} {:>14}",
-        "threads", "appends/s", "MiB/s", "fsyncs/s", "appends/fsync"
+        "threads",
+        if store { "puts/s" } else { "appends/s" },
+        "MiB/s",
+        "fsyncs/s",
+        if store { "puts/fsync" } else { "appends/fsync" }
     );
     for &count in threads {
         let stop = AtomicBool::new(false);
         let appended = AtomicU64::new(0);
-        let syncs_before = wal.stats().syncs;
+        let syncs_before = target.wal().stats().syncs;
         let started = Instant::now();
         let failure = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..count.max(1))
-                .map(|_| {
-                    scope.spawn(|| {
+                .map(|thread| {
+                    let (target, payload, stop, appended) = (&target, &payload, &stop, &appended);
+                    scope.spawn(move || {
+                        let mut n = 0u64;
                         while !stop.load(Ordering::Relaxed) {
-                            wal.append(kind, &payload, durability)?;
+                            target.write(thread, n, payload, durability)?;
                             appended.fetch_add(1, Ordering::Relaxed);
+                            n += 1;
                         }
-                        Ok::<(), shiplog::WalError>(())
+                        Ok::<(), String>(())
                     })
                 })
                 .collect();
@@ -396,11 +466,11 @@ fn bench(
                 .find_map(|h| h.join().ok().and_then(Result::err))
         });
         if let Some(e) = failure {
-            return Err(e.to_string());
+            return Err(e);
         }
         let elapsed = started.elapsed().as_secs_f64();
         let n = appended.load(Ordering::Relaxed) as f64;
-        let syncs = (wal.stats().syncs - syncs_before) as f64;
+        let syncs = (target.wal().stats().syncs - syncs_before) as f64;
         println!(
             "{count:>8} {:>14.0} {:>10.1} {:>12.0} {:>14.1}",
             n / elapsed,
@@ -409,7 +479,7 @@ fn bench(
             if syncs > 0.0 { n / syncs } else { 0.0 }
         );
     }
-    wal.close().map_err(|e| e.to_string())?;
+    target.close()?;
     if !keep {
         std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
     }

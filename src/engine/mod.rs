@@ -14,7 +14,7 @@ mod verify;
 use std::ops::{Bound, Deref, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 
 use crate::format::kv::{KIND_DELETE, KIND_PUT, KvOp, decode_kv, encode_delete, encode_put};
 use crate::format::{Lsn, RECORD_PAYLOAD_MAX_BYTES};
@@ -479,7 +479,21 @@ impl Store {
         if self.applied_lsn.load(Ordering::Acquire) >= lsn {
             return Ok(());
         }
-        let mut applier = self.applier.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut applier = match self.applier.try_lock() {
+            Ok(applier) => applier,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                // Another writer is applying everything written, very likely past `lsn`: give
+                // it the core for a moment instead of sleeping on the mutex.
+                for _ in 0..16 {
+                    std::thread::yield_now();
+                    if self.applied_lsn.load(Ordering::Acquire) >= lsn {
+                        return Ok(());
+                    }
+                }
+                self.applier.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+        };
         let done = self.applied_lsn.load(Ordering::Acquire);
         // Written LSNs always end on a batch boundary, so everything up to here is whole.
         let to = self.wal.written_lsn();
