@@ -8,9 +8,10 @@
     reason = "test code: a failed unwrap is a failed test; casts are on small test values"
 )]
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shiplog::wal::Options;
@@ -95,35 +96,12 @@ fn run_cycles(test_name: &str, cycles: u64) {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut total_acked = 0usize;
     for cycle in 0..cycles {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                test_name,
-                "--nocapture",
-                "--test-threads=1",
-                "--include-ignored",
-            ])
-            .env(CHILD_DIR_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| l.find("ack ").map(|at| l[at..].to_owned()))
-                .collect::<Vec<_>>()
-        });
-        std::thread::sleep(Duration::from_millis(20 + rng.next() % 60));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        child.wait().unwrap();
-        let acks = reader.join().unwrap();
+        let envs = vec![(CHILD_DIR_ENV, dir.path().display().to_string())];
+        let acks = common::run_child_until_killed(
+            test_name,
+            &envs,
+            Duration::from_millis(20 + rng.next() % 60),
+        );
 
         let wal = Wal::open(dir.path(), options())
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));

@@ -9,10 +9,11 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shiplog::{Db, DbOptions, Durability, WriteBatch};
@@ -122,36 +123,15 @@ fn run_cycles(test_name: &str, cycles: u64) {
     let mut next = rng(7);
     let mut acked_total = 0;
     for cycle in 0..cycles {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                test_name,
-                "--nocapture",
-                "--test-threads=1",
-                "--include-ignored",
-            ])
-            .env(CHILD_DIR_ENV, dir.path())
-            .env(CHILD_CYCLE_ENV, cycle.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| l.find("ack ").map(|at| l[at..].to_owned()))
-                .collect::<Vec<_>>()
-        });
-        std::thread::sleep(Duration::from_millis(30 + next() % 60));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        child.wait().unwrap();
-        let acks = reader.join().unwrap();
+        let envs = vec![
+            (CHILD_DIR_ENV, dir.path().display().to_string()),
+            (CHILD_CYCLE_ENV, cycle.to_string()),
+        ];
+        let acks = common::run_child_until_killed(
+            test_name,
+            &envs,
+            Duration::from_millis(30 + next() % 60),
+        );
         acked_total += acks.len();
 
         let mut acked_per_thread = vec![0u64; THREADS as usize];
