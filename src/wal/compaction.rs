@@ -11,7 +11,7 @@ use crate::format::{Lsn, RecordMeta, SEGMENT_HEADER_BYTES, SegmentHeader, encode
 use super::error::{Result, WalError};
 use super::reader::Record;
 use super::segment::{SPARSE_INDEX_STRIDE, Segment, segment_file_name};
-use super::{Wal, random_u32};
+use super::{Wal, random_u32, sealed_prefix};
 
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
@@ -50,15 +50,9 @@ impl Wal {
     #[must_use]
     pub fn sealed_segments(&self) -> Vec<SealedSegment> {
         let durable = self.durable_lsn();
-        let segments = self
-            .shared
-            .segments
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        segments
+        let segments = self.shared.segments();
+        sealed_prefix(&segments, durable)
             .iter()
-            .take(segments.len().saturating_sub(1))
-            .take_while(|s| s.last_lsn() <= durable)
             .map(|s| SealedSegment {
                 first_lsn: s.first_lsn(),
                 last_lsn: s.last_lsn(),
@@ -202,19 +196,12 @@ impl Wal {
     }
 
     fn run_of_sealed(&self, first: Lsn, last: Lsn) -> Result<Vec<Arc<Segment>>> {
-        let durable = self.durable_lsn();
-        let segments = self
-            .shared
-            .segments
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let sealed = &segments[..segments.len().saturating_sub(1)];
+        let segments = self.shared.segments();
+        let sealed = sealed_prefix(&segments, self.durable_lsn());
         let start = sealed.iter().position(|s| s.first_lsn() == first);
         let end = sealed.iter().position(|s| s.last_lsn() == last);
         match (start, end) {
-            (Some(start), Some(end)) if start <= end && last <= durable => {
-                Ok(sealed[start..=end].to_vec())
-            }
+            (Some(start), Some(end)) if start <= end => Ok(sealed[start..=end].to_vec()),
             _ => Err(WalError::InvalidOption {
                 name: "compaction range",
                 reason: format!("{first}..={last} is not a run of durable sealed segments"),
@@ -232,11 +219,7 @@ impl Wal {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(inputs.iter().cloned());
-        let mut segments = self
-            .shared
-            .segments
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut segments = self.shared.segments_mut();
         let start = segments.iter().position(|s| Arc::ptr_eq(s, &inputs[0]));
         if let Some(start) = start {
             segments.splice(start..start + inputs.len(), [compacted]);

@@ -12,7 +12,7 @@ mod writer;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -148,6 +148,31 @@ pub(crate) struct Shared {
     retention: Mutex<()>,
     /// Segments replaced by compaction, still readable at their old offsets until released.
     retired: RwLock<Vec<Arc<Segment>>>,
+}
+
+impl Shared {
+    /// The segment list, for reading.
+    fn segments(&self) -> RwLockReadGuard<'_, Vec<Arc<Segment>>> {
+        self.segments.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The segment list, for changing.
+    fn segments_mut(&self) -> RwLockWriteGuard<'_, Vec<Arc<Segment>>> {
+        self.segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sealed segments at the front of `segments` whose records are all durable: every
+/// segment but the active one, up to the first with a record past `durable`.
+fn sealed_prefix(segments: &[Arc<Segment>], durable: Lsn) -> &[Arc<Segment>] {
+    let sealed = &segments[..segments.len().saturating_sub(1)];
+    let count = sealed
+        .iter()
+        .take_while(|s| s.last_lsn() <= durable)
+        .count();
+    &sealed[..count]
 }
 
 /// An open write-ahead log. Cheap to share across threads by reference (`&Wal` is `Sync`).
@@ -449,11 +474,7 @@ impl Wal {
             None => Segment::create(fs, dir, header, capacity, options.zero_fill_segments)?,
         };
         let segment = Arc::new(segment);
-        self.shared
-            .segments
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::clone(&segment));
+        self.shared.segments_mut().push(Arc::clone(&segment));
         state.active = segment;
         state.active_end = SEGMENT_HEADER_BYTES as u64;
         Ok(())
@@ -529,15 +550,10 @@ impl Wal {
             .unwrap_or_else(PoisonError::into_inner);
         let durable = self.shared.commit.durable();
         let doomed: Vec<Arc<Segment>> = {
-            let mut segments = self
-                .shared
-                .segments
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            let count = segments
+            let mut segments = self.shared.segments_mut();
+            let count = sealed_prefix(&segments, durable)
                 .iter()
-                .take(segments.len().saturating_sub(1))
-                .take_while(|s| s.last_lsn() < lsn && s.last_lsn() <= durable)
+                .take_while(|s| s.last_lsn() < lsn)
                 .count();
             segments.drain(..count).collect()
         };
@@ -558,11 +574,7 @@ impl Wal {
     /// `(first LSN, file bytes)` of every segment, in LSN order.
     #[must_use]
     pub fn segment_extents(&self) -> Vec<(Lsn, u64)> {
-        let segments = self
-            .shared
-            .segments
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let segments = self.shared.segments();
         segments
             .iter()
             .map(|s| (s.first_lsn(), s.capacity_bytes))
@@ -584,12 +596,7 @@ impl Wal {
     /// First retained LSN.
     #[must_use]
     pub fn first_lsn(&self) -> Lsn {
-        self.shared
-            .segments
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .first()
-            .map_or(1, |s| s.first_lsn())
+        self.shared.segments().first().map_or(1, |s| s.first_lsn())
     }
 
     /// Last LSN visible to readers.
@@ -619,11 +626,7 @@ impl Wal {
     /// Counters for monitoring.
     #[must_use]
     pub fn stats(&self) -> WalStats {
-        let segments = self
-            .shared
-            .segments
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let segments = self.shared.segments();
         WalStats {
             first_lsn: self.first_lsn(),
             written_lsn: self.written_lsn(),

@@ -129,10 +129,7 @@ impl WalIter {
     /// Reads the record at a known location (as handed out in [`Record::location`]).
     pub(crate) fn read_at(shared: &Shared, lsn: Lsn, offset: u64) -> Result<Record> {
         let segment = {
-            let segments = shared
-                .segments
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let segments = shared.segments();
             let at = segments.partition_point(|s| s.first_lsn() <= lsn);
             let Some(index) = at.checked_sub(1) else {
                 let first = segments.first().map_or(1, |s| s.first_lsn());
@@ -167,11 +164,7 @@ impl WalIter {
     /// Finds the segment holding `lsn` and the offset of that record in it.
     fn seek(&self, lsn: Lsn) -> Result<(Arc<Segment>, Arc<dyn Mapping>, u64)> {
         let segment = {
-            let segments = self
-                .shared
-                .segments
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let segments = self.shared.segments();
             let at = segments.partition_point(|s| s.first_lsn() <= lsn);
             let first = segments.first().map_or(1, |s| s.first_lsn());
             let Some(index) = at.checked_sub(1) else {
