@@ -23,7 +23,8 @@ pub enum Durability {
     Sync,
     /// Written to the OS before returning; a background thread syncs every few milliseconds.
     Buffered,
-    /// Written to the OS before returning; synced only by other writers, rotation or close.
+    /// Written to the OS before returning, with no durability promise (in this build the
+    /// background flush still syncs it within about `flush_interval_ms`, like `Buffered`).
     None,
 }
 
