@@ -68,13 +68,6 @@ pub struct SegmentScan {
 }
 
 impl SegmentScan {
-    /// The last LSN this segment accounts for: the end of a compacted segment's range, or the
-    /// last complete batch of an appended one.
-    #[must_use]
-    pub fn covered_through(&self) -> Option<Lsn> {
-        self.header.compacted_through.or(self.last_lsn)
-    }
-
     /// Whether records of an unfinished batch sit between `batch_end` and `valid_end`.
     #[must_use]
     pub fn has_incomplete_batch(&self) -> bool {

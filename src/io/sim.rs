@@ -124,12 +124,6 @@ impl SimFs {
         lock(&self.state).op_counts.get(&op).copied().unwrap_or(0)
     }
 
-    /// Number of writes not yet made durable.
-    #[must_use]
-    pub fn unsynced_writes(&self) -> usize {
-        lock(&self.state).unsynced.len()
-    }
-
     /// The image a power loss now would leave, as a new independent file system.
     ///
     /// # Panics
@@ -245,27 +239,6 @@ impl SimFs {
                 ..State::default()
             })),
         }
-    }
-
-    /// Flips one bit of the named file, durably: bit rot for corruption tests.
-    ///
-    /// # Panics
-    /// When the file does not exist or the offset is past its end.
-    pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) {
-        let mut state = lock(&self.state);
-        let id = state.names[path];
-        let inode = state.inodes.get_mut(&id).expect("inode of a named file");
-        let at = usize::try_from(offset).expect("offset fits");
-        inode.data[at] ^= 1 << bit;
-        inode.durable[at] ^= 1 << bit;
-    }
-
-    /// The current contents of a file.
-    #[must_use]
-    pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
-        let state = lock(&self.state);
-        let id = state.names.get(path)?;
-        Some(state.inodes[id].data.clone())
     }
 }
 
