@@ -8,6 +8,8 @@
 
 use std::process::Command;
 
+mod daemon;
+
 use shiplog::wal::Options;
 use shiplog::{Wal, WalError};
 
@@ -18,6 +20,7 @@ fn a_second_process_is_refused_with_the_holders_pid() {
     let out = Command::new(env!("CARGO_BIN_EXE_shiplogd"))
         .arg("--dir")
         .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -33,16 +36,8 @@ fn a_second_process_is_refused_with_the_holders_pid() {
         Err(WalError::Locked(_))
     ));
 
-    // Once the holder closes, the daemon opens it.
+    // Once the holder closes, the daemon opens it and serves.
     wal.close().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_shiplogd"))
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let daemon = daemon::Daemon::start(dir.path(), &[]);
+    daemon.stop();
 }

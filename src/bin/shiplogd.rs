@@ -1,79 +1,325 @@
-//! `shiplogd`: the shiplog daemon. This build opens and recovers the data directory (taking its
-//! lock) and reports the state of the log; the Redis-protocol server and replication are
-//! separate layers that are not part of this build yet.
+//! `shiplogd`: the shiplog daemon. Recovers the data directory and serves it to Redis clients.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
-use shiplog::Wal;
-use shiplog::wal::{DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_SEGMENT_BYTES, Options, SegmentStatus};
+use clap::{Parser, ValueEnum};
+use nix::sys::signal::{SigSet, Signal};
+use shiplog::engine::{Db, DbOptions};
+use shiplog::server::config::{FileConfig, parse_config};
+use shiplog::server::{
+    DEFAULT_ARGS_MAX, DEFAULT_BULK_MAX_BYTES, DEFAULT_IO_THREADS, DEFAULT_LISTEN,
+    DEFAULT_MAX_CLIENTS, DEFAULT_OUTPUT_MAX_BYTES, Keyspace, Server, ServerOptions,
+};
+use shiplog::wal::{
+    DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_SEGMENT_BYTES, Durability, Options, SegmentStatus,
+};
+
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DurabilitySetting {
+    /// After fdatasync: survives power loss (group commit shares one sync among all clients).
+    Sync,
+    /// After the write reaches the OS: survives a crash of shiplogd, and a power loss loses at
+    /// most the last flush interval.
+    Buffered,
+}
 
 #[derive(Parser)]
 #[command(
     name = "shiplogd",
     version,
-    about = "The shiplog daemon: recovers and reports the log in --dir"
+    about = "The shiplog daemon: a durable key-value store that speaks the Redis protocol",
+    after_help = "Every setting can also come from the environment (SHIPLOG_<NAME>) or from \
+                  the TOML file given by --config, using the flag names as keys \
+                  (e.g. max-clients = 100). Flags override the environment, which overrides \
+                  the file, which overrides the defaults."
 )]
 struct Flags {
-    /// Data directory (created if missing).
-    #[arg(long, default_value = "./shiplog-data", env = "SHIPLOG_DIR")]
+    /// TOML config file (settings named like the flags, without the dashes in front).
+    #[arg(long, env = "SHIPLOG_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory, created if missing [default: ./shiplog-data].
+    #[arg(long, env = "SHIPLOG_DIR")]
+    dir: Option<PathBuf>,
+    /// Address for Redis clients [default: 127.0.0.1:6380].
+    #[arg(long, env = "SHIPLOG_LISTEN")]
+    listen: Option<String>,
+    /// When a write is acknowledged [default: sync].
+    #[arg(long, value_enum, env = "SHIPLOG_DURABILITY")]
+    durability: Option<DurabilitySetting>,
+    /// File holding the password clients must send with AUTH (first line; no AUTH if unset).
+    #[arg(long, env = "SHIPLOG_REQUIREPASS_FILE")]
+    requirepass_file: Option<PathBuf>,
+    /// Most client connections at once [default: 4096].
+    #[arg(long, env = "SHIPLOG_MAX_CLIENTS")]
+    max_clients: Option<usize>,
+    /// Largest bulk string (key or value) a client may send, in bytes [default: 536870912].
+    #[arg(long, env = "SHIPLOG_PROTO_MAX_BULK_LEN")]
+    proto_max_bulk_len: Option<usize>,
+    /// Most arguments in one command [default: 1048576].
+    #[arg(long, env = "SHIPLOG_MAX_ARGS")]
+    max_args: Option<usize>,
+    /// Largest reply one command may build before its connection is closed, in bytes
+    /// [default: 1073741824].
+    #[arg(long, env = "SHIPLOG_CLIENT_OUTPUT_LIMIT")]
+    client_output_limit: Option<usize>,
+    /// Address of the Prometheus metrics endpoint (GET /metrics); off if unset.
+    #[arg(long, env = "SHIPLOG_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Log filter: error, warn, info, debug, trace, or per-module directives [default: info].
+    #[arg(long, env = "SHIPLOG_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Segment rotation size in bytes, at least 4096 [default: 67108864].
+    #[arg(long, env = "SHIPLOG_SEGMENT_BYTES")]
+    segment_bytes: Option<u64>,
+    /// Background sync interval for buffered writes, in milliseconds [default: 5].
+    #[arg(long, env = "SHIPLOG_FLUSH_INTERVAL_MS")]
+    flush_interval_ms: Option<u64>,
+    /// Event-loop threads serving client connections [default: 1].
+    #[arg(long, env = "SHIPLOG_IO_THREADS")]
+    io_threads: Option<usize>,
+}
+
+/// The merged settings.
+struct Settings {
+    config: Option<PathBuf>,
     dir: PathBuf,
-    /// Address clients will connect to once the server layer lands (validated only).
-    #[arg(long, default_value = "127.0.0.1:6380", env = "SHIPLOG_LISTEN")]
-    listen: SocketAddr,
-    /// Segment rotation size in bytes (at least 4096).
-    #[arg(long, default_value_t = DEFAULT_SEGMENT_BYTES, env = "SHIPLOG_SEGMENT_BYTES")]
+    listen: String,
+    durability: DurabilitySetting,
+    requirepass_file: Option<PathBuf>,
+    max_clients: usize,
+    bulk_max: usize,
+    args_max: usize,
+    output_max: usize,
+    metrics_listen: Option<String>,
+    log_level: String,
     segment_bytes: u64,
-    /// Background sync interval for buffered writes, in milliseconds (1..=60000).
-    #[arg(long, default_value_t = DEFAULT_FLUSH_INTERVAL_MS, env = "SHIPLOG_FLUSH_INTERVAL_MS")]
     flush_interval_ms: u64,
+    io_threads: usize,
+}
+
+fn settings(flags: Flags) -> Result<Settings, String> {
+    let file = match &flags.config {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            parse_config(&bytes).map_err(|e| format!("config file {}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let durability = match flags.durability {
+        Some(d) => d,
+        None => match file.durability.as_deref() {
+            None | Some("sync") => DurabilitySetting::Sync,
+            Some("buffered") => DurabilitySetting::Buffered,
+            Some(other) => {
+                return Err(format!(
+                    "config file: durability must be \"sync\" or \"buffered\", not {other:?}"
+                ));
+            }
+        },
+    };
+    Ok(Settings {
+        config: flags.config,
+        dir: flags
+            .dir
+            .or(file.dir)
+            .unwrap_or_else(|| PathBuf::from("./shiplog-data")),
+        listen: flags
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+        durability,
+        requirepass_file: flags.requirepass_file.or(file.requirepass_file),
+        max_clients: flags
+            .max_clients
+            .or(file.max_clients)
+            .unwrap_or(DEFAULT_MAX_CLIENTS),
+        bulk_max: flags
+            .proto_max_bulk_len
+            .or(file.proto_max_bulk_len)
+            .unwrap_or(DEFAULT_BULK_MAX_BYTES),
+        args_max: flags.max_args.or(file.max_args).unwrap_or(DEFAULT_ARGS_MAX),
+        output_max: flags
+            .client_output_limit
+            .or(file.client_output_limit)
+            .unwrap_or(DEFAULT_OUTPUT_MAX_BYTES),
+        metrics_listen: flags.metrics_listen.or(file.metrics_listen),
+        log_level: flags
+            .log_level
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".to_owned()),
+        segment_bytes: flags
+            .segment_bytes
+            .or(file.segment_bytes)
+            .unwrap_or(DEFAULT_SEGMENT_BYTES),
+        flush_interval_ms: flags
+            .flush_interval_ms
+            .or(file.flush_interval_ms)
+            .unwrap_or(DEFAULT_FLUSH_INTERVAL_MS),
+        io_threads: flags
+            .io_threads
+            .or(file.io_threads)
+            .unwrap_or(DEFAULT_IO_THREADS),
+    })
+}
+
+fn read_password(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let password = first.strip_suffix(b"\r").unwrap_or(first);
+    if password.is_empty() {
+        return Err(format!(
+            "the password file {} is empty: put the password on its first line",
+            path.display()
+        ));
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(file = %path.display(), "the password file is readable by every user: chmod 600 it");
+        }
+    }
+    Ok(password.to_vec())
 }
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    let options = Options {
-        segment_bytes: flags.segment_bytes,
-        flush_interval_ms: flags.flush_interval_ms,
-        ..Options::default()
-    };
-    let wal = match Wal::open(&flags.dir, options) {
-        Ok(wal) => wal,
+    let settings = match settings(flags) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("shiplogd: cannot open {}: {e}", flags.dir.display());
-            return ExitCode::FAILURE;
+            eprintln!("shiplogd: {e}");
+            return ExitCode::from(2);
         }
     };
-    for report in wal.recovery_report() {
+    let filter = match tracing_subscriber::EnvFilter::try_new(&settings.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "shiplogd: invalid --log-level {:?}: {e}",
+                settings.log_level
+            );
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match run(&settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(settings: &Settings) -> Result<(), String> {
+    // Signals are taken by one thread with sigwait; every other thread (all started after this
+    // point) inherits the blocked mask, so no handler ever runs in signal context.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals
+        .thread_block()
+        .map_err(|e| format!("cannot block SIGTERM/SIGINT: {e}"))?;
+
+    let password = settings
+        .requirepass_file
+        .as_deref()
+        .map(read_password)
+        .transpose()?;
+    let listener = TcpListener::bind(&settings.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let metrics = settings
+        .metrics_listen
+        .as_deref()
+        .map(|addr| {
+            TcpListener::bind(addr).map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))
+        })
+        .transpose()?;
+
+    let durability = match settings.durability {
+        DurabilitySetting::Sync => Durability::Sync,
+        DurabilitySetting::Buffered => Durability::Buffered,
+    };
+    let options = DbOptions {
+        wal: Options {
+            segment_bytes: settings.segment_bytes,
+            flush_interval_ms: settings.flush_interval_ms,
+            ..Options::default()
+        },
+        durability,
+        ..DbOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let db = Db::open(&settings.dir, options)
+        .map_err(|e| format!("cannot open {}: {e}", settings.dir.display()))?;
+    for report in db.wal().recovery_report() {
         if let SegmentStatus::TornTail {
             cut_offset,
             dropped_records,
             ..
         } = report.status
         {
-            println!(
-                "recovered torn tail of {} at offset {cut_offset} ({dropped_records} records of an unfinished batch dropped)",
-                report.path.display()
+            tracing::warn!(
+                segment = %report.path.display(),
+                cut_offset,
+                dropped_records,
+                "recovered a torn tail (records of an unfinished batch dropped)"
             );
         }
     }
-    let stats = wal.stats();
-    println!(
-        "log {} ok: cluster {:032x}, LSNs {}..={}, {} segment(s); would listen on {}",
-        flags.dir.display(),
-        wal.cluster_id(),
-        stats.first_lsn,
-        stats.durable_lsn,
-        stats.segments,
-        flags.listen
+    let stats = db.stats();
+    tracing::info!(
+        dir = %settings.dir.display(),
+        cluster = format!("{:032x}", db.wal().cluster_id()),
+        keys = stats.live_keys,
+        durable_lsn = stats.durable_lsn,
+        segments = stats.segments,
+        checkpoint = ?db.checkpoint_status(),
+        elapsed_ms = started.elapsed().as_millis(),
+        "store opened"
     );
-    println!("the Redis-protocol server is not part of this build; exiting after recovery");
-    match wal.close() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("shiplogd: closing the log failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+
+    let server_options = ServerOptions {
+        durability,
+        password,
+        bulk_max_bytes: settings.bulk_max,
+        args_max: settings.args_max,
+        max_clients: settings.max_clients,
+        output_max_bytes: settings.output_max,
+        settings: Vec::new(),
+        dir: settings.dir.clone(),
+        config_file: settings.config.clone(),
+        io_threads: settings.io_threads,
+    };
+    let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+    let server = Server::start(
+        Keyspace::new(db, durability),
+        listener,
+        metrics,
+        server_options,
+    )
+    .map_err(|e| e.to_string())?;
+    tracing::info!(
+        listen = %server.local_addr(),
+        metrics = ?metrics_addr,
+        durability = ?settings.durability,
+        auth = settings.requirepass_file.is_some(),
+        "ready to accept connections"
+    );
+
+    let signal = signals
+        .wait()
+        .map_err(|e| format!("waiting for signals failed: {e}"))?;
+    tracing::info!(?signal, "shutting down: finishing in-flight commands");
+    server.shutdown().map_err(|e| e.to_string())?;
+    tracing::info!("shut down cleanly: index checkpointed and log synced");
+    Ok(())
 }

@@ -87,7 +87,7 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner);
         // IMPORTANT: the index judges liveness, so it must reflect every record it judges: a
         // put written but not yet applied would otherwise look superseded and be dropped.
-        self.catch_up(self.wal.written_lsn())?;
+        self.catch_up(self.wal.durable_lsn())?;
         let applied = self.applied_lsn.load(Ordering::Acquire);
         let horizon = applied.saturating_sub(self.options.compaction.tombstone_horizon_lsns);
         let mut stats = CompactionStats::default();

@@ -96,6 +96,15 @@ impl Index {
         self.live_bytes
     }
 
+    /// Up to `limit` keys after `start`, in order, without their locations.
+    pub fn keys_from(&self, start: Bound<&[u8]>, limit: usize) -> Vec<Box<[u8]>> {
+        self.map
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, _)| Box::from(k.as_bytes()))
+            .collect()
+    }
+
     /// Keys and locations within the bounds, in order.
     pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Vec<(Box<[u8]>, Location)> {
         self.map

@@ -276,6 +276,73 @@ impl Store {
         Ok(Some(range.last))
     }
 
+    /// Fixes the batch's place in the log without waiting for it to be written, durable or
+    /// visible; returns its last LSN. [`Store::commit_through`] finishes it. Until then no
+    /// reader sees it, so a caller that reads its own staged writes must keep them itself.
+    ///
+    /// # Errors
+    /// Size limits or log errors; on error nothing of the batch is in the log.
+    pub fn stage_batch(&self, batch: &WriteBatch) -> Result<Option<Lsn>> {
+        self.check_sizes(batch.key_bytes_max, batch.value_bytes_max)?;
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let entries: Vec<Entry<'_>> = batch
+            .ops
+            .iter()
+            .map(|(kind, payload)| Entry {
+                kind: *kind,
+                payload,
+            })
+            .collect();
+        Ok(Some(self.wal.queue_batch(&entries)?.last))
+    }
+
+    /// Brings every write up to `lsn` (staged or not) to `durability` and makes it visible.
+    ///
+    /// # Errors
+    /// Log errors (a failed sync poisons the log: the staged writes are then not durable).
+    pub fn commit_through(&self, lsn: Lsn, durability: Durability) -> Result<()> {
+        self.wal.wait_for(lsn, durability)?;
+        self.catch_up(lsn)
+    }
+
+    /// The values of `keys`, all as of one instant (one read of the index), so a concurrent
+    /// batch is seen whole or not at all.
+    ///
+    /// # Errors
+    /// Log read errors.
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Value>>> {
+        let lookup = || -> Vec<Option<Location>> {
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            keys.iter().map(|k| index.get(k.as_ref())).collect()
+        };
+        let mut locations = lookup();
+        'attempt: loop {
+            let mut values = Vec::with_capacity(keys.len());
+            for (i, (key, at)) in keys.iter().zip(&locations).enumerate() {
+                let Some(at) = *at else {
+                    values.push(None);
+                    continue;
+                };
+                match self.value_at(key.as_ref(), at) {
+                    Ok(value) => values.push(Some(value)),
+                    Err(e) => {
+                        // Compaction moved a record between the lookup and the read: look all
+                        // keys up again, so the answer still comes from one instant.
+                        let again = lookup();
+                        if again[i] == locations[i] {
+                            return Err(e);
+                        }
+                        locations = again;
+                        continue 'attempt;
+                    }
+                }
+            }
+            return Ok(values);
+        }
+    }
+
     fn check_sizes(&self, key_bytes: usize, value_bytes: usize) -> Result<()> {
         let key_max = self.options.key_max_bytes;
         if key_bytes as u64 > u64::from(key_max) {
@@ -392,6 +459,16 @@ impl Store {
         self.range_bounds(&Bound::Included(prefix.to_vec()), &end)
     }
 
+    /// Up to `limit` keys after `start` in key order, without values: a page of a long scan
+    /// (one read of the index, holding it only for the page).
+    #[must_use]
+    pub fn keys_from(&self, start: Bound<&[u8]>, limit: usize) -> Vec<Box<[u8]>> {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys_from(start, limit)
+    }
+
     /// Number of live keys.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -495,8 +572,11 @@ impl Store {
             }
         };
         let done = self.applied_lsn.load(Ordering::Acquire);
-        // Written LSNs always end on a batch boundary, so everything up to here is whole.
-        let to = self.wal.written_lsn();
+        // Everything durable is applied along with `lsn`, but nothing else: a record written by
+        // another thread and not yet durable stays invisible until its own writer (or a later
+        // one) gets here, so a reader never sees a `Sync` write that a power loss could take
+        // back. Written and durable LSNs both end on batch boundaries, so the range is whole.
+        let to = lsn.max(self.wal.durable_lsn()).min(self.wal.written_lsn());
         if done >= lsn || done >= to {
             return Ok(());
         }

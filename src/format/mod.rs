@@ -3,8 +3,10 @@
 
 pub mod checkpoint;
 mod error;
+pub mod http;
 pub mod kv;
 pub mod record;
+pub mod resp;
 pub mod scan;
 pub mod segment;
 

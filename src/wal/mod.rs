@@ -12,7 +12,7 @@ mod writer;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ pub use error::{Result, WalError};
 pub use reader::{Payload, Record, RecordLocation, WalIter};
 pub use recovery::{SegmentReport, SegmentStatus};
 pub use segment::{SPARSE_INDEX_STRIDE, parse_segment_file_name, segment_file_name};
-pub use writer::Durability;
+pub use writer::{Durability, SYNC_SIZE_BUCKETS};
 
 use preparer::SegmentPreparer;
 use recovery::Analysis;
@@ -134,6 +134,11 @@ pub struct WalStats {
     pub syncs: u64,
     /// Bytes of segment files (their preallocated sizes).
     pub file_bytes: u64,
+    /// Bytes of records handed to the OS since open.
+    pub bytes_written: u64,
+    /// How many records each group-commit sync made durable: bucket `i` counts syncs of up to
+    /// `2^i` records (the last bucket, more).
+    pub records_per_sync: [u64; SYNC_SIZE_BUCKETS],
 }
 
 #[derive(Debug)]
@@ -190,7 +195,7 @@ pub(crate) fn random_u32() -> u32 {
     u32::from_le_bytes([a, b, c, d])
 }
 
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     // The standard library seeds RandomState from the OS's random source; that is all the
     // randomness salts and cluster ids need, without another dependency.
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -367,6 +372,41 @@ impl Wal {
     /// # Errors
     /// An empty or oversized batch, a poisoned or closed log, or I/O errors.
     pub fn append_batch(&self, entries: &[Entry<'_>], durability: Durability) -> Result<LsnRange> {
+        let (state, range) = self.enqueue(entries)?;
+        self.shared.commit.complete(state, range.last, durability)?;
+        Ok(range)
+    }
+
+    /// Assigns LSNs to `entries` as one atomic batch and queues them, without waiting for them
+    /// to be written; [`Wal::wait_for`] then makes them written or durable. This lets a caller
+    /// fix the order of several batches (say a pipeline of client commands) and pay for one
+    /// write and one sync for all of them.
+    ///
+    /// # Errors
+    /// An empty or oversized batch, a poisoned or closed log, or a failed segment rotation.
+    pub fn queue_batch(&self, entries: &[Entry<'_>]) -> Result<LsnRange> {
+        Ok(self.enqueue(entries)?.1)
+    }
+
+    /// Blocks until every LSN up to `lsn` has reached `durability`, writing and syncing the
+    /// queue as needed (shared with every other waiter: one write and one sync serve all).
+    ///
+    /// # Errors
+    /// A poisoned or closed log, or I/O errors (which poison it).
+    ///
+    /// # Panics
+    /// If `lsn` was never assigned (a caller bug: it would wait forever).
+    pub fn wait_for(&self, lsn: Lsn, durability: Durability) -> Result<()> {
+        let commit = &self.shared.commit;
+        let state = commit.lock();
+        assert!(
+            lsn < state.next_lsn,
+            "wait_for({lsn}) names an LSN that was never assigned"
+        );
+        commit.complete(state, lsn, durability)
+    }
+
+    fn enqueue(&self, entries: &[Entry<'_>]) -> Result<(MutexGuard<'_, WriterState>, LsnRange)> {
         let batch_bytes = self.check_batch(entries)?;
         let commit = &self.shared.commit;
         let mut state = commit.lock();
@@ -423,8 +463,7 @@ impl Wal {
         segment.set_last_lsn(last);
         state.active_end = at;
         state.next_lsn = lsn;
-        commit.complete(state, last, durability)?;
-        Ok(LsnRange { first, last })
+        Ok((state, LsnRange { first, last }))
     }
 
     fn check_batch(&self, entries: &[Entry<'_>]) -> Result<u64> {
@@ -634,6 +673,10 @@ impl Wal {
             segments: segments.len(),
             file_bytes: segments.iter().map(|s| s.capacity_bytes).sum(),
             syncs: self.shared.commit.syncs.load(Ordering::Relaxed),
+            bytes_written: self.shared.commit.bytes_written.load(Ordering::Relaxed),
+            records_per_sync: std::array::from_fn(|i| {
+                self.shared.commit.records_per_sync[i].load(Ordering::Relaxed)
+            }),
         }
     }
 

@@ -81,7 +81,15 @@ pub(crate) struct GroupCommit {
     pub durable_lsn: AtomicU64,
     /// Number of `fdatasync` calls issued by the sync role.
     pub syncs: AtomicU64,
+    /// Bytes handed to the OS by the write role.
+    pub bytes_written: AtomicU64,
+    /// Group-commit sizes: how many records each sync made durable, by power-of-two bucket
+    /// (bucket `i` counts syncs that covered up to `2^i` records; the last one, more).
+    pub records_per_sync: [AtomicU64; SYNC_SIZE_BUCKETS],
 }
+
+/// Buckets of [`GroupCommit::records_per_sync`]: 1, 2, 4, ... 2^14, and more.
+pub const SYNC_SIZE_BUCKETS: usize = 16;
 
 impl GroupCommit {
     pub fn new(state: WriterState, last_lsn: Lsn) -> Self {
@@ -91,6 +99,8 @@ impl GroupCommit {
             written_lsn: AtomicU64::new(last_lsn),
             durable_lsn: AtomicU64::new(last_lsn),
             syncs: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            records_per_sync: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -313,6 +323,8 @@ impl GroupCommit {
             write
                 .segment
                 .mark_written(write.offset + write.bytes.len() as u64);
+            self.bytes_written
+                .fetch_add(write.bytes.len() as u64, Ordering::Relaxed);
             previous = Some(Arc::clone(&write.segment));
             written.push((Arc::clone(&write.segment), write.last_lsn));
         }
@@ -362,7 +374,13 @@ impl GroupCommit {
         if let Err(e) = outcome {
             return self.poison(state, "fdatasync", e);
         }
-        self.durable_lsn.fetch_max(target, Ordering::AcqRel);
+        let before = self.durable_lsn.fetch_max(target, Ordering::AcqRel);
+        if target > before {
+            let records = target - before;
+            let bucket = (64 - (records - 1).leading_zeros()) as usize;
+            self.records_per_sync[bucket.min(SYNC_SIZE_BUCKETS - 1)]
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.wake(&mut state);
         self.durable_changed.notify_all();
         state

@@ -1,0 +1,84 @@
+//! The `shiplogd` configuration file: TOML, the same names as the command-line flags. Flags and
+//! environment variables override the file; the file overrides the defaults.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Largest config file read: a config is a few lines, anything bigger is a mistake.
+pub const CONFIG_MAX_BYTES: usize = 1 << 20;
+
+/// Every setting a config file may hold; each is optional.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory.
+    pub dir: Option<PathBuf>,
+    /// Client address, `HOST:PORT`.
+    pub listen: Option<String>,
+    /// `sync` or `buffered`.
+    pub durability: Option<String>,
+    /// File holding the password clients must `AUTH` with.
+    pub requirepass_file: Option<PathBuf>,
+    /// Most client connections.
+    pub max_clients: Option<usize>,
+    /// Largest bulk string, in bytes.
+    pub proto_max_bulk_len: Option<usize>,
+    /// Most arguments in one command.
+    pub max_args: Option<usize>,
+    /// Largest reply one command may build, in bytes.
+    pub client_output_limit: Option<usize>,
+    /// Prometheus endpoint address, `HOST:PORT`.
+    pub metrics_listen: Option<String>,
+    /// Log filter (`info`, `debug`, `shiplog=trace`...).
+    pub log_level: Option<String>,
+    /// Segment rotation size, in bytes.
+    pub segment_bytes: Option<u64>,
+    /// Background sync interval for buffered writes, in milliseconds.
+    pub flush_interval_ms: Option<u64>,
+    /// Event-loop threads.
+    pub io_threads: Option<usize>,
+}
+
+/// Why a config file was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Larger than [`CONFIG_MAX_BYTES`].
+    #[error("config file of {0} bytes is larger than the 1 MiB limit")]
+    TooLarge(usize),
+    /// Not UTF-8 text.
+    #[error("config file is not UTF-8 text")]
+    NotText,
+    /// Not valid TOML, an unknown setting, or a value of the wrong type.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Parses a config file's bytes.
+///
+/// # Errors
+/// Oversized, non-UTF-8 or invalid TOML, unknown settings, wrongly typed values.
+pub fn parse_config(bytes: &[u8]) -> Result<FileConfig, ConfigError> {
+    if bytes.len() > CONFIG_MAX_BYTES {
+        return Err(ConfigError::TooLarge(bytes.len()));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| ConfigError::NotText)?;
+    toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string().trim_end().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_and_mistakes() {
+        let config = parse_config(b"dir = \"/var/lib/shiplog\"\nmax-clients = 10\n").unwrap();
+        assert_eq!(config.dir, Some(PathBuf::from("/var/lib/shiplog")));
+        assert_eq!(config.max_clients, Some(10));
+        let unknown = parse_config(b"maxclients = 10\n").unwrap_err().to_string();
+        assert!(unknown.contains("maxclients"), "{unknown}");
+        assert!(parse_config(b"max-clients = \"ten\"\n").is_err());
+        assert_eq!(parse_config(b"\xff"), Err(ConfigError::NotText));
+    }
+}

@@ -1,0 +1,394 @@
+//! One client connection, driven by an event loop: read what arrived, run every complete
+//! request, stage writes, and answer once they are committed.
+//!
+//! Replies are never written to the socket while a write they answer is uncommitted. A
+//! connection waiting for its commit stops parsing (so a read that follows a write in a
+//! pipeline sees it); other connections of the loop go on meanwhile.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::Shared;
+use super::commands::{self, COMMANDS, Flow, Kind};
+use super::session::Session;
+use crate::format::Lsn;
+use crate::format::resp::{ReplyWriter, RequestLimits, parse_request};
+use crate::wal::Durability;
+
+/// Initial (and idle) size of the input buffer.
+const INPUT_INITIAL_BYTES: usize = 16 << 10;
+/// Replies are written out once this many bytes are buffered, even mid-pipeline.
+const OUTPUT_FLUSH_BYTES: usize = 64 << 10;
+/// Buffers above this size are released when they empty, so one large request does not pin
+/// memory for the life of the connection.
+const BUFFER_KEEP_BYTES: usize = 1 << 20;
+/// Requests run per turn before the loop serves other connections.
+const REQUESTS_PER_TURN: usize = 1024;
+/// Bytes read per turn before the loop serves other connections.
+const READ_BYTES_PER_TURN: usize = 4 << 20;
+
+/// Received bytes not yet parsed: `buffer[start..end]`.
+struct Input {
+    buffer: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Input {
+    fn data(&self) -> &[u8] {
+        &self.buffer[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        debug_assert!(self.start + n <= self.end);
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buffer.len() > BUFFER_KEEP_BYTES {
+                self.buffer = vec![0; INPUT_INITIAL_BYTES];
+            }
+        }
+    }
+
+    /// Room to read into, compacting or growing the buffer up to `max` bytes in all.
+    fn room(&mut self, max: usize) -> Option<&mut [u8]> {
+        if self.end == self.buffer.len() {
+            if self.start > 0 {
+                self.buffer.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buffer.len() < max {
+                let grown = (self.buffer.len() * 2).min(max);
+                self.buffer.resize(grown, 0);
+            } else {
+                return None;
+            }
+        }
+        Some(&mut self.buffer[self.end..])
+    }
+}
+
+/// What the loop does with a connection after a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Nothing to do until the socket or a commit says so.
+    Idle,
+    /// More work is ready now (the turn's budget ran out).
+    Again,
+    /// Close and forget the connection.
+    Close,
+}
+
+/// A client connection owned by an event loop.
+pub struct Connection {
+    /// The socket (non-blocking).
+    pub stream: TcpStream,
+    /// Connection state.
+    pub session: Session,
+    input: Input,
+    out: Vec<u8>,
+    /// Bytes of `out` already written.
+    out_sent: usize,
+    /// The socket may have more to read (an event came, or a turn stopped early).
+    pub readable: bool,
+    /// Staged writes up to this LSN wait for a sync before anything more happens.
+    pub awaiting: Option<Lsn>,
+    /// Write commands answered in `out`, whose latency ends at the commit.
+    awaiting_metrics: Vec<(usize, Instant, bool)>,
+    /// The peer closed its side: finish what was received, then close.
+    eof: bool,
+    /// Close once the output is written (`QUIT`, a protocol error, a failed commit).
+    closing: bool,
+}
+
+impl Connection {
+    /// A connection from `addr`; `stream` must be non-blocking.
+    pub fn new(stream: TcpStream, id: u64, addr: SocketAddr, password_required: bool) -> Self {
+        Self {
+            stream,
+            session: Session::new(id, addr, password_required),
+            input: Input {
+                buffer: vec![0; INPUT_INITIAL_BYTES],
+                start: 0,
+                end: 0,
+            },
+            out: Vec::with_capacity(INPUT_INITIAL_BYTES),
+            out_sent: 0,
+            readable: true,
+            awaiting: None,
+            awaiting_metrics: Vec::new(),
+            eof: false,
+            closing: false,
+        }
+    }
+
+    /// Does everything that can be done now without blocking.
+    pub fn turn(&mut self, shared: &Arc<Shared>) -> Turn {
+        match self.try_turn(shared) {
+            Ok(turn) => turn,
+            Err(e) => {
+                tracing::debug!(client = self.session.id, error = %e, "client connection ended");
+                Turn::Close
+            }
+        }
+    }
+
+    fn try_turn(&mut self, shared: &Arc<Shared>) -> io::Result<Turn> {
+        if self.readable && !self.eof {
+            self.read_available(shared)?;
+        }
+        if self.awaiting.take().is_some() {
+            // The loop synced since this connection staged its writes, so this returns at
+            // once (or fails, if the sync did and poisoned the log).
+            self.commit(shared);
+        }
+        if !self.write_out(shared)? {
+            return Ok(Turn::Idle);
+        }
+        let mut budget = REQUESTS_PER_TURN;
+        while !self.closing {
+            if budget == 0 {
+                return Ok(Turn::Again);
+            }
+            budget -= 1;
+            if self.next_request(shared) != Next::Ran {
+                break;
+            }
+            if self.out.len() >= OUTPUT_FLUSH_BYTES
+                && self.session.uncommitted.is_empty()
+                && !self.write_out(shared)?
+            {
+                return Ok(Turn::Idle);
+            }
+        }
+        if let Some(lsn) = self.session.uncommitted.last_lsn() {
+            if shared.keyspace.durability() == Durability::Sync {
+                // The loop syncs once for every connection of its turn, then comes back here.
+                self.awaiting = Some(lsn);
+                return Ok(Turn::Idle);
+            }
+            self.commit(shared);
+        }
+        if !self.write_out(shared)? {
+            return Ok(Turn::Idle);
+        }
+        if self.closing || (self.eof && self.input.data().is_empty()) {
+            return Ok(Turn::Close);
+        }
+        if self.eof {
+            // Half a request was left when the peer closed its side: it will never complete.
+            return Ok(Turn::Close);
+        }
+        Ok(if self.readable {
+            Turn::Again
+        } else {
+            Turn::Idle
+        })
+    }
+
+    fn read_available(&mut self, shared: &Shared) -> io::Result<()> {
+        let options = &shared.options;
+        // Room for the largest argument plus its framing; more is a request nobody needs.
+        let input_max = options.bulk_max_bytes.saturating_add(1 << 20).max(1 << 30);
+        let mut read = 0;
+        loop {
+            if read >= READ_BYTES_PER_TURN {
+                // Stay readable: the rest comes next turn, after other connections had theirs.
+                return Ok(());
+            }
+            let Some(room) = self.input.room(input_max) else {
+                self.protocol_error(shared, "request larger than the query buffer limit");
+                self.readable = false;
+                return Ok(());
+            };
+            match self.stream.read(room) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.readable = false;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.input.end += n;
+                    read += n;
+                    shared
+                        .metrics
+                        .net_input_bytes
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes buffered replies; true once everything is written. Never while uncommitted
+    /// writes are staged: those replies would promise what a crash could take back.
+    fn write_out(&mut self, shared: &Shared) -> io::Result<bool> {
+        debug_assert!(self.session.uncommitted.is_empty() || self.out.is_empty());
+        if !self.session.uncommitted.is_empty() {
+            return Ok(false);
+        }
+        while self.out_sent < self.out.len() {
+            match self.stream.write(&self.out[self.out_sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out_sent += n;
+                    shared
+                        .metrics
+                        .net_output_bytes
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.out_sent = 0;
+        if self.out.capacity() > BUFFER_KEEP_BYTES {
+            self.out = Vec::with_capacity(INPUT_INITIAL_BYTES);
+        }
+        Ok(true)
+    }
+
+    /// Commits this connection's staged writes (they are durable already when the loop calls
+    /// this after a sync). On failure the buffered replies are replaced by one error: they
+    /// promised writes whose fate is now unknown.
+    fn commit(&mut self, shared: &Shared) {
+        if let Err(e) = shared.keyspace.commit(&mut self.session.uncommitted) {
+            tracing::error!(client = self.session.id, error = %e, "commit failed; closing the connection");
+            self.out.clear();
+            self.out_sent = 0;
+            self.awaiting_metrics.clear();
+            self.reply().error(&format!(
+                "ERR write failed and its outcome is unknown (the connection is closed): {e}"
+            ));
+            self.closing = true;
+            return;
+        }
+        let now = Instant::now();
+        for (index, start, failed) in self.awaiting_metrics.drain(..) {
+            shared.metrics.record(index, now - start, failed);
+        }
+    }
+
+    fn reply(&mut self) -> ReplyWriter<'_> {
+        ReplyWriter {
+            out: &mut self.out,
+            protocol: self.session.protocol,
+        }
+    }
+
+    fn protocol_error(&mut self, shared: &Shared, message: &str) {
+        shared
+            .metrics
+            .protocol_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(client = self.session.id, addr = %self.session.addr, error = message, "protocol error; closing the connection");
+        self.reply()
+            .error(&format!("ERR Protocol error: {message}"));
+        self.closing = true;
+    }
+
+    /// Parses and runs the next request, if a whole one is buffered.
+    fn next_request(&mut self, shared: &Arc<Shared>) -> Next {
+        let limits = RequestLimits {
+            bulk_max: shared.options.bulk_max_bytes,
+            args_max: shared.options.args_max,
+            authenticated: self.session.authenticated,
+        };
+        let request = match parse_request(self.input.data(), &limits) {
+            Ok(Some(request)) => request,
+            Ok(None) => return Next::Incomplete,
+            Err(e) => {
+                self.protocol_error(shared, &e.to_string());
+                return Next::Incomplete;
+            }
+        };
+        let data = &self.input.buffer[self.input.start..self.input.end];
+        let args = request.arg_slices(data);
+        let Some(&name) = args.first() else {
+            self.input.consume(request.consumed);
+            return Next::Ran;
+        };
+        let mut reply = ReplyWriter {
+            out: &mut self.out,
+            protocol: self.session.protocol,
+        };
+        let Some(index) = commands::lookup(name) else {
+            reply.error(&commands::unknown_command(&args));
+            self.input.consume(request.consumed);
+            return Next::Ran;
+        };
+        let spec = &COMMANDS[index];
+        if !commands::arity_ok(spec, args.len()) {
+            reply.error(&format!(
+                "ERR wrong number of arguments for '{}' command",
+                spec.name
+            ));
+        } else if !self.session.authenticated && !spec.flags.contains(&"noauth") {
+            reply.error("NOAUTH Authentication required.");
+        } else if spec.kind != Kind::Write && !self.session.uncommitted.is_empty() {
+            // It may read what this connection wrote: commit first, run it afterwards.
+            return Next::NeedsCommit;
+        } else {
+            let start = Instant::now();
+            let before = reply.out.len();
+            let flow = commands::execute(shared, &mut self.session, index, &args, &mut reply);
+            let failed = reply.out.get(before) == Some(&b'-');
+            let bytes = reply.out.len() - before;
+            if bytes > shared.options.output_max_bytes {
+                reply.out.truncate(before);
+                tracing::warn!(
+                    client = self.session.id,
+                    bytes,
+                    "reply exceeds the client output limit; closing"
+                );
+                reply.error(&format!(
+                    "ERR reply of {bytes} bytes exceeds the client output limit of {} bytes",
+                    shared.options.output_max_bytes
+                ));
+                self.closing = true;
+            }
+            if flow == Flow::Close {
+                self.closing = true;
+            }
+            if spec.kind == Kind::Write && !self.session.uncommitted.is_empty() {
+                self.awaiting_metrics.push((index, start, failed));
+            } else {
+                shared.metrics.record(index, start.elapsed(), failed);
+            }
+        }
+        self.input.consume(request.consumed);
+        Next::Ran
+    }
+
+    /// At shutdown: commit what is staged (waiting for the sync here), answer, and stop.
+    pub fn finish(&mut self, shared: &Arc<Shared>) {
+        if !self.session.uncommitted.is_empty() {
+            self.awaiting = None;
+            self.commit(shared);
+        }
+        let _ = self.stream.set_nonblocking(false);
+        let _ = self
+            .stream
+            .set_write_timeout(Some(std::time::Duration::from_secs(5)));
+        let _ = self.write_out(shared);
+    }
+}
+
+/// What happened to the next buffered request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Ran,
+    Incomplete,
+    NeedsCommit,
+}

@@ -1,0 +1,333 @@
+//! The key space as clients see it: the store, plus the writes that have their place in the log
+//! but are not durable yet.
+//!
+//! A write command locks the stripes of its keys, reads the *latest* state of those keys
+//! (staged writes first, then the store), stages its records in the log and releases the
+//! stripes, all before any `fdatasync`. The connection answers only after
+//! [`Keyspace::commit`] has made its writes durable and visible. Two things make this correct:
+//! a stripe lock orders every write to a key, so read-modify-write commands (`INCR`, `SET NX`,
+//! `APPEND`...) are atomic; and the log is a prefix after any crash, so a write computed from
+//! a staged value is durable only if that value is too. Readers that take no lock (`GET`,
+//! `MGET`, `SCAN`) see only the store, which holds durable writes only: nobody reads a write
+//! that a crash could take back.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::engine::{Db, DbError, Value, WriteBatch};
+use crate::format::Lsn;
+use crate::wal::Durability;
+
+/// Number of lock stripes: collisions between unrelated keys cost a short wait, never a sync.
+const STRIPES: usize = 1024;
+/// Keys deleted per log batch by `FLUSHALL`.
+const FLUSH_CHUNK_KEYS: usize = 10_000;
+
+/// A write whose LSN is fixed but which may not be durable yet.
+#[derive(Debug, Clone)]
+struct Staged {
+    lsn: Lsn,
+    /// `None` for a delete.
+    value: Option<Arc<[u8]>>,
+}
+
+type Stripe = HashMap<Box<[u8]>, Staged>;
+/// A key and its new value (`None`: deleted).
+type Change = (Box<[u8]>, Option<Arc<[u8]>>);
+
+/// The current bytes of a key inside a write: staged or stored.
+#[derive(Debug, Clone)]
+pub enum Current {
+    /// Staged by a write that is not committed yet.
+    Staged(Arc<[u8]>),
+    /// Read from the store.
+    Stored(Value),
+}
+
+impl Current {
+    /// The value's bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Staged(bytes) => bytes,
+            Self::Stored(value) => value.as_ref(),
+        }
+    }
+}
+
+/// The writes of one connection that are staged and not yet committed.
+#[derive(Debug, Default)]
+pub struct Uncommitted {
+    last_lsn: Option<Lsn>,
+    entries: Vec<(usize, Box<[u8]>, Lsn)>,
+}
+
+impl Uncommitted {
+    /// Whether anything waits for [`Keyspace::commit`].
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.last_lsn.is_none()
+    }
+
+    /// The LSN of the last staged write, if any.
+    #[must_use]
+    pub fn last_lsn(&self) -> Option<Lsn> {
+        self.last_lsn
+    }
+}
+
+/// One write command's view of its keys, with their stripes locked.
+#[derive(Debug)]
+pub struct WriteTxn<'a> {
+    keyspace: &'a Keyspace,
+    stripes: Vec<(usize, MutexGuard<'a, Stripe>)>,
+    batch: WriteBatch,
+    changes: Vec<Change>,
+}
+
+impl WriteTxn<'_> {
+    fn stripe(&self, key: &[u8]) -> &Stripe {
+        let index = self.keyspace.stripe_of(key);
+        let at = self
+            .stripes
+            .binary_search_by_key(&index, |(i, _)| *i)
+            .unwrap_or_else(|_| panic!("key of stripe {index} was not locked by this write"));
+        &self.stripes[at].1
+    }
+
+    /// The latest value of `key`, counting this write's own changes and staged writes.
+    ///
+    /// # Errors
+    /// Store read errors.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Current>, DbError> {
+        if let Some((_, value)) = self.changes.iter().rev().find(|(k, _)| k.as_ref() == key) {
+            return Ok(value.clone().map(Current::Staged));
+        }
+        match self.stripe(key).get(key) {
+            Some(staged) => Ok(staged.value.clone().map(Current::Staged)),
+            None => Ok(self.keyspace.db.get(key)?.map(Current::Stored)),
+        }
+    }
+
+    /// Whether `key` has a value, as [`WriteTxn::get`] sees it.
+    ///
+    /// # Errors
+    /// Store read errors.
+    pub fn exists(&self, key: &[u8]) -> Result<bool, DbError> {
+        if let Some((_, value)) = self.changes.iter().rev().find(|(k, _)| k.as_ref() == key) {
+            return Ok(value.is_some());
+        }
+        match self.stripe(key).get(key) {
+            Some(staged) => Ok(staged.value.is_some()),
+            None => Ok(self.keyspace.db.contains(key)),
+        }
+    }
+
+    /// Sets `key` to `value` when the write commits.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        debug_assert!(
+            self.stripes
+                .iter()
+                .any(|(i, _)| *i == self.keyspace.stripe_of(key))
+        );
+        self.batch.put(key, value);
+        self.changes.push((Box::from(key), Some(Arc::from(value))));
+    }
+
+    /// Removes `key` when the write commits.
+    pub fn delete(&mut self, key: &[u8]) {
+        debug_assert!(
+            self.stripes
+                .iter()
+                .any(|(i, _)| *i == self.keyspace.stripe_of(key))
+        );
+        self.batch.delete(key);
+        self.changes.push((Box::from(key), None));
+    }
+}
+
+/// The store plus staged writes, shared by every connection.
+#[derive(Debug)]
+pub struct Keyspace {
+    db: Db,
+    durability: Durability,
+    stripes: Box<[Mutex<Stripe>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Keyspace {
+    /// Serves `db`; writes are acknowledged at `durability` (`Sync` or `Buffered`).
+    #[must_use]
+    pub fn new(db: Db, durability: Durability) -> Self {
+        Self {
+            db,
+            durability,
+            stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// The store underneath.
+    #[must_use]
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The durability writes are acknowledged at.
+    #[must_use]
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn stripe_of(&self, key: &[u8]) -> usize {
+        // The modulo of a 64-bit hash by 1024 fits in usize on every platform.
+        usize::try_from(self.hasher.hash_one(key) % STRIPES as u64).unwrap_or(0)
+    }
+
+    fn lock(&self, index: usize) -> MutexGuard<'_, Stripe> {
+        self.stripes[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs one write command over `keys`: `body` reads and changes them atomically; what it
+    /// changed is staged in the log and noted in `uncommitted`, to be committed with
+    /// [`Keyspace::commit`] before the command is answered.
+    ///
+    /// # Errors
+    /// Errors of `body`, or of staging the writes (then nothing of them is in the log).
+    ///
+    /// # Panics
+    /// If `body` changes a key that is not in `keys`.
+    pub fn write<R, E: From<DbError>>(
+        &self,
+        keys: &[&[u8]],
+        uncommitted: &mut Uncommitted,
+        body: impl FnOnce(&mut WriteTxn<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let mut indices: Vec<usize> = keys.iter().map(|k| self.stripe_of(k)).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        // Stripes are always taken in ascending order, so two writers never deadlock.
+        let stripes = indices.into_iter().map(|i| (i, self.lock(i))).collect();
+        let mut txn = WriteTxn {
+            keyspace: self,
+            stripes,
+            batch: WriteBatch::new(),
+            changes: Vec::new(),
+        };
+        let result = body(&mut txn)?;
+        let Some(lsn) = self.db.stage_batch(&txn.batch)? else {
+            return Ok(result);
+        };
+        let WriteTxn {
+            mut stripes,
+            changes,
+            ..
+        } = txn;
+        for (key, value) in changes {
+            let index = self.stripe_of(&key);
+            let at = stripes
+                .binary_search_by_key(&index, |(i, _)| *i)
+                .unwrap_or_else(|_| panic!("key of stripe {index} was not locked by this write"));
+            uncommitted.entries.push((index, key.clone(), lsn));
+            stripes[at].1.insert(key, Staged { lsn, value });
+        }
+        uncommitted.last_lsn = Some(lsn);
+        Ok(result)
+    }
+
+    /// Makes the staged writes durable (at the keyspace's durability) and visible, then
+    /// forgets them.
+    ///
+    /// # Errors
+    /// Log errors: the writes' fate is then unknown (a failed sync poisons the log).
+    pub fn commit(&self, uncommitted: &mut Uncommitted) -> Result<(), DbError> {
+        let Some(lsn) = uncommitted.last_lsn.take() else {
+            return Ok(());
+        };
+        self.db.commit_through(lsn, self.durability)?;
+        for (index, key, staged_at) in uncommitted.entries.drain(..) {
+            let mut stripe = self.lock(index);
+            // A later write to the key may have replaced the entry: it is that write's to
+            // remove.
+            if stripe.get(&key).is_some_and(|s| s.lsn == staged_at) {
+                stripe.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of `key` in the store (durable writes only).
+    ///
+    /// # Errors
+    /// Store read errors.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Value>, DbError> {
+        self.db.get(key)
+    }
+
+    /// Removes every key, atomically with respect to every other write: all stripes are held
+    /// until the deletes are durable. Returns the number of keys removed.
+    ///
+    /// # Errors
+    /// Log errors.
+    pub fn flush_all(&self) -> Result<usize, DbError> {
+        let mut stripes: Vec<MutexGuard<'_, Stripe>> = (0..STRIPES).map(|i| self.lock(i)).collect();
+        let mut removed = 0;
+        let mut last = None;
+        let mut batch = WriteBatch::new();
+        let mut stage = |batch: &mut WriteBatch| -> Result<(), DbError> {
+            if let Some(lsn) = self.db.stage_batch(batch)? {
+                last = Some(lsn);
+            }
+            *batch = WriteBatch::new();
+            Ok(())
+        };
+        for stripe in &stripes {
+            for (key, staged) in stripe.iter() {
+                if staged.value.is_some() {
+                    batch.delete(key);
+                    removed += 1;
+                }
+            }
+        }
+        let mut after: Option<Box<[u8]>> = None;
+        loop {
+            let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let keys = self.db.keys_from(start, FLUSH_CHUNK_KEYS);
+            let Some(last_key) = keys.last().cloned() else {
+                break;
+            };
+            for key in keys {
+                // Keys with a staged write were decided above.
+                if !stripes[self.stripe_of(&key)].contains_key(&key) {
+                    batch.delete(&key);
+                    removed += 1;
+                }
+                if batch.len() >= FLUSH_CHUNK_KEYS {
+                    stage(&mut batch)?;
+                }
+            }
+            after = Some(last_key);
+        }
+        stage(&mut batch)?;
+        if let Some(lsn) = last {
+            self.db.commit_through(lsn, self.durability)?;
+        }
+        // Every staged write was older than the deletes and is now applied: none is pending.
+        for stripe in &mut stripes {
+            stripe.clear();
+        }
+        Ok(removed)
+    }
+
+    /// Closes the store (checkpoint and final sync).
+    ///
+    /// # Errors
+    /// A failed checkpoint or sync.
+    pub fn close(self) -> Result<(), DbError> {
+        self.db.close()
+    }
+}

@@ -1,0 +1,317 @@
+//! Counters for the Prometheus endpoint and `INFO`, and the tiny HTTP server that exposes them.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::Shared;
+use super::commands::COMMANDS;
+
+/// Upper bounds of the latency histogram buckets, in microseconds (the last is +Inf).
+const LATENCY_BOUNDS_US: [u64; 14] = [
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    100_000,
+    1_000_000,
+    u64::MAX,
+];
+/// Largest HTTP request head the endpoint reads.
+const HTTP_REQUEST_MAX_BYTES: usize = 8 << 10;
+
+/// Per-command call counts and latency histograms; lock-free, updated on every command.
+#[derive(Debug)]
+pub struct Metrics {
+    calls: Box<[AtomicU64]>,
+    errors: Box<[AtomicU64]>,
+    latency_sum_us: Box<[AtomicU64]>,
+    /// `COMMANDS.len() * LATENCY_BOUNDS_US.len()` cumulative-later buckets.
+    latency: Box<[AtomicU64]>,
+    /// Connections accepted since start.
+    pub connections_received: AtomicU64,
+    /// Connections refused because `max-clients` was reached.
+    pub connections_rejected: AtomicU64,
+    /// Connections closed for a protocol error or a broken limit.
+    pub protocol_errors: AtomicU64,
+    /// Bytes read from clients.
+    pub net_input_bytes: AtomicU64,
+    /// Bytes written to clients.
+    pub net_output_bytes: AtomicU64,
+}
+
+fn counters(n: usize) -> Box<[AtomicU64]> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            calls: counters(COMMANDS.len()),
+            errors: counters(COMMANDS.len()),
+            latency_sum_us: counters(COMMANDS.len()),
+            latency: counters(COMMANDS.len() * LATENCY_BOUNDS_US.len()),
+            connections_received: AtomicU64::new(0),
+            connections_rejected: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+            net_input_bytes: AtomicU64::new(0),
+            net_output_bytes: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one call of command number `command` (an index into `COMMANDS`).
+    pub fn record(&self, command: usize, elapsed: Duration, failed: bool) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.calls[command].fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors[command].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_sum_us[command].fetch_add(micros, Ordering::Relaxed);
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(LATENCY_BOUNDS_US.len() - 1);
+        self.latency[command * LATENCY_BOUNDS_US.len() + bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Calls of command number `command` so far, and the total time they took (µs).
+    #[must_use]
+    pub fn calls(&self, command: usize) -> (u64, u64) {
+        (
+            self.calls[command].load(Ordering::Relaxed),
+            self.latency_sum_us[command].load(Ordering::Relaxed),
+        )
+    }
+
+    /// Calls of command number `command` answered with an error.
+    #[must_use]
+    pub fn errors(&self, command: usize) -> u64 {
+        self.errors[command].load(Ordering::Relaxed)
+    }
+
+    /// Every command call so far.
+    #[must_use]
+    pub fn total_calls(&self) -> u64 {
+        self.calls.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Microseconds as decimal seconds, exactly.
+fn seconds(micros: u64) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+/// Renders every metric in the Prometheus text exposition format.
+#[must_use]
+pub fn render(shared: &Shared) -> String {
+    let mut out = render_commands(&shared.metrics);
+    render_store(shared, &mut out);
+    out
+}
+
+fn render_commands(metrics: &Metrics) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP shiplog_commands_total Commands executed, by command.\n# TYPE shiplog_commands_total counter"
+    );
+    let mut body = String::new();
+    for (i, spec) in COMMANDS.iter().enumerate() {
+        let calls = metrics.calls[i].load(Ordering::Relaxed);
+        if calls > 0 {
+            let _ = writeln!(
+                body,
+                "shiplog_commands_total{{cmd=\"{}\"}} {calls}",
+                spec.name
+            );
+        }
+    }
+    out.push_str(&body);
+    let _ = writeln!(
+        out,
+        "# HELP shiplog_command_errors_total Commands answered with an error, by command.\n# TYPE shiplog_command_errors_total counter"
+    );
+    for (i, spec) in COMMANDS.iter().enumerate() {
+        let errors = metrics.errors[i].load(Ordering::Relaxed);
+        if errors > 0 {
+            let _ = writeln!(
+                out,
+                "shiplog_command_errors_total{{cmd=\"{}\"}} {errors}",
+                spec.name
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP shiplog_command_duration_seconds Time from parsed request to durable reply, by command.\n# TYPE shiplog_command_duration_seconds histogram"
+    );
+    for (i, spec) in COMMANDS.iter().enumerate() {
+        let calls = metrics.calls[i].load(Ordering::Relaxed);
+        if calls == 0 {
+            continue;
+        }
+        let mut cumulative = 0;
+        for (b, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
+            cumulative += metrics.latency[i * LATENCY_BOUNDS_US.len() + b].load(Ordering::Relaxed);
+            let le = if *bound == u64::MAX {
+                "+Inf".to_owned()
+            } else {
+                seconds(*bound)
+            };
+            let _ = writeln!(
+                out,
+                "shiplog_command_duration_seconds_bucket{{cmd=\"{}\",le=\"{le}\"}} {cumulative}",
+                spec.name
+            );
+        }
+        let sum = seconds(metrics.latency_sum_us[i].load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "shiplog_command_duration_seconds_sum{{cmd=\"{}\"}} {sum}\nshiplog_command_duration_seconds_count{{cmd=\"{}\"}} {cumulative}",
+            spec.name, spec.name
+        );
+    }
+    out
+}
+
+fn render_store(shared: &Shared, out: &mut String) {
+    let metrics = &shared.metrics;
+    let db = shared.keyspace.db();
+    let wal = db.wal().stats();
+    let stats = db.stats();
+    let mut scalar = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    scalar(
+        "shiplog_log_bytes_written_total",
+        "counter",
+        "Bytes of log records written since start.",
+        wal.bytes_written,
+    );
+    scalar(
+        "shiplog_fsyncs_total",
+        "counter",
+        "fdatasync calls made by group commit since start.",
+        wal.syncs,
+    );
+    scalar(
+        "shiplog_keys",
+        "gauge",
+        "Keys with a value.",
+        stats.live_keys,
+    );
+    scalar(
+        "shiplog_disk_bytes",
+        "gauge",
+        "Bytes of segment files on disk.",
+        stats.disk_bytes,
+    );
+    scalar(
+        "shiplog_durable_lsn",
+        "gauge",
+        "Last LSN on stable storage.",
+        stats.durable_lsn,
+    );
+    scalar(
+        "shiplog_connected_clients",
+        "gauge",
+        "Client connections open now.",
+        shared.client_count() as u64,
+    );
+    scalar(
+        "shiplog_connections_received_total",
+        "counter",
+        "Client connections accepted since start.",
+        metrics.connections_received.load(Ordering::Relaxed),
+    );
+    scalar(
+        "shiplog_connections_rejected_total",
+        "counter",
+        "Connections refused because max-clients was reached.",
+        metrics.connections_rejected.load(Ordering::Relaxed),
+    );
+    scalar(
+        "shiplog_protocol_errors_total",
+        "counter",
+        "Connections closed for a protocol error or a broken limit.",
+        metrics.protocol_errors.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP shiplog_group_commit_records Records made durable by one group-commit fdatasync.\n# TYPE shiplog_group_commit_records histogram"
+    );
+    let mut cumulative = 0;
+    for (i, count) in wal.records_per_sync.iter().enumerate() {
+        cumulative += count;
+        let le = if i + 1 == wal.records_per_sync.len() {
+            "+Inf".to_owned()
+        } else {
+            (1u64 << i).to_string()
+        };
+        let _ = writeln!(
+            out,
+            "shiplog_group_commit_records_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "shiplog_group_commit_records_count {cumulative}\nshiplog_group_commit_records_sum {}",
+        wal.durable_lsn
+            .saturating_sub(wal.first_lsn.saturating_sub(1))
+    );
+}
+
+/// Serves `GET /metrics` on `listener` until the server shuts down; one request per
+/// connection, read with a deadline and a size cap.
+pub fn serve(listener: &TcpListener, shared: &Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.is_shutting_down() {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        if let Err(e) = answer(stream, shared) {
+            tracing::debug!(error = %e, "metrics request failed");
+        }
+    }
+}
+
+fn answer(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HTTP_REQUEST_MAX_BYTES {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let (status, body) = match crate::format::http::request_target(&head) {
+        Some((b"GET", b"/metrics" | b"/")) => ("200 OK", render(shared)),
+        Some((b"GET", _)) => ("404 Not Found", "not found: try /metrics\n".to_owned()),
+        Some(_) => ("405 Method Not Allowed", "only GET is served\n".to_owned()),
+        None => ("400 Bad Request", "bad request\n".to_owned()),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}

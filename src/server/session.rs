@@ -1,0 +1,57 @@
+//! The state of one client connection.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::keyspace::Uncommitted;
+use crate::format::resp::Protocol;
+
+/// What the server knows about one connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Unique id (`CLIENT ID`), never reused while the server runs.
+    pub id: u64,
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// Name set by `CLIENT SETNAME` or `HELLO SETNAME`.
+    pub name: Option<Vec<u8>>,
+    /// RESP2 until `HELLO 3`.
+    pub protocol: Protocol,
+    /// True once `AUTH` succeeded, or from the start when no password is configured.
+    pub authenticated: bool,
+    /// Writes staged by this connection and not yet committed.
+    pub uncommitted: Uncommitted,
+    /// When the connection was accepted.
+    pub connected_at: Instant,
+}
+
+impl Session {
+    /// A new connection; it must authenticate when `password_required`.
+    #[must_use]
+    pub fn new(id: u64, addr: SocketAddr, password_required: bool) -> Self {
+        Self {
+            id,
+            addr,
+            name: None,
+            protocol: Protocol::Resp2,
+            authenticated: !password_required,
+            uncommitted: Uncommitted::default(),
+            connected_at: Instant::now(),
+        }
+    }
+
+    /// Sets (or, with an empty name, clears) the connection name, with Redis' rules.
+    ///
+    /// # Errors
+    /// The Redis error text for a name with spaces or special characters.
+    pub fn set_name(&mut self, name: &[u8]) -> Result<(), String> {
+        if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+            return Err(
+                "ERR Client names cannot contain spaces, newlines or special characters."
+                    .to_owned(),
+            );
+        }
+        self.name = (!name.is_empty()).then(|| name.to_vec());
+        Ok(())
+    }
+}

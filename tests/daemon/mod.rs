@@ -1,0 +1,161 @@
+//! Runs `shiplogd` as a real process for the server tests: start on a free port, talk to it
+//! with the `redis` crate, stop it with SIGTERM or kill it with SIGKILL.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::pedantic,
+    reason = "test helpers: each test binary uses a part; a failed unwrap is a failed test"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A running `shiplogd`.
+pub struct Daemon {
+    child: Option<Child>,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Metrics endpoint, when started with one.
+    pub metrics: Option<SocketAddr>,
+    /// Its data directory.
+    pub dir: PathBuf,
+    /// Everything it logged so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `shiplogd --dir DIR --listen 127.0.0.1:0 EXTRA...` and waits until it is ready.
+    pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::try_start(dir, extra).unwrap_or_else(|log| panic!("shiplogd did not start:\n{log}"))
+    }
+
+    /// Like `start`, but returns the log if the daemon exits before it is ready.
+    pub fn try_start(dir: &Path, extra: &[&str]) -> Result<Self, String> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shiplogd"));
+        command.arg("--dir").arg(dir);
+        if !extra.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
+            .args(extra)
+            .env_remove("SHIPLOG_LISTEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut ready_tx = Some(ready_tx);
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("ready to accept connections")
+                        && let Some(tx) = ready_tx.take()
+                    {
+                        let _ = tx.send(line.clone());
+                    }
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let ready = match ready_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(50));
+                return Err(log.lock().unwrap().clone());
+            }
+        };
+        let field = |name: &str| -> Option<SocketAddr> {
+            let at = ready.find(&format!("{name}="))? + name.len() + 1;
+            let rest = &ready[at..];
+            let rest = rest.strip_prefix("Some(").unwrap_or(rest);
+            let end = rest.find([' ', ')']).unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        };
+        Ok(Self {
+            addr: field("listen").unwrap(),
+            metrics: field("metrics"),
+            child: Some(child),
+            dir: dir.to_owned(),
+            log,
+        })
+    }
+
+    /// The `redis://` URL of the daemon.
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    /// A new client connection.
+    pub fn client(&self) -> redis::Connection {
+        let client = redis::Client::open(self.url()).unwrap();
+        client
+            .get_connection_with_timeout(Duration::from_secs(10))
+            .unwrap()
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    /// Sends `signal` and waits for the exit.
+    pub fn signal_and_wait(mut self, signal: Signal) -> ExitStatus {
+        kill(self.pid(), signal).unwrap();
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shiplogd did not exit after {signal:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, and the exit must be clean.
+    pub fn stop(self) {
+        let log = Arc::clone(&self.log);
+        let status = self.signal_and_wait(Signal::SIGTERM);
+        assert!(
+            status.success(),
+            "shiplogd exited with {status}:\n{}",
+            log.lock().unwrap()
+        );
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(self) {
+        let _ = self.signal_and_wait(Signal::SIGKILL);
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
