@@ -159,3 +159,90 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// A raw RESP connection, for exact reply bytes and hostile input.
+pub struct Raw {
+    pub stream: std::net::TcpStream,
+    reader: BufReader<std::net::TcpStream>,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Self { stream, reader }
+    }
+
+    /// Sends `bytes` as they are.
+    pub fn send(&mut self, bytes: &[u8]) {
+        std::io::Write::write_all(&mut self.stream, bytes).unwrap();
+    }
+
+    /// Sends a command as a multibulk request.
+    pub fn send_command(&mut self, args: &[&[u8]]) {
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg);
+            request.extend_from_slice(b"\r\n");
+        }
+        self.send(&request);
+    }
+
+    /// Sends a command and returns its whole reply, as the bytes on the wire.
+    pub fn command(&mut self, args: &[&str]) -> String {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.send_command(&args);
+        self.reply()
+    }
+
+    /// Reads one complete reply (any RESP2/RESP3 type) and returns its bytes.
+    pub fn reply(&mut self) -> String {
+        let mut out = Vec::new();
+        self.read_value(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn read_value(&mut self, out: &mut Vec<u8>) {
+        let mut line = Vec::new();
+        let n = self.reader.read_until(b'\n', &mut line).unwrap();
+        assert!(n > 0, "connection closed while a reply was expected");
+        out.extend_from_slice(&line);
+        let body = std::str::from_utf8(&line[1..line.len() - 2]).unwrap_or("");
+        match line[0] {
+            b'$' | b'=' | b'!' => {
+                let len: i64 = body.parse().unwrap();
+                if len >= 0 {
+                    let mut data = vec![0; len as usize + 2];
+                    std::io::Read::read_exact(&mut self.reader, &mut data).unwrap();
+                    out.extend_from_slice(&data);
+                }
+            }
+            b'*' | b'~' | b'>' => {
+                let len: i64 = body.parse().unwrap();
+                for _ in 0..len.max(0) {
+                    self.read_value(out);
+                }
+            }
+            b'%' => {
+                let len: i64 = body.parse().unwrap();
+                for _ in 0..len * 2 {
+                    self.read_value(out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// True once the server has closed the connection (reads end of stream).
+    pub fn is_closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        match std::io::Read::read_to_end(&mut self.reader, &mut rest) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
