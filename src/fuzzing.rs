@@ -92,3 +92,183 @@ pub fn checkpoint(data: &[u8]) {
     }
     assert_eq!(count, image.header.entry_count);
 }
+
+/// Parses arbitrary bytes as a pipeline of client requests (limits from the first byte), and
+/// splits them as an inline request's arguments: must never panic, every request must lie within
+/// the bytes it consumed and within the limits, and the outcome must not depend on how the bytes
+/// were split into reads.
+///
+/// The low bits of the first byte pick the limits, so a hand-written seed starts with a digit:
+/// bit 0 set is an unauthenticated connection, bit 1 a 64-byte `bulk_max` (else Redis' 512 MiB),
+/// bit 2 an `args_max` of 8 (else 2^20). `0` is an authenticated connection with large limits.
+///
+/// # Panics
+/// When parsing breaks one of those properties: that is a bug for the fuzzer to find.
+pub fn resp_request(data: &[u8]) {
+    use crate::format::resp::{RequestLimits, split_args};
+    let Some((&selector, mut rest)) = data.split_first() else {
+        return;
+    };
+    let limits = RequestLimits {
+        bulk_max: if selector & 2 == 0 { 512 << 20 } else { 64 },
+        args_max: if selector & 4 == 0 { 1 << 20 } else { 8 },
+        authenticated: selector & 1 == 0,
+    };
+    if let Some(args) = split_args(rest) {
+        check_inline_args(&args, rest.len());
+    }
+    // A pipeline: requests are consumed one after the other until one is incomplete or refused.
+    while let Ok(Some(request)) = check_request(rest, &limits) {
+        rest = &rest[request.consumed..];
+    }
+}
+
+/// Parses the first request of `buffer` and checks it, and the parse of some of its prefixes.
+fn check_request(
+    buffer: &[u8],
+    limits: &crate::format::resp::RequestLimits,
+) -> Result<Option<crate::format::resp::Request>, crate::format::resp::ProtocolError> {
+    use crate::format::resp::{
+        Arguments, INLINE_MAX_BYTES, UNAUTHENTICATED_ARGS_MAX, UNAUTHENTICATED_BULK_MAX,
+        parse_request,
+    };
+    let result = parse_request(buffer, limits);
+    // Parsing in two reads (resuming from what the first left) gives what one parse gives.
+    let split = buffer.len() / 2;
+    let mut partial = None;
+    let first = crate::format::resp::parse_request_resuming(&buffer[..split], limits, &mut partial);
+    if first == Ok(None) {
+        assert_eq!(
+            crate::format::resp::parse_request_resuming(buffer, limits, &mut partial),
+            result
+        );
+    }
+    let mut cuts = Vec::new();
+    let whole = match &result {
+        Ok(Some(request)) => {
+            let consumed = request.consumed;
+            assert!(consumed > 0 && consumed <= buffer.len());
+            // The request does not depend on the bytes after it.
+            assert_eq!(parse_request(&buffer[..consumed], limits), result);
+            match &request.args {
+                Arguments::Ranges(ranges) => {
+                    assert_eq!(buffer[0], b'*');
+                    assert!(ranges.len() <= limits.args_max);
+                    assert!(limits.authenticated || ranges.len() <= UNAUTHENTICATED_ARGS_MAX);
+                    let mut previous_end = 0;
+                    for range in ranges {
+                        assert!(previous_end < range.start && range.start <= range.end);
+                        assert!(range.end + 2 <= consumed);
+                        assert_eq!(&buffer[range.end..range.end + 2], b"\r\n");
+                        assert!(range.len() <= limits.bulk_max);
+                        assert!(limits.authenticated || range.len() <= UNAUTHENTICATED_BULK_MAX);
+                        previous_end = range.end;
+                    }
+                    // Lengths are read as Redis' `string2ll` reads them: only the canonical
+                    // decimal is a number, so the request is exactly its own re-encoding.
+                    let mut again = Vec::new();
+                    if ranges.is_empty() {
+                        let count = std::str::from_utf8(&buffer[1..consumed - 2])
+                            .ok()
+                            .and_then(|text| text.parse::<i64>().ok());
+                        assert!(
+                            count.is_some_and(|n| n <= 0),
+                            "ignored request is not *<n <= 0>"
+                        );
+                        again.push(b'*');
+                        again.extend(count.unwrap_or_default().to_string().bytes());
+                        again.extend_from_slice(b"\r\n");
+                    } else {
+                        again.extend(format!("*{}\r\n", ranges.len()).bytes());
+                        for range in ranges {
+                            again.extend(format!("${}\r\n", range.len()).bytes());
+                            again.extend_from_slice(&buffer[range.clone()]);
+                            again.extend_from_slice(b"\r\n");
+                        }
+                    }
+                    assert!(again == buffer[..consumed], "not the canonical encoding");
+                    // Cut points inside the framing of the first arguments.
+                    for range in ranges.iter().take(3) {
+                        cuts.extend([range.start - 1, range.start, range.end + 1]);
+                    }
+                }
+                Arguments::Owned(args) => {
+                    assert_ne!(buffer[0], b'*');
+                    assert!(consumed <= INLINE_MAX_BYTES + 1);
+                    assert_eq!(buffer[consumed - 1], b'\n');
+                    check_inline_args(args, consumed);
+                }
+            }
+            consumed
+        }
+        Ok(None) | Err(_) => buffer.len(),
+    };
+    // Incremental reads: a prefix is incomplete, or refused for the same reason.
+    cuts.extend([
+        whole.saturating_sub(1),
+        whole.saturating_sub(2),
+        whole / 2,
+        whole / 3,
+        1,
+    ]);
+    for cut in cuts.into_iter().filter(|&cut| cut < whole) {
+        let partial = parse_request(&buffer[..cut], limits);
+        assert!(
+            partial == Ok(None) || (partial.is_err() && partial == result),
+            "prefix of {cut} bytes parses as {partial:?}, the whole as {result:?}"
+        );
+    }
+    result
+}
+
+/// Checks the arguments `split_args` found in `len` bytes: unquoting only shrinks, and quoting
+/// every byte as `\xHH` splits back into the same arguments.
+fn check_inline_args(args: &[Vec<u8>], len: usize) {
+    use crate::format::resp::split_args;
+    assert!(args.iter().map(Vec::len).sum::<usize>() <= len);
+    let mut quoted = Vec::new();
+    for arg in args {
+        quoted.extend_from_slice(b" \"");
+        for byte in arg {
+            quoted.extend(format!("\\x{byte:02x}").bytes());
+        }
+        quoted.push(b'"');
+    }
+    assert_eq!(split_args(&quoted).as_deref(), Some(args));
+}
+
+/// Parses arbitrary bytes as a `shiplogd` config file: must never panic, and a refusal must give
+/// the right reason.
+///
+/// # Panics
+/// When parsing panics or gives the wrong reason: that is a bug for the fuzzer to find.
+pub fn config(data: &[u8]) {
+    use crate::server::config::{CONFIG_MAX_BYTES, ConfigError, parse_config};
+    match parse_config(data) {
+        Err(ConfigError::TooLarge(len)) => {
+            assert!(len == data.len() && len > CONFIG_MAX_BYTES);
+        }
+        Err(ConfigError::NotText) => assert!(std::str::from_utf8(data).is_err()),
+        Ok(_) | Err(_) => assert!(data.len() <= CONFIG_MAX_BYTES),
+    }
+}
+
+/// Reads arbitrary bytes as an HTTP request head: must never panic, and a request line found
+/// must be the head's first line, with an uppercase method and a target starting with `/`.
+///
+/// # Panics
+/// When the request line breaks one of those properties: that is a bug for the fuzzer to find.
+pub fn http_request(data: &[u8]) {
+    use crate::format::http::request_target;
+    let Some((method, target)) = request_target(data) else {
+        return;
+    };
+    assert!(!method.is_empty() && method.iter().all(u8::is_ascii_uppercase));
+    assert_eq!(target.first(), Some(&b'/'));
+    assert!(!target.contains(&b' '));
+    let line_end = data.windows(2).position(|w| w == b"\r\n");
+    let line = &data[..line_end.unwrap_or_default()];
+    assert!(line_end.is_some() && line.starts_with(method));
+    assert_eq!(line.get(method.len()), Some(&b' '));
+    assert!(line[method.len() + 1..].starts_with(target));
+}

@@ -91,6 +91,169 @@ fn checkpoint_seeds_do_not_panic() {
 }
 
 #[test]
+fn resp_request_seeds_do_not_panic() {
+    replay("resp_request", fuzzing::resp_request);
+}
+
+#[test]
+fn config_seeds_do_not_panic() {
+    replay("config", fuzzing::config);
+}
+
+#[test]
+fn http_request_seeds_do_not_panic() {
+    replay("http_request", fuzzing::http_request);
+}
+
+/// Every target replayed above; `every_fuzz_target_is_replayed` keeps it in step with
+/// `fuzz/Cargo.toml`.
+const REPLAYED_TARGETS: [&str; 7] = [
+    "record",
+    "segment_recovery",
+    "kv_payload",
+    "checkpoint",
+    "resp_request",
+    "config",
+    "http_request",
+];
+
+/// A cargo-fuzz target added without seeds and a replay test would only be fuzzed, never tested.
+#[test]
+fn every_fuzz_target_is_replayed() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join("Cargo.toml");
+    let manifest = fs::read_to_string(&manifest).unwrap();
+    let targets: Vec<&str> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|bin| {
+            bin.lines()
+                .find_map(|line| line.trim().strip_prefix("name = "))
+                .map(|name| name.trim_matches('"'))
+        })
+        .collect();
+    assert!(!targets.is_empty(), "no [[bin]] targets in fuzz/Cargo.toml");
+    for target in &targets {
+        assert!(
+            REPLAYED_TARGETS.contains(target),
+            "fuzz target {target} has no replay test here"
+        );
+        assert!(
+            !seed_files(target).is_empty(),
+            "fuzz target {target} has no seeds"
+        );
+    }
+    for target in REPLAYED_TARGETS {
+        assert!(
+            targets.contains(&target),
+            "{target} is replayed but is not a fuzz target"
+        );
+    }
+}
+
+/// Makes sure the hand-written RESP seeds reach what their names say. The first byte picks the
+/// limits (see `shiplog::fuzzing::resp_request`); the requests are consumed one after the other
+/// and the last outcome is checked.
+#[test]
+fn resp_request_seeds_parse_as_named() {
+    use shiplog::format::resp::{ProtocolError as E, RequestLimits, parse_request};
+    #[derive(Debug, PartialEq)]
+    enum Last {
+        Complete,
+        Incomplete,
+        Refused(E),
+    }
+    for (name, bytes) in seed_files("resp_request") {
+        let expected = match name.as_str() {
+            n if n.starts_with("cmin_") || n.starts_with("crash_") => continue,
+            "inline_no_newline"
+            | "pipeline_truncated_last"
+            | "pipeline_mixed_inline_multibulk"
+            | "count_at_args_max"
+            | "lf_only_line_endings" => Last::Incomplete,
+            "inline_unbalanced_quote" | "inline_quote_then_text" => {
+                Last::Refused(E::UnbalancedQuotes)
+            }
+            "star_minus_zero"
+            | "count_leading_zero"
+            | "count_plus_sign"
+            | "count_huge"
+            | "count_i32_max"
+            | "small_args_max_over"
+            | "all_limits_small" => Last::Refused(E::InvalidMultibulkLength),
+            "bulk_len_minus_zero"
+            | "bulk_len_negative"
+            | "bulk_len_huge"
+            | "bulk_len_i64_overflow"
+            | "small_bulk_max_over" => Last::Refused(E::InvalidBulkLength),
+            "count_line_too_long" => Last::Refused(E::CountLineTooLong),
+            "wrong_type_marker" => Last::Refused(E::ExpectedBulk(':')),
+            "missing_crlf_after_bulk" => Last::Refused(E::MissingCrlf),
+            "unauthenticated_too_many_args" => Last::Refused(E::UnauthenticatedMultibulk),
+            "unauthenticated_bulk_over" => Last::Refused(E::UnauthenticatedBulk),
+            _ => Last::Complete,
+        };
+        let selector = bytes[0];
+        let limits = RequestLimits {
+            bulk_max: if selector & 2 == 0 { 512 << 20 } else { 64 },
+            args_max: if selector & 4 == 0 { 1 << 20 } else { 8 },
+            authenticated: selector & 1 == 0,
+        };
+        let mut buffer = &bytes[1..];
+        let last = loop {
+            match parse_request(buffer, &limits) {
+                Ok(Some(request)) if request.consumed == buffer.len() => break Last::Complete,
+                Ok(Some(request)) => buffer = &buffer[request.consumed..],
+                Ok(None) => break Last::Incomplete,
+                Err(e) => break Last::Refused(e),
+            }
+        };
+        assert_eq!(last, expected, "resp_request seed {name}");
+    }
+}
+
+/// Requests at the size limits, too large for checked-in seeds (and for libFuzzer's default
+/// `-max_len`), through the same checks as the fuzzer's inputs.
+#[test]
+fn resp_requests_at_the_size_limits() {
+    use shiplog::format::resp::{
+        INLINE_MAX_BYTES, ProtocolError, RequestLimits, UNAUTHENTICATED_BULK_MAX, parse_request,
+    };
+    let guest = RequestLimits {
+        bulk_max: 512 << 20,
+        args_max: 1 << 20,
+        authenticated: false,
+    };
+    let mut longest_line = vec![b'a'; INLINE_MAX_BYTES];
+    longest_line.push(b'\n');
+    let mut too_long = vec![b'a'; INLINE_MAX_BYTES + 1];
+    let mut bulk_at_limit =
+        format!("*2\r\n$4\r\nAUTH\r\n${UNAUTHENTICATED_BULK_MAX}\r\n").into_bytes();
+    bulk_at_limit.extend(vec![b'p'; UNAUTHENTICATED_BULK_MAX]);
+    bulk_at_limit.extend_from_slice(b"\r\n");
+    let cases: [(&[u8], Result<usize, ProtocolError>); 3] = [
+        (&longest_line, Ok(INLINE_MAX_BYTES + 1)),
+        (&too_long, Err(ProtocolError::InlineTooLong)),
+        (&bulk_at_limit, Ok(bulk_at_limit.len())),
+    ];
+    for (input, expected) in cases {
+        let parsed = parse_request(input, &guest).map(|r| r.map(|r| r.consumed));
+        assert_eq!(parsed, expected.map(Some), "{} bytes", input.len());
+        for selector in b'0'..=b'7' {
+            let mut data = vec![selector];
+            data.extend_from_slice(input);
+            fuzzing::resp_request(&data);
+        }
+    }
+    too_long.push(b'\n');
+    assert_eq!(
+        parse_request(&too_long, &guest),
+        Err(ProtocolError::InlineTooLong)
+    );
+}
+
+#[test]
 fn generated_seeds_are_checked_in() {
     for (target, seeds) in generated_seeds() {
         let dir = seeds_dir(target);

@@ -31,6 +31,15 @@ fn string_commands_behave_like_redis() {
         (&["SET", "k", "x", "NX", "XX"], "-ERR syntax error\r\n"),
         (&["SET", "k", "x", "BOGUS"], "-ERR syntax error\r\n"),
         (&["SET", "k", "x", "KEEPTTL"], "+OK\r\n"),
+        (
+            &["SET", "k", "x", "KEEPTTL", "EX", "10"],
+            "-ERR syntax error\r\n",
+        ),
+        (&["SCAN", "0", "COUNT", "-1"], "-ERR syntax error\r\n"),
+        (
+            &["SCAN", "0", "COUNT", "x"],
+            "-ERR value is not an integer or out of range\r\n",
+        ),
         (&["GET", "k"], "$1\r\nx\r\n"),
         (&["SETNX", "k", "y"], ":0\r\n"),
         (&["SETNX", "k2", "y"], ":1\r\n"),
@@ -283,5 +292,42 @@ fn hello_3_switches_to_resp3() {
     let hello = raw.command(&["HELLO", "2"]);
     assert!(hello.starts_with("*14\r\n"), "{hello}");
     assert_eq!(raw.command(&["GET", "missing"]), "$-1\r\n");
+    daemon.stop();
+}
+
+#[test]
+fn a_long_pipeline_in_one_write_is_answered_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let mut raw = Raw::connect(daemon.addr);
+    let mut request = Vec::new();
+    for i in 0..3000 {
+        let key = format!("k{i}");
+        request.extend_from_slice(
+            format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\nv\r\n", key.len()).as_bytes(),
+        );
+    }
+    request.extend_from_slice(b"*1\r\n$6\r\nDBSIZE\r\n");
+    raw.send(&request);
+    for i in 0..3000 {
+        assert_eq!(raw.reply(), "+OK\r\n", "reply {i}");
+    }
+    assert_eq!(raw.reply(), ":3000\r\n");
+    daemon.stop();
+}
+
+#[test]
+fn a_reply_over_the_output_limit_is_refused_not_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &["--client-output-limit", "1000000"]);
+    let mut raw = Raw::connect(daemon.addr);
+    raw.send_command(&[b"SET", b"big", &vec![b'x'; 100_000]]);
+    assert_eq!(raw.reply(), "+OK\r\n");
+    let mut args: Vec<&[u8]> = vec![b"MGET"];
+    args.extend(std::iter::repeat_n(&b"big"[..], 50));
+    raw.send_command(&args);
+    let reply = raw.reply();
+    assert!(reply.starts_with("-ERR reply of about"), "{reply}");
+    assert_eq!(raw.command(&["PING"]), "+PONG\r\n");
     daemon.stop();
 }

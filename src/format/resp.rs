@@ -105,9 +105,33 @@ pub fn parse_request(
     buffer: &[u8],
     limits: &RequestLimits,
 ) -> Result<Option<Request>, ProtocolError> {
+    parse_request_resuming(buffer, limits, &mut None)
+}
+
+/// The arguments of a multibulk request parsed so far, so that parsing resumes where it
+/// stopped when more bytes arrive instead of starting over (a request of a million small
+/// arguments arriving in small reads would otherwise cost quadratic time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    count: usize,
+    ranges: Vec<Range<usize>>,
+    /// Offset of the next argument.
+    at: usize,
+}
+
+/// [`parse_request`], resuming from `partial` (left by the previous call on a shorter prefix
+/// of the same buffer, whose first byte is still the request's first byte).
+///
+/// # Errors
+/// A request that breaks the protocol or `limits`.
+pub fn parse_request_resuming(
+    buffer: &[u8],
+    limits: &RequestLimits,
+    partial: &mut Option<Partial>,
+) -> Result<Option<Request>, ProtocolError> {
     match buffer.first() {
         None => Ok(None),
-        Some(b'*') => parse_multibulk(buffer, limits),
+        Some(b'*') => parse_multibulk(buffer, limits, partial),
         Some(_) => parse_inline(buffer),
     }
 }
@@ -123,45 +147,61 @@ fn line(buffer: &[u8], at: usize, max: usize) -> Result<Option<(&[u8], usize)>, 
     }
 }
 
-/// A decimal as Redis' `string2ll` reads it: optional `-`, digits, no `+`, no spaces.
+/// A decimal as Redis' `string2ll` reads it: optional `-`, digits, no `+`, no spaces, and no
+/// leading zero (so no `-0` either) unless the whole number is `0`.
 fn parse_decimal(bytes: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    if text.is_empty() || text.starts_with('+') || (text.len() > 1 && text.starts_with('0')) {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    if digits.is_empty()
+        || !digits.iter().all(u8::is_ascii_digit)
+        || (digits.first() == Some(&b'0') && bytes != b"0")
+    {
         return None;
     }
-    text.parse().ok()
+    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 fn parse_multibulk(
     buffer: &[u8],
     limits: &RequestLimits,
+    partial: &mut Option<Partial>,
 ) -> Result<Option<Request>, ProtocolError> {
-    let Some((count_line, mut at)) =
-        line(buffer, 1, COUNT_LINE_MAX_BYTES).map_err(|()| ProtocolError::CountLineTooLong)?
-    else {
-        return Ok(None);
+    let mut state = if let Some(state) = partial.take() {
+        state
+    } else {
+        let Some((count_line, at)) =
+            line(buffer, 1, COUNT_LINE_MAX_BYTES).map_err(|()| ProtocolError::CountLineTooLong)?
+        else {
+            return Ok(None);
+        };
+        let count = parse_decimal(count_line).ok_or(ProtocolError::InvalidMultibulkLength)?;
+        if count > i64::from(i32::MAX) {
+            return Err(ProtocolError::InvalidMultibulkLength);
+        }
+        if count <= 0 {
+            // Redis ignores `*0` and `*-1` requests.
+            return Ok(Some(Request {
+                consumed: at,
+                args: Arguments::Ranges(Vec::new()),
+            }));
+        }
+        let count = usize::try_from(count).map_err(|_| ProtocolError::InvalidMultibulkLength)?;
+        if !limits.authenticated && count > UNAUTHENTICATED_ARGS_MAX {
+            return Err(ProtocolError::UnauthenticatedMultibulk);
+        }
+        if count > limits.args_max {
+            return Err(ProtocolError::InvalidMultibulkLength);
+        }
+        Partial {
+            count,
+            ranges: Vec::with_capacity(count.min(ARGS_PREALLOC_MAX)),
+            at,
+        }
     };
-    let count = parse_decimal(count_line).ok_or(ProtocolError::InvalidMultibulkLength)?;
-    if count > i64::from(i32::MAX) {
-        return Err(ProtocolError::InvalidMultibulkLength);
-    }
-    if count <= 0 {
-        // Redis ignores `*0` and `*-1` requests.
-        return Ok(Some(Request {
-            consumed: at,
-            args: Arguments::Ranges(Vec::new()),
-        }));
-    }
-    let count = usize::try_from(count).map_err(|_| ProtocolError::InvalidMultibulkLength)?;
-    if !limits.authenticated && count > UNAUTHENTICATED_ARGS_MAX {
-        return Err(ProtocolError::UnauthenticatedMultibulk);
-    }
-    if count > limits.args_max {
-        return Err(ProtocolError::InvalidMultibulkLength);
-    }
-    let mut ranges = Vec::with_capacity(count.min(ARGS_PREALLOC_MAX));
-    for _ in 0..count {
+    debug_assert!(state.at <= buffer.len(), "resumed on a shorter buffer");
+    while state.ranges.len() < state.count {
+        let at = state.at;
         let Some(&marker) = buffer.get(at) else {
+            *partial = Some(state);
             return Ok(None);
         };
         if marker != b'$' {
@@ -170,6 +210,7 @@ fn parse_multibulk(
         let Some((len_line, start)) = line(buffer, at + 1, COUNT_LINE_MAX_BYTES)
             .map_err(|()| ProtocolError::BulkLineTooLong)?
         else {
+            *partial = Some(state);
             return Ok(None);
         };
         let len = parse_decimal(len_line)
@@ -184,17 +225,18 @@ fn parse_multibulk(
         // `len` is at most `bulk_max` (itself bounded by the caller), so this cannot overflow.
         let end = start + len;
         if buffer.len() < end + 2 {
+            *partial = Some(state);
             return Ok(None);
         }
         if &buffer[end..end + 2] != b"\r\n" {
             return Err(ProtocolError::MissingCrlf);
         }
-        ranges.push(start..end);
-        at = end + 2;
+        state.ranges.push(start..end);
+        state.at = end + 2;
     }
     Ok(Some(Request {
-        consumed: at,
-        args: Arguments::Ranges(ranges),
+        consumed: state.at,
+        args: Arguments::Ranges(state.ranges),
     }))
 }
 
@@ -454,6 +496,25 @@ mod tests {
     }
 
     #[test]
+    fn resuming_gives_the_same_request_as_parsing_whole() {
+        let full = b"*4\r\n$3\r\nSET\r\n$2\r\nk1\r\n$5\r\nhello\r\n$0\r\n\r\n";
+        let whole = parse_request(full, &OPEN).unwrap().unwrap();
+        let mut partial = None;
+        for end in 0..full.len() {
+            assert_eq!(
+                parse_request_resuming(&full[..end], &OPEN, &mut partial),
+                Ok(None),
+                "prefix {end}"
+            );
+        }
+        assert_eq!(
+            parse_request_resuming(full, &OPEN, &mut partial),
+            Ok(Some(whole))
+        );
+        assert_eq!(partial, None);
+    }
+
+    #[test]
     fn inline_with_quotes() {
         assert_eq!(
             args(b"set \"a b\\x41\\n\" 'it\\'s'\r\n"),
@@ -468,8 +529,11 @@ mod tests {
 
     #[test]
     fn hostile_lengths_are_refused_before_allocation() {
-        let cases: [(&[u8], ProtocolError); 7] = [
+        let cases: [(&[u8], ProtocolError); 10] = [
             (b"*-5x\r\n", ProtocolError::InvalidMultibulkLength),
+            (b"*-0\r\n", ProtocolError::InvalidMultibulkLength),
+            (b"*-01\r\n", ProtocolError::InvalidMultibulkLength),
+            (b"*1\r\n$-0\r\n\r\n", ProtocolError::InvalidBulkLength),
             (b"*99999999999\r\n", ProtocolError::InvalidMultibulkLength),
             (b"*1\r\n$-1\r\n", ProtocolError::InvalidBulkLength),
             (b"*1\r\n$536870913\r\n", ProtocolError::InvalidBulkLength),

@@ -745,6 +745,9 @@ fn run(
         }
         "mget" => {
             let values = ks.db().get_many(&args[1..])?;
+            // Values are views into the log: their sizes are known before any is copied.
+            let bytes: usize = values.iter().flatten().map(|v| v.len() + 16).sum();
+            check_reply_size(shared, bytes)?;
             reply.array(values.len());
             for value in &values {
                 match value {
@@ -829,9 +832,10 @@ fn run(
             let bytes = value.as_deref().unwrap_or_default();
             reply.bulk(substring(bytes, start, end));
         }
-        "scan" => scan(shared, args, reply)?,
+        "scan" => scan(shared, session.id, args, reply)?,
         "keys" => {
             let keys = matching_keys(shared, args[1], usize::MAX);
+            check_reply_size(shared, keys.iter().map(|k| k.len() + 16).sum())?;
             reply.array(keys.len());
             for key in &keys {
                 reply.bulk(key);
@@ -917,6 +921,17 @@ fn run(
     Ok(())
 }
 
+/// Refuses to build a reply larger than the client output limit.
+fn check_reply_size(shared: &Shared, bytes: usize) -> Result<(), Failure> {
+    let max = shared.options.output_max_bytes;
+    if bytes > max {
+        return Err(Failure::Reply(format!(
+            "ERR reply of about {bytes} bytes exceeds the client output limit of {max} bytes (--client-output-limit)"
+        )));
+    }
+    Ok(())
+}
+
 fn bulk_or_null(reply: &mut ReplyWriter<'_>, value: Option<&Current>) {
     match value {
         Some(v) => reply.bulk(v.as_bytes()),
@@ -966,17 +981,26 @@ fn set(
 ) -> Result<(), Failure> {
     let mut condition = Condition::Always;
     let mut get = false;
-    for option in &args[3..] {
+    let mut keep_ttl = false;
+    let mut expiry = false;
+    let mut options = args[3..].iter();
+    while let Some(option) = options.next() {
         let upper = option.to_ascii_uppercase();
         match upper.as_slice() {
             b"NX" if condition != Condition::IfPresent => condition = Condition::IfMissing,
             b"XX" if condition != Condition::IfMissing => condition = Condition::IfPresent,
             b"GET" => get = true,
             // No key ever has a time to live, so keeping it is what already happens.
-            b"KEEPTTL" => {}
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" => return Err(err(NO_EXPIRY)),
+            b"KEEPTTL" if !expiry => keep_ttl = true,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" if !keep_ttl && !expiry => {
+                expiry = true;
+                options.next().ok_or_else(|| err(SYNTAX))?;
+            }
             _ => return Err(err(SYNTAX)),
         }
+    }
+    if expiry {
+        return Err(err(NO_EXPIRY));
     }
     let (key, value) = (args[1], args[2]);
     let (old, written) = shared.keyspace.write(
@@ -1319,7 +1343,12 @@ fn matching_keys(shared: &Shared, pattern: &[u8], limit: usize) -> Vec<Box<[u8]>
     found
 }
 
-fn scan(shared: &Shared, args: &[&[u8]], reply: &mut ReplyWriter<'_>) -> Result<(), Failure> {
+fn scan(
+    shared: &Shared,
+    client: u64,
+    args: &[&[u8]],
+    reply: &mut ReplyWriter<'_>,
+) -> Result<(), Failure> {
     let cursor = std::str::from_utf8(args[1])
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -1334,12 +1363,11 @@ fn scan(shared: &Shared, args: &[&[u8]], reply: &mut ReplyWriter<'_>) -> Result<
         match option.as_slice() {
             b"MATCH" => pattern = Some(value),
             b"COUNT" => {
-                count = parse_i64(value)
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| err(NOT_INTEGER))?;
-                if count < 1 {
-                    return Err(err(SYNTAX));
-                }
+                let n = parse_i64(value).ok_or_else(|| err(NOT_INTEGER))?;
+                count = usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| err(SYNTAX))?;
             }
             b"TYPE" => strings_only = value.eq_ignore_ascii_case(b"string"),
             _ => return Err(err(SYNTAX)),
@@ -1361,7 +1389,7 @@ fn scan(shared: &Shared, args: &[&[u8]], reply: &mut ReplyWriter<'_>) -> Result<
         count.min(100_000),
     );
     let next = match page.last() {
-        Some(last) if page.len() == count.min(100_000) => shared.cursors.save(last),
+        Some(last) if page.len() == count.min(100_000) => shared.cursors.save(client, last),
         _ => 0,
     };
     let keys: Vec<&Box<[u8]>> = page

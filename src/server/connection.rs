@@ -15,7 +15,7 @@ use super::Shared;
 use super::commands::{self, COMMANDS, Flow, Kind};
 use super::session::Session;
 use crate::format::Lsn;
-use crate::format::resp::{ReplyWriter, RequestLimits, parse_request};
+use crate::format::resp::{Partial, ReplyWriter, RequestLimits, parse_request_resuming};
 use crate::wal::Durability;
 
 /// Initial (and idle) size of the input buffer.
@@ -27,6 +27,8 @@ const OUTPUT_FLUSH_BYTES: usize = 64 << 10;
 const BUFFER_KEEP_BYTES: usize = 1 << 20;
 /// Requests run per turn before the loop serves other connections.
 const REQUESTS_PER_TURN: usize = 1024;
+/// Unparsed bytes a connection may hold before it authenticates.
+const UNAUTHENTICATED_INPUT_MAX_BYTES: usize = 256 << 10;
 /// Bytes read per turn before the loop serves other connections.
 const READ_BYTES_PER_TURN: usize = 4 << 20;
 
@@ -90,6 +92,8 @@ pub struct Connection {
     /// Connection state.
     pub session: Session,
     input: Input,
+    /// How far the parser got in an incomplete request at the front of `input`.
+    partial: Option<Partial>,
     out: Vec<u8>,
     /// Bytes of `out` already written.
     out_sent: usize,
@@ -116,6 +120,7 @@ impl Connection {
                 start: 0,
                 end: 0,
             },
+            partial: None,
             out: Vec::with_capacity(INPUT_INITIAL_BYTES),
             out_sent: 0,
             readable: true,
@@ -138,62 +143,78 @@ impl Connection {
     }
 
     fn try_turn(&mut self, shared: &Arc<Shared>) -> io::Result<Turn> {
-        if self.readable && !self.eof {
-            self.read_available(shared)?;
-        }
         if self.awaiting.take().is_some() {
             // The loop synced since this connection staged its writes, so this returns at
             // once (or fails, if the sync did and poisoned the log).
             self.commit(shared);
         }
-        if !self.write_out(shared)? {
-            return Ok(Turn::Idle);
-        }
         let mut budget = REQUESTS_PER_TURN;
-        while !self.closing {
-            if budget == 0 {
+        loop {
+            // Replies first: while they cannot be written, nothing more is read or run, so a
+            // client that does not read its replies cannot make the server hold more of them.
+            if !self.write_out(shared)? {
+                return Ok(Turn::Idle);
+            }
+            if self.closing {
+                return Ok(Turn::Close);
+            }
+            if self.readable && !self.eof {
+                self.read_available(shared)?;
+            }
+            let mut stop = Next::Incomplete;
+            while budget > 0 && !self.closing {
+                budget -= 1;
+                stop = self.next_request(shared);
+                if stop != Next::Ran {
+                    break;
+                }
+                if self.out.len() >= OUTPUT_FLUSH_BYTES
+                    && self.session.uncommitted.is_empty()
+                    && !self.write_out(shared)?
+                {
+                    return Ok(Turn::Idle);
+                }
+            }
+            if let Some(lsn) = self.session.uncommitted.last_lsn() {
+                if shared.keyspace.durability() == Durability::Sync {
+                    // The loop syncs once for every connection of its turn, then turns this
+                    // one again: it commits, answers and goes on where it stopped.
+                    self.awaiting = Some(lsn);
+                    return Ok(Turn::Idle);
+                }
+                self.commit(shared);
+            }
+            if self.closing || (stop == Next::NeedsCommit && budget > 0) {
+                // Write the last replies (and close), or run the read that waited for the
+                // commit.
+                continue;
+            }
+            if !self.write_out(shared)? {
+                return Ok(Turn::Idle);
+            }
+            if budget == 0 || (self.readable && !self.eof) {
                 return Ok(Turn::Again);
             }
-            budget -= 1;
-            if self.next_request(shared) != Next::Ran {
-                break;
+            if self.eof {
+                // Everything whole was answered; a partial request can never complete.
+                return Ok(Turn::Close);
             }
-            if self.out.len() >= OUTPUT_FLUSH_BYTES
-                && self.session.uncommitted.is_empty()
-                && !self.write_out(shared)?
-            {
-                return Ok(Turn::Idle);
-            }
-        }
-        if let Some(lsn) = self.session.uncommitted.last_lsn() {
-            if shared.keyspace.durability() == Durability::Sync {
-                // The loop syncs once for every connection of its turn, then comes back here.
-                self.awaiting = Some(lsn);
-                return Ok(Turn::Idle);
-            }
-            self.commit(shared);
-        }
-        if !self.write_out(shared)? {
             return Ok(Turn::Idle);
         }
-        if self.closing || (self.eof && self.input.data().is_empty()) {
-            return Ok(Turn::Close);
-        }
-        if self.eof {
-            // Half a request was left when the peer closed its side: it will never complete.
-            return Ok(Turn::Close);
-        }
-        Ok(if self.readable {
-            Turn::Again
-        } else {
-            Turn::Idle
-        })
     }
 
     fn read_available(&mut self, shared: &Shared) -> io::Result<()> {
-        let options = &shared.options;
-        // Room for the largest argument plus its framing; more is a request nobody needs.
-        let input_max = options.bulk_max_bytes.saturating_add(1 << 20).max(1 << 30);
+        // Redis' client-query-buffer-limit (1 GiB, or room for the largest argument), and far
+        // less before authentication.
+        let input_max = if self.session.authenticated {
+            shared
+                .options
+                .bulk_max_bytes
+                .saturating_add(1 << 20)
+                .max(1 << 30)
+        } else {
+            UNAUTHENTICATED_INPUT_MAX_BYTES
+        };
         let mut read = 0;
         loop {
             if read >= READ_BYTES_PER_TURN {
@@ -305,7 +326,7 @@ impl Connection {
             args_max: shared.options.args_max,
             authenticated: self.session.authenticated,
         };
-        let request = match parse_request(self.input.data(), &limits) {
+        let request = match parse_request_resuming(self.input.data(), &limits, &mut self.partial) {
             Ok(Some(request)) => request,
             Ok(None) => return Next::Incomplete,
             Err(e) => {
@@ -369,6 +390,15 @@ impl Connection {
         }
         self.input.consume(request.consumed);
         Next::Ran
+    }
+
+    /// Before the connection is dropped for any reason: commit what it staged, so its staged
+    /// entries do not linger (waits for a sync only in that rare case).
+    pub fn abandon(&mut self, shared: &Shared) {
+        if !self.session.uncommitted.is_empty() {
+            self.awaiting = None;
+            self.commit(shared);
+        }
     }
 
     /// At shutdown: commit what is staged (waiting for the sync here), answer, and stop.

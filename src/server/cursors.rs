@@ -1,22 +1,35 @@
 //! `SCAN` cursors. Keys live in an ordered index, so the natural cursor is "the last key
 //! returned"; Redis clients expect an integer, so the server keeps a bounded table from random
 //! cursor numbers to keys. A full scan then returns every key present from its start to its end
-//! exactly once, whatever changes meanwhile (a guarantee Redis' hash-table cursor only gives
-//! "at least once").
+//! exactly once, whatever changes meanwhile (Redis' hash-table cursor promises "at least
+//! once"). Cursors are not tied to a connection (a pooled client may continue a scan on another
+//! one), but each connection may hold only [`CURSORS_PER_CLIENT`], so no client can push the
+//! others' cursors out.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
-/// Most cursors kept; the oldest is forgotten first.
-const CURSORS_MAX: usize = 100_000;
+/// Most cursors one connection keeps; its oldest is forgotten first.
+const CURSORS_PER_CLIENT: usize = 256;
+/// Most cursors kept in all; the oldest is forgotten first.
+const CURSORS_MAX: usize = 1 << 20;
 /// Most key bytes kept across all cursors.
-const CURSOR_BYTES_MAX: usize = 64 << 20;
+const CURSOR_BYTES_MAX: usize = 256 << 20;
 
 #[derive(Debug, Default)]
 struct Table {
     keys: HashMap<u64, Box<[u8]>>,
     order: VecDeque<u64>,
+    by_client: HashMap<u64, VecDeque<u64>>,
     bytes: usize,
+}
+
+impl Table {
+    fn forget(&mut self, id: u64) {
+        if let Some(key) = self.keys.remove(&id) {
+            self.bytes -= key.len();
+        }
+    }
 }
 
 /// The cursor table.
@@ -26,8 +39,8 @@ pub struct Cursors {
 }
 
 impl Cursors {
-    /// A new cursor that resumes after `key`.
-    pub fn save(&self, key: &[u8]) -> u64 {
+    /// A new cursor, made by connection `client`, that resumes after `key`.
+    pub fn save(&self, client: u64, key: &[u8]) -> u64 {
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let mut id = crate::wal::random_u64() >> 1;
         while id == 0 || table.keys.contains_key(&id) {
@@ -36,13 +49,24 @@ impl Cursors {
         table.bytes += key.len();
         table.keys.insert(id, Box::from(key));
         table.order.push_back(id);
-        while table.order.len() > CURSORS_MAX || table.bytes > CURSOR_BYTES_MAX {
+        let mine = table.by_client.entry(client).or_default();
+        mine.push_back(id);
+        let evict = (mine.len() > CURSORS_PER_CLIENT)
+            .then(|| mine.pop_front())
+            .flatten();
+        if let Some(old) = evict {
+            table.forget(old);
+        }
+        // The global order may name cursors already forgotten: skip those.
+        while table.keys.len() > CURSORS_MAX || table.bytes > CURSOR_BYTES_MAX {
             let Some(old) = table.order.pop_front() else {
                 break;
             };
-            if let Some(key) = table.keys.remove(&old) {
-                table.bytes -= key.len();
-            }
+            table.forget(old);
+        }
+        if table.order.len() > 2 * CURSORS_MAX {
+            let Table { order, keys, .. } = &mut *table;
+            order.retain(|id| keys.contains_key(id));
         }
         id
     }
@@ -51,5 +75,12 @@ impl Cursors {
     pub fn resume(&self, id: u64) -> Option<Box<[u8]>> {
         let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         table.keys.get(&id).cloned()
+    }
+
+    /// Forgets the per-connection bookkeeping of a closed connection (its cursors stay valid
+    /// until pushed out).
+    pub fn client_closed(&self, client: u64) {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        table.by_client.remove(&client);
     }
 }

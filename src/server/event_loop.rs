@@ -136,7 +136,8 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
                 Turn::Idle => {}
                 Turn::Again => again.push(id),
                 Turn::Close => {
-                    if let Some(connection) = connections.remove(&id) {
+                    if let Some(mut connection) = connections.remove(&id) {
+                        connection.abandon(shared);
                         close(shared, handle, &epoll, &connection);
                     }
                     continue;

@@ -22,8 +22,8 @@ use crate::wal::Durability;
 
 /// Number of lock stripes: collisions between unrelated keys cost a short wait, never a sync.
 const STRIPES: usize = 1024;
-/// Keys deleted per log batch by `FLUSHALL`.
-const FLUSH_CHUNK_KEYS: usize = 10_000;
+/// Keys read from the index per page by `FLUSHALL`.
+const FLUSH_PAGE_KEYS: usize = 10_000;
 
 /// A write whose LSN is fixed but which may not be durable yet.
 #[derive(Debug, Clone)]
@@ -34,8 +34,6 @@ struct Staged {
 }
 
 type Stripe = HashMap<Box<[u8]>, Staged>;
-/// A key and its new value (`None`: deleted).
-type Change = (Box<[u8]>, Option<Arc<[u8]>>);
 
 /// The current bytes of a key inside a write: staged or stored.
 #[derive(Debug, Clone)]
@@ -84,7 +82,11 @@ pub struct WriteTxn<'a> {
     keyspace: &'a Keyspace,
     stripes: Vec<(usize, MutexGuard<'a, Stripe>)>,
     batch: WriteBatch,
-    changes: Vec<Change>,
+    /// This write's own changes: key to new value (`None`: deleted).
+    changes: HashMap<Box<[u8]>, Option<Arc<[u8]>>>,
+    /// The highest LSN of a staged write this one read: its answer depends on that write, so
+    /// it must not be given before that write is durable.
+    read_lsn: Lsn,
 }
 
 impl WriteTxn<'_> {
@@ -101,12 +103,15 @@ impl WriteTxn<'_> {
     ///
     /// # Errors
     /// Store read errors.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Current>, DbError> {
-        if let Some((_, value)) = self.changes.iter().rev().find(|(k, _)| k.as_ref() == key) {
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Current>, DbError> {
+        if let Some(value) = self.changes.get(key) {
             return Ok(value.clone().map(Current::Staged));
         }
-        match self.stripe(key).get(key) {
-            Some(staged) => Ok(staged.value.clone().map(Current::Staged)),
+        match self.stripe(key).get(key).cloned() {
+            Some(staged) => {
+                self.read_lsn = self.read_lsn.max(staged.lsn);
+                Ok(staged.value.map(Current::Staged))
+            }
             None => Ok(self.keyspace.db.get(key)?.map(Current::Stored)),
         }
     }
@@ -115,12 +120,19 @@ impl WriteTxn<'_> {
     ///
     /// # Errors
     /// Store read errors.
-    pub fn exists(&self, key: &[u8]) -> Result<bool, DbError> {
-        if let Some((_, value)) = self.changes.iter().rev().find(|(k, _)| k.as_ref() == key) {
+    pub fn exists(&mut self, key: &[u8]) -> Result<bool, DbError> {
+        if let Some(value) = self.changes.get(key) {
             return Ok(value.is_some());
         }
-        match self.stripe(key).get(key) {
-            Some(staged) => Ok(staged.value.is_some()),
+        match self
+            .stripe(key)
+            .get(key)
+            .map(|s| (s.lsn, s.value.is_some()))
+        {
+            Some((lsn, present)) => {
+                self.read_lsn = self.read_lsn.max(lsn);
+                Ok(present)
+            }
             None => Ok(self.keyspace.db.contains(key)),
         }
     }
@@ -133,7 +145,7 @@ impl WriteTxn<'_> {
                 .any(|(i, _)| *i == self.keyspace.stripe_of(key))
         );
         self.batch.put(key, value);
-        self.changes.push((Box::from(key), Some(Arc::from(value))));
+        self.changes.insert(Box::from(key), Some(Arc::from(value)));
     }
 
     /// Removes `key` when the write commits.
@@ -144,7 +156,7 @@ impl WriteTxn<'_> {
                 .any(|(i, _)| *i == self.keyspace.stripe_of(key))
         );
         self.batch.delete(key);
-        self.changes.push((Box::from(key), None));
+        self.changes.insert(Box::from(key), None);
     }
 }
 
@@ -216,9 +228,16 @@ impl Keyspace {
             keyspace: self,
             stripes,
             batch: WriteBatch::new(),
-            changes: Vec::new(),
+            changes: HashMap::new(),
+            read_lsn: 0,
         };
-        let result = body(&mut txn)?;
+        let result = body(&mut txn);
+        if txn.read_lsn > 0 {
+            // Even an answer that writes nothing (`SETNX` finding the key, an `INCR` error)
+            // reveals the staged write it read: it waits for that write's commit.
+            uncommitted.last_lsn = Some(uncommitted.last_lsn.unwrap_or(0).max(txn.read_lsn));
+        }
+        let result = result?;
         let Some(lsn) = self.db.stage_batch(&txn.batch)? else {
             return Ok(result);
         };
@@ -243,12 +262,15 @@ impl Keyspace {
     /// forgets them.
     ///
     /// # Errors
-    /// Log errors: the writes' fate is then unknown (a failed sync poisons the log).
+    /// Log errors: the writes' fate is then unknown (a failed sync poisons the log, and every
+    /// later write fails too).
     pub fn commit(&self, uncommitted: &mut Uncommitted) -> Result<(), DbError> {
         let Some(lsn) = uncommitted.last_lsn.take() else {
             return Ok(());
         };
-        self.db.commit_through(lsn, self.durability)?;
+        let committed = self.db.commit_through(lsn, self.durability);
+        // Forget the staged entries either way: after a failure the log refuses every write,
+        // so nothing may go on reading them as pending.
         for (index, key, staged_at) in uncommitted.entries.drain(..) {
             let mut stripe = self.lock(index);
             // A later write to the key may have replaced the entry: it is that write's to
@@ -257,7 +279,7 @@ impl Keyspace {
                 stripe.remove(&key);
             }
         }
-        Ok(())
+        committed
     }
 
     /// The value of `key` in the store (durable writes only).
@@ -268,35 +290,25 @@ impl Keyspace {
         self.db.get(key)
     }
 
-    /// Removes every key, atomically with respect to every other write: all stripes are held
-    /// until the deletes are durable. Returns the number of keys removed.
+    /// Removes every key in one atomic batch (all or nothing, after a crash too), holding
+    /// every stripe until the deletes are durable. Returns the number of keys removed.
     ///
     /// # Errors
-    /// Log errors.
+    /// Log errors, or a store too large to clear in one batch (`batch_bytes_max`).
     pub fn flush_all(&self) -> Result<usize, DbError> {
         let mut stripes: Vec<MutexGuard<'_, Stripe>> = (0..STRIPES).map(|i| self.lock(i)).collect();
-        let mut removed = 0;
-        let mut last = None;
         let mut batch = WriteBatch::new();
-        let mut stage = |batch: &mut WriteBatch| -> Result<(), DbError> {
-            if let Some(lsn) = self.db.stage_batch(batch)? {
-                last = Some(lsn);
-            }
-            *batch = WriteBatch::new();
-            Ok(())
-        };
         for stripe in &stripes {
             for (key, staged) in stripe.iter() {
                 if staged.value.is_some() {
                     batch.delete(key);
-                    removed += 1;
                 }
             }
         }
         let mut after: Option<Box<[u8]>> = None;
         loop {
             let start = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let keys = self.db.keys_from(start, FLUSH_CHUNK_KEYS);
+            let keys = self.db.keys_from(start, FLUSH_PAGE_KEYS);
             let Some(last_key) = keys.last().cloned() else {
                 break;
             };
@@ -304,21 +316,17 @@ impl Keyspace {
                 // Keys with a staged write were decided above.
                 if !stripes[self.stripe_of(&key)].contains_key(&key) {
                     batch.delete(&key);
-                    removed += 1;
-                }
-                if batch.len() >= FLUSH_CHUNK_KEYS {
-                    stage(&mut batch)?;
                 }
             }
             after = Some(last_key);
         }
-        stage(&mut batch)?;
-        if let Some(lsn) = last {
+        let removed = batch.len();
+        if let Some(lsn) = self.db.stage_batch(&batch)? {
             self.db.commit_through(lsn, self.durability)?;
-        }
-        // Every staged write was older than the deletes and is now applied: none is pending.
-        for stripe in &mut stripes {
-            stripe.clear();
+            // Every staged write was older than the deletes and is applied now.
+            for stripe in &mut stripes {
+                stripe.clear();
+            }
         }
         Ok(removed)
     }
@@ -329,5 +337,44 @@ impl Keyspace {
     /// A failed checkpoint or sync.
     pub fn close(self) -> Result<(), DbError> {
         self.db.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::DbOptions;
+
+    #[test]
+    fn an_answer_that_read_a_staged_write_waits_for_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyspace = Keyspace::new(
+            Db::open(dir.path(), DbOptions::default()).unwrap(),
+            Durability::Sync,
+        );
+        let mut writer = Uncommitted::default();
+        keyspace
+            .write::<_, DbError>(&[b"k"], &mut writer, |txn| {
+                txn.put(b"k", b"v");
+                Ok(())
+            })
+            .unwrap();
+        let staged = writer.last_lsn().unwrap();
+        // Another connection's SETNX finds the staged key and writes nothing, but its "0" is
+        // a fact about that write: it must not be sent before the write is durable.
+        let mut reader = Uncommitted::default();
+        let existed = keyspace
+            .write::<_, DbError>(&[b"k"], &mut reader, |txn| txn.exists(b"k"))
+            .unwrap();
+        assert!(existed);
+        assert_eq!(reader.last_lsn(), Some(staged));
+        assert!(
+            keyspace.get(b"k").unwrap().is_none(),
+            "not visible before commit"
+        );
+        keyspace.commit(&mut reader).unwrap();
+        assert_eq!(keyspace.get(b"k").unwrap().unwrap().as_ref(), b"v");
+        keyspace.commit(&mut writer).unwrap();
+        assert!(keyspace.db().wal().durable_lsn() >= staged);
     }
 }

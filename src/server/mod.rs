@@ -154,6 +154,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
+        self.cursors.client_closed(id);
     }
 
     fn rename_client(&self, id: u64, name: Option<Vec<u8>>) {

@@ -145,6 +145,13 @@ impl Daemon {
         let _ = self.signal_and_wait(Signal::SIGKILL);
     }
 
+    /// Resident memory of the daemon, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// The log so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
