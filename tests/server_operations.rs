@@ -1,5 +1,5 @@
 //! Running `shiplogd` as an operator does: restart keeps the data, AUTH with a password file,
-//! a TOML config with flag overrides, the metrics endpoint, SIGTERM and SIGINT,
+//! a TOML config with environment and flag overrides, the metrics endpoint, SIGTERM and SIGINT,
 //! `--help`.
 
 #![allow(
@@ -99,7 +99,7 @@ fn auth_is_required_when_a_password_file_is_given() {
 }
 
 #[test]
-fn config_file_and_flags_layer_flags_first() {
+fn config_file_environment_and_flags_layer_in_that_order() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("shiplog.toml");
     std::fs::write(
@@ -130,6 +130,24 @@ fn config_file_and_flags_layer_flags_first() {
     assert!(
         daemon.log().contains("DEBUG"),
         "log-level from the file applies"
+    );
+    daemon.stop();
+
+    // The environment beats the file, and a flag beats the environment.
+    let daemon = Daemon::try_start_with_env(
+        &data,
+        &["--config", config.to_str().unwrap()],
+        &[("SHIPLOG_MAX_CLIENTS", "7"), ("SHIPLOG_DURABILITY", "sync")],
+    )
+    .unwrap();
+    let mut raw = Raw::connect(daemon.addr);
+    assert!(
+        raw.command(&["CONFIG", "GET", "maxclients"])
+            .contains("$1\r\n7\r\n")
+    );
+    assert!(
+        raw.command(&["INFO", "persistence"])
+            .contains("durability:sync")
     );
     daemon.stop();
 

@@ -39,7 +39,17 @@ impl Daemon {
 
     /// Like `start`, but returns the log if the daemon exits before it is ready.
     pub fn try_start(dir: &Path, extra: &[&str]) -> Result<Self, String> {
+        Self::try_start_with_env(dir, extra, &[])
+    }
+
+    /// Like `try_start`, with extra environment variables.
+    pub fn try_start_with_env(
+        dir: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shiplogd"));
+        command.envs(envs.iter().copied());
         command.arg("--dir").arg(dir);
         if !extra.contains(&"--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
