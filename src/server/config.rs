@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub flush_interval_ms: Option<u64>,
     /// Event-loop threads.
     pub io_threads: Option<usize>,
+    /// Zero-fill new segment files.
+    pub zero_fill_segments: Option<bool>,
 }
 
 /// Why a config file was rejected.
