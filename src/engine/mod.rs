@@ -259,21 +259,11 @@ impl Store {
         batch: &WriteBatch,
         durability: Durability,
     ) -> Result<Option<Lsn>> {
-        self.check_sizes(batch.key_bytes_max, batch.value_bytes_max)?;
-        if batch.is_empty() {
+        let Some(lsn) = self.stage_batch(batch)? else {
             return Ok(None);
-        }
-        let entries: Vec<Entry<'_>> = batch
-            .ops
-            .iter()
-            .map(|(kind, payload)| Entry {
-                kind: *kind,
-                payload,
-            })
-            .collect();
-        let range = self.wal.append_batch(&entries, durability)?;
-        self.catch_up(range.last)?;
-        Ok(Some(range.last))
+        };
+        self.commit_through(lsn, durability)?;
+        Ok(Some(lsn))
     }
 
     /// Fixes the batch's place in the log without waiting for it to be written, durable or
