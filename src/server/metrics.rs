@@ -271,8 +271,7 @@ fn render_store(shared: &Shared, out: &mut String) {
     let _ = writeln!(
         out,
         "shiplog_group_commit_records_count {cumulative}\nshiplog_group_commit_records_sum {}",
-        wal.durable_lsn
-            .saturating_sub(wal.first_lsn.saturating_sub(1))
+        wal.records_synced
     );
 }
 

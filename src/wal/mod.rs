@@ -139,6 +139,8 @@ pub struct WalStats {
     /// How many records each group-commit sync made durable: bucket `i` counts syncs of up to
     /// `2^i` records (the last bucket, more).
     pub records_per_sync: [u64; SYNC_SIZE_BUCKETS],
+    /// Records made durable by group-commit syncs since open.
+    pub records_synced: u64,
 }
 
 #[derive(Debug)]
@@ -674,6 +676,7 @@ impl Wal {
             file_bytes: segments.iter().map(|s| s.capacity_bytes).sum(),
             syncs: self.shared.commit.syncs.load(Ordering::Relaxed),
             bytes_written: self.shared.commit.bytes_written.load(Ordering::Relaxed),
+            records_synced: self.shared.commit.records_synced.load(Ordering::Relaxed),
             records_per_sync: std::array::from_fn(|i| {
                 self.shared.commit.records_per_sync[i].load(Ordering::Relaxed)
             }),

@@ -86,6 +86,8 @@ pub(crate) struct GroupCommit {
     /// Group-commit sizes: how many records each sync made durable, by power-of-two bucket
     /// (bucket `i` counts syncs that covered up to `2^i` records; the last one, more).
     pub records_per_sync: [AtomicU64; SYNC_SIZE_BUCKETS],
+    /// Records made durable by the sync role (the sum of `records_per_sync`).
+    pub records_synced: AtomicU64,
 }
 
 /// Buckets of [`GroupCommit::records_per_sync`]: 1, 2, 4, ... 2^14, and more.
@@ -101,6 +103,7 @@ impl GroupCommit {
             syncs: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             records_per_sync: std::array::from_fn(|_| AtomicU64::new(0)),
+            records_synced: AtomicU64::new(0),
         }
     }
 
@@ -380,6 +383,7 @@ impl GroupCommit {
             let bucket = (64 - (records - 1).leading_zeros()) as usize;
             self.records_per_sync[bucket.min(SYNC_SIZE_BUCKETS - 1)]
                 .fetch_add(1, Ordering::Relaxed);
+            self.records_synced.fetch_add(records, Ordering::Relaxed);
         }
         self.wake(&mut state);
         self.durable_changed.notify_all();
