@@ -272,3 +272,26 @@ pub fn http_request(data: &[u8]) {
     assert_eq!(line.get(method.len()), Some(&b' '));
     assert!(line[method.len() + 1..].starts_with(target));
 }
+
+/// Decodes arbitrary bytes as a stream of log-shipping frames: must never panic, a decoded
+/// frame must re-encode to exactly the bytes it came from, and a frame is never taken from
+/// fewer bytes than it declares.
+///
+/// # Panics
+/// When decoding breaks one of those properties: that is a bug for the fuzzer to find.
+pub fn repl_frame(data: &[u8]) {
+    use crate::format::repl::{FRAME_HEADER_BYTES, decode_frame, encode_frame};
+    let mut rest = data;
+    while let Ok(Some((frame, used))) = decode_frame(rest) {
+        assert!(used >= FRAME_HEADER_BYTES && used <= rest.len());
+        let mut again = Vec::new();
+        encode_frame(&mut again, &frame);
+        assert_eq!(again, rest[..used], "frame does not re-encode to its bytes");
+        assert_eq!(
+            decode_frame(&rest[..used - 1]),
+            Ok(None),
+            "a shorter frame decoded"
+        );
+        rest = &rest[used..];
+    }
+}

@@ -105,9 +105,14 @@ fn http_request_seeds_do_not_panic() {
     replay("http_request", fuzzing::http_request);
 }
 
+#[test]
+fn repl_frame_seeds_do_not_panic() {
+    replay("repl_frame", fuzzing::repl_frame);
+}
+
 /// Every target replayed above; `every_fuzz_target_is_replayed` keeps it in step with
 /// `fuzz/Cargo.toml`.
-const REPLAYED_TARGETS: [&str; 7] = [
+const REPLAYED_TARGETS: [&str; 8] = [
     "record",
     "segment_recovery",
     "kv_payload",
@@ -115,6 +120,7 @@ const REPLAYED_TARGETS: [&str; 7] = [
     "resp_request",
     "config",
     "http_request",
+    "repl_frame",
 ];
 
 /// A cargo-fuzz target added without seeds and a replay test would only be fuzzed, never tested.
@@ -308,7 +314,115 @@ fn generated_seeds() -> Vec<(&'static str, Seeds)> {
     for (name, bytes) in record.iter().chain(&segment) {
         assert!(bytes.len() <= SEED_MAX_BYTES, "seed {name} is too large");
     }
-    vec![("record", record), ("segment_recovery", segment)]
+    let repl = repl_frame_seeds();
+    vec![
+        ("record", record),
+        ("segment_recovery", segment),
+        ("repl_frame", repl),
+    ]
+}
+
+/// One of each shipping frame, a stream of several, and damaged ones.
+fn repl_frame_seeds() -> Seeds {
+    use shiplog::format::repl::{Frame, Hello, RefuseCode, Welcome, encode_frame};
+    let header = SegmentHeader {
+        cluster_id: CLUSTER_ID,
+        first_lsn: FIRST_LSN,
+        epoch: EPOCH,
+        salt: SALT,
+        compacted_through: None,
+    }
+    .encode();
+    let mut records = Vec::new();
+    for i in 0..3 {
+        encode_record(
+            &mut records,
+            SALT,
+            &meta(FIRST_LSN + i, EPOCH, 1, false),
+            &payload(20, i as u8),
+        );
+    }
+    let frames: Vec<(&'static str, Frame<'_>)> = vec![
+        (
+            "gen_hello",
+            Frame::Hello(Hello {
+                version: 1,
+                cluster_id: CLUSTER_ID,
+                replica_id: 7,
+                last_lsn: FIRST_LSN - 1,
+                last_epoch: EPOCH,
+                listen_port: 6381,
+            }),
+        ),
+        (
+            "gen_welcome",
+            Frame::Welcome(Welcome {
+                version: 1,
+                cluster_id: CLUSTER_ID,
+                epoch: EPOCH,
+                durable_lsn: FIRST_LSN + 2,
+                start_after: FIRST_LSN - 1,
+            }),
+        ),
+        (
+            "gen_refuse",
+            Frame::Refuse {
+                code: RefuseCode::ClusterMismatch,
+                reason: "replica of another cluster",
+            },
+        ),
+        ("gen_segment_header", Frame::SegmentHeader(&header)),
+        (
+            "gen_segment_bytes",
+            Frame::SegmentBytes {
+                segment: FIRST_LSN,
+                offset: SEGMENT_HEADER_BYTES as u64,
+                last_lsn: FIRST_LSN + 2,
+                bytes: &records,
+            },
+        ),
+        (
+            "gen_heartbeat",
+            Frame::Heartbeat {
+                durable_lsn: FIRST_LSN + 2,
+                clock_micros: 1_764_000_000_000_000,
+                digest_lsn: FIRST_LSN + 2,
+                digest: 0x1234_5678_9abc_def0,
+            },
+        ),
+        (
+            "gen_ack",
+            Frame::Ack {
+                received: FIRST_LSN + 2,
+                durable: FIRST_LSN + 1,
+                applied: FIRST_LSN,
+                clock_micros: 1_764_000_000_000_001,
+            },
+        ),
+    ];
+    let mut seeds: Seeds = Vec::new();
+    let mut stream = Vec::new();
+    for (name, frame) in &frames {
+        let mut bytes = Vec::new();
+        encode_frame(&mut bytes, frame);
+        stream.extend_from_slice(&bytes);
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x40;
+        seeds.push((name, bytes));
+        seeds.push((
+            Box::leak(format!("{name}_bad_crc").into_boxed_str()),
+            flipped,
+        ));
+    }
+    seeds.push(("gen_stream", stream.clone()));
+    seeds.push(("gen_stream_truncated", stream[..stream.len() - 5].to_vec()));
+    let mut huge = b"SF\x05\x00".to_vec();
+    huge.extend_from_slice(&u32::MAX.to_le_bytes());
+    huge.extend_from_slice(&[0; 4]);
+    seeds.push(("gen_huge_length", huge));
+    seeds.push(("gen_resp_instead", b"+OK\r\n".to_vec()));
+    seeds
 }
 
 fn kind(value: u8) -> RecordKind {

@@ -6,6 +6,7 @@ mod error;
 pub mod http;
 pub mod kv;
 pub mod record;
+pub mod repl;
 pub mod resp;
 pub mod scan;
 pub mod segment;

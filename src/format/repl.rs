@@ -1,0 +1,562 @@
+//! Frames of the log-shipping protocol between a primary and its replicas (`docs/format.md`,
+//! "Wire: log shipping"). Pure code: bytes in, frames out; fuzzed as `repl_frame`.
+//!
+//! Every frame is `[magic "SF": 2][type: 1][flags: 1][body_len: 4][crc32: 4][body]`, little
+//! endian; the CRC covers the type, flags, length and body, so a damaged or misaligned frame
+//! is never taken for another. `body_len` is checked against [`FRAME_BODY_MAX`] (and against
+//! the type's own size) before anything is allocated for it.
+//!
+//! Records travel as byte ranges of the primary's segment files, exactly as they are on disk:
+//! the replica writes them at the same offsets of a segment with the same header, so its copy
+//! is byte-identical, and it checks every record's own CRC before it uses it.
+
+use byteorder::{ByteOrder, LittleEndian as LE};
+
+use super::{Epoch, Lsn, SEGMENT_HEADER_BYTES};
+
+/// First bytes of every frame.
+pub const FRAME_MAGIC: [u8; 2] = *b"SF";
+/// Bytes before a frame's body.
+pub const FRAME_HEADER_BYTES: usize = 12;
+/// Largest segment byte range one frame carries.
+pub const SEGMENT_BYTES_MAX: usize = 4 << 20;
+/// Largest frame body: a segment byte range plus its fixed fields.
+pub const FRAME_BODY_MAX: usize = SEGMENT_BYTES_MAX + 24;
+/// Magic at the start of a replica's hello.
+pub const HELLO_MAGIC: [u8; 8] = *b"SHPLREPL";
+/// The shipping protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Longest reason text of a refusal.
+pub const REASON_MAX_BYTES: usize = 1024;
+
+const HELLO_BYTES: usize = 60;
+const WELCOME_BYTES: usize = 40;
+const HEARTBEAT_BYTES: usize = 32;
+const ACK_BYTES: usize = 32;
+
+/// Frame type bytes.
+mod kind {
+    pub const HELLO: u8 = 1;
+    pub const WELCOME: u8 = 2;
+    pub const REFUSE: u8 = 3;
+    pub const SEGMENT_HEADER: u8 = 4;
+    pub const SEGMENT_BYTES: u8 = 5;
+    pub const HEARTBEAT: u8 = 6;
+    pub const ACK: u8 = 7;
+}
+
+/// A replica introducing itself (the first frame it sends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol version the replica speaks.
+    pub version: u16,
+    /// The cluster whose log the replica holds (0: an empty replica that has none yet).
+    pub cluster_id: u128,
+    /// The replica's own identity, stable across its restarts.
+    pub replica_id: u128,
+    /// The last LSN the replica holds durably (0: none).
+    pub last_lsn: Lsn,
+    /// The epoch of that record.
+    pub last_epoch: Epoch,
+    /// The port the replica serves clients on (for `ROLE` and `INFO replication`).
+    pub listen_port: u16,
+}
+
+/// The primary accepting a replica: shipping starts after `start_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Welcome {
+    /// Protocol version both sides speak.
+    pub version: u16,
+    /// The primary's cluster.
+    pub cluster_id: u128,
+    /// The primary's current epoch.
+    pub epoch: Epoch,
+    /// The primary's durable LSN when it accepted.
+    pub durable_lsn: Lsn,
+    /// Records after this LSN follow.
+    pub start_after: Lsn,
+}
+
+/// Why a peer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum RefuseCode {
+    /// The replica holds another cluster's log.
+    ClusterMismatch = 1,
+    /// The protocol versions have nothing in common.
+    Version = 2,
+    /// The replica needs records the primary no longer keeps (it needs a snapshot).
+    NeedsSnapshot = 3,
+    /// The replica holds records the primary does not have (a diverged history).
+    Diverged = 4,
+    /// Authentication failed or was missing.
+    Auth = 5,
+    /// Anything else (see the reason).
+    Other = 6,
+}
+
+impl RefuseCode {
+    fn from_u16(code: u16) -> Option<Self> {
+        Some(match code {
+            1 => Self::ClusterMismatch,
+            2 => Self::Version,
+            3 => Self::NeedsSnapshot,
+            4 => Self::Diverged,
+            5 => Self::Auth,
+            6 => Self::Other,
+            _ => return None,
+        })
+    }
+}
+
+/// One frame, borrowing its variable-size parts from the decoded bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// Replica → primary: who I am and what I have.
+    Hello(Hello),
+    /// Primary → replica: accepted.
+    Welcome(Welcome),
+    /// Either way: refused, with a reason for the operator.
+    Refuse {
+        /// Machine-readable cause.
+        code: RefuseCode,
+        /// Text for the log (UTF-8, at most [`REASON_MAX_BYTES`]).
+        reason: &'a str,
+    },
+    /// Primary → replica: a segment starts; its 64-byte header, as on the primary's disk.
+    SegmentHeader(&'a [u8; SEGMENT_HEADER_BYTES]),
+    /// Primary → replica: bytes of a segment, at an offset, holding whole records that are
+    /// durable on the primary, the last of which is `last_lsn`.
+    SegmentBytes {
+        /// `first_lsn` of the segment (its name).
+        segment: Lsn,
+        /// Offset of `bytes` in the segment file.
+        offset: u64,
+        /// LSN of the last record in `bytes`.
+        last_lsn: Lsn,
+        /// The records, as on disk.
+        bytes: &'a [u8],
+    },
+    /// Primary → replica: liveness and progress, when idle and between batches.
+    Heartbeat {
+        /// The primary's durable LSN.
+        durable_lsn: Lsn,
+        /// The primary's clock, microseconds since the Unix epoch.
+        clock_micros: u64,
+        /// An LSN and the primary's running log digest there (0, 0: none yet).
+        digest_lsn: Lsn,
+        /// See `digest_lsn`.
+        digest: u64,
+    },
+    /// Replica → primary: progress (the write, flush and replay positions of `PostgreSQL`).
+    Ack {
+        /// Last LSN received and written.
+        received: Lsn,
+        /// Last LSN durable on the replica.
+        durable: Lsn,
+        /// Last LSN applied and visible to readers on the replica.
+        applied: Lsn,
+        /// The replica's clock, microseconds since the Unix epoch.
+        clock_micros: u64,
+    },
+}
+
+/// Why bytes are not a valid frame; the connection is dropped with this as the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The stream does not start with a frame (wrong protocol, or lost alignment).
+    #[error("bad frame magic {0:02x?}: the peer does not speak the shiplog shipping protocol")]
+    BadMagic([u8; 2]),
+    /// An unknown frame type.
+    #[error("unknown frame type {0}")]
+    UnknownType(u8),
+    /// Flags this version does not define.
+    #[error("frame flags {0:#x} are not defined by this version")]
+    BadFlags(u8),
+    /// A body longer than the limit, or of the wrong size for its type.
+    #[error("frame type {kind} with a body of {len} bytes (allowed: {allowed})")]
+    BadLength {
+        /// Frame type.
+        kind: u8,
+        /// Declared length.
+        len: u64,
+        /// What the type allows.
+        allowed: &'static str,
+    },
+    /// The checksum does not match.
+    #[error("frame checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum {
+        /// Stored CRC.
+        stored: u32,
+        /// Computed CRC.
+        computed: u32,
+    },
+    /// A field has an invalid value.
+    #[error("invalid frame: {0}")]
+    Invalid(&'static str),
+}
+
+fn allowed(kind: u8) -> Option<(usize, usize, &'static str)> {
+    Some(match kind {
+        kind::HELLO => (HELLO_BYTES, HELLO_BYTES, "exactly 60"),
+        kind::WELCOME => (WELCOME_BYTES, WELCOME_BYTES, "exactly 40"),
+        kind::REFUSE => (2, 2 + REASON_MAX_BYTES, "2 to 1026"),
+        kind::SEGMENT_HEADER => (SEGMENT_HEADER_BYTES, SEGMENT_HEADER_BYTES, "exactly 64"),
+        kind::SEGMENT_BYTES => (25, FRAME_BODY_MAX, "25 to 4 MiB + 24"),
+        kind::HEARTBEAT => (HEARTBEAT_BYTES, HEARTBEAT_BYTES, "exactly 32"),
+        kind::ACK => (ACK_BYTES, ACK_BYTES, "exactly 32"),
+        _ => return None,
+    })
+}
+
+/// Decodes the frame at the start of `bytes`: `Ok(None)` if more bytes are needed (the header
+/// is then already checked, so the caller may wait for the declared length safely), else the
+/// frame and the bytes it took.
+///
+/// # Errors
+/// Bad magic, unknown type or flags, a length out of bounds, a checksum mismatch, or an
+/// invalid field.
+pub fn decode_frame(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
+    if bytes.len() < FRAME_HEADER_BYTES {
+        // Check what is there already, so garbage is refused without waiting for more.
+        if bytes.len() >= 2 && bytes[..2] != FRAME_MAGIC {
+            return Err(FrameError::BadMagic([bytes[0], bytes[1]]));
+        }
+        return Ok(None);
+    }
+    if bytes[..2] != FRAME_MAGIC {
+        return Err(FrameError::BadMagic([bytes[0], bytes[1]]));
+    }
+    let kind = bytes[2];
+    let flags = bytes[3];
+    let (min, max, text) = allowed(kind).ok_or(FrameError::UnknownType(kind))?;
+    if flags != 0 {
+        return Err(FrameError::BadFlags(flags));
+    }
+    let len = LE::read_u32(&bytes[4..8]) as usize;
+    if len < min || len > max {
+        return Err(FrameError::BadLength {
+            kind,
+            len: len as u64,
+            allowed: text,
+        });
+    }
+    let end = FRAME_HEADER_BYTES + len;
+    if bytes.len() < end {
+        return Ok(None);
+    }
+    let stored = LE::read_u32(&bytes[8..12]);
+    let computed = frame_crc(&bytes[2..8], &bytes[FRAME_HEADER_BYTES..end]);
+    if stored != computed {
+        return Err(FrameError::Checksum { stored, computed });
+    }
+    let body = &bytes[FRAME_HEADER_BYTES..end];
+    Ok(Some((decode_body(kind, body)?, end)))
+}
+
+fn frame_crc(header: &[u8], body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(header);
+    hasher.update(body);
+    hasher.finalize()
+}
+
+fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    Ok(match kind {
+        kind::HELLO => {
+            if body[..8] != HELLO_MAGIC {
+                return Err(FrameError::Invalid("hello without the SHPLREPL magic"));
+            }
+            if body[10..12] != [0, 0] || body[58..60] != [0, 0] {
+                return Err(FrameError::Invalid("reserved hello bytes are not zero"));
+            }
+            Frame::Hello(Hello {
+                version: LE::read_u16(&body[8..10]),
+                cluster_id: LE::read_u128(&body[12..28]),
+                replica_id: LE::read_u128(&body[28..44]),
+                last_lsn: lsn(&body[44..52])?,
+                last_epoch: LE::read_u32(&body[52..56]),
+                listen_port: LE::read_u16(&body[56..58]),
+            })
+        }
+        kind::WELCOME if body[2..4] != [0, 0] => {
+            return Err(FrameError::Invalid("reserved welcome bytes are not zero"));
+        }
+        kind::WELCOME => Frame::Welcome(Welcome {
+            version: LE::read_u16(&body[0..2]),
+            cluster_id: LE::read_u128(&body[4..20]),
+            epoch: LE::read_u32(&body[20..24]),
+            durable_lsn: lsn(&body[24..32])?,
+            start_after: lsn(&body[32..40])?,
+        }),
+        kind::REFUSE => Frame::Refuse {
+            code: RefuseCode::from_u16(LE::read_u16(&body[..2]))
+                .ok_or(FrameError::Invalid("unknown refusal code"))?,
+            reason: std::str::from_utf8(&body[2..])
+                .map_err(|_| FrameError::Invalid("refusal reason is not UTF-8"))?,
+        },
+        kind::SEGMENT_HEADER => Frame::SegmentHeader(
+            body.try_into()
+                .map_err(|_| FrameError::Invalid("segment header size"))?,
+        ),
+        kind::SEGMENT_BYTES => {
+            let segment = lsn(&body[0..8])?;
+            let offset = LE::read_u64(&body[8..16]);
+            let last_lsn = lsn(&body[16..24])?;
+            if segment == 0 || last_lsn < segment {
+                return Err(FrameError::Invalid(
+                    "segment bytes with an LSN before their segment",
+                ));
+            }
+            if offset < SEGMENT_HEADER_BYTES as u64
+                || offset.checked_add(body.len() as u64).is_none()
+            {
+                return Err(FrameError::Invalid(
+                    "segment bytes at an offset inside the header",
+                ));
+            }
+            Frame::SegmentBytes {
+                segment,
+                offset,
+                last_lsn,
+                bytes: &body[24..],
+            }
+        }
+        kind::HEARTBEAT => Frame::Heartbeat {
+            durable_lsn: lsn(&body[0..8])?,
+            clock_micros: LE::read_u64(&body[8..16]),
+            digest_lsn: lsn(&body[16..24])?,
+            digest: LE::read_u64(&body[24..32]),
+        },
+        _ => {
+            debug_assert_eq!(kind, kind::ACK);
+            let (received, durable, applied) =
+                (lsn(&body[0..8])?, lsn(&body[8..16])?, lsn(&body[16..24])?);
+            if durable > received || applied > received {
+                return Err(FrameError::Invalid(
+                    "ack with durable or applied past received",
+                ));
+            }
+            Frame::Ack {
+                received,
+                durable,
+                applied,
+                clock_micros: LE::read_u64(&body[24..32]),
+            }
+        }
+    })
+}
+
+fn lsn(bytes: &[u8]) -> Result<Lsn, FrameError> {
+    let value = LE::read_u64(bytes);
+    if value > super::LSN_MAX {
+        return Err(FrameError::Invalid("LSN beyond 2^63 - 1"));
+    }
+    Ok(value)
+}
+
+/// Appends the encoding of `frame` to `out`.
+///
+/// # Panics
+/// If the frame breaks the limits a decoder enforces (a caller bug: oversized segment bytes or
+/// reason text).
+pub fn encode_frame(out: &mut Vec<u8>, frame: &Frame<'_>) {
+    let start = out.len();
+    out.extend_from_slice(&FRAME_MAGIC);
+    out.extend_from_slice(&[0; FRAME_HEADER_BYTES - 2]);
+    let kind = match frame {
+        Frame::Hello(h) => {
+            out.extend_from_slice(&HELLO_MAGIC);
+            put16(out, h.version);
+            put16(out, 0);
+            put128(out, h.cluster_id);
+            put128(out, h.replica_id);
+            put64(out, h.last_lsn);
+            put32(out, h.last_epoch);
+            put16(out, h.listen_port);
+            put16(out, 0);
+            kind::HELLO
+        }
+        Frame::Welcome(w) => {
+            put16(out, w.version);
+            put16(out, 0);
+            put128(out, w.cluster_id);
+            put32(out, w.epoch);
+            put64(out, w.durable_lsn);
+            put64(out, w.start_after);
+            kind::WELCOME
+        }
+        Frame::Refuse { code, reason } => {
+            assert!(reason.len() <= REASON_MAX_BYTES, "refusal reason too long");
+            put16(out, *code as u16);
+            out.extend_from_slice(reason.as_bytes());
+            kind::REFUSE
+        }
+        Frame::SegmentHeader(header) => {
+            out.extend_from_slice(&header[..]);
+            kind::SEGMENT_HEADER
+        }
+        Frame::SegmentBytes {
+            segment,
+            offset,
+            last_lsn,
+            bytes,
+        } => {
+            assert!(
+                !bytes.is_empty() && bytes.len() <= SEGMENT_BYTES_MAX,
+                "segment bytes of {} bytes",
+                bytes.len()
+            );
+            put64(out, *segment);
+            put64(out, *offset);
+            put64(out, *last_lsn);
+            out.extend_from_slice(bytes);
+            kind::SEGMENT_BYTES
+        }
+        Frame::Heartbeat {
+            durable_lsn,
+            clock_micros,
+            digest_lsn,
+            digest,
+        } => {
+            put64(out, *durable_lsn);
+            put64(out, *clock_micros);
+            put64(out, *digest_lsn);
+            put64(out, *digest);
+            kind::HEARTBEAT
+        }
+        Frame::Ack {
+            received,
+            durable,
+            applied,
+            clock_micros,
+        } => {
+            put64(out, *received);
+            put64(out, *durable);
+            put64(out, *applied);
+            put64(out, *clock_micros);
+            kind::ACK
+        }
+    };
+    let body_len = out.len() - start - FRAME_HEADER_BYTES;
+    out[start + 2] = kind;
+    LE::write_u32(
+        &mut out[start + 4..start + 8],
+        u32::try_from(body_len).unwrap_or_else(|_| unreachable!("bodies are at most 4 MiB")),
+    );
+    let crc = frame_crc(
+        &out[start + 2..start + 8],
+        &out[start + FRAME_HEADER_BYTES..],
+    );
+    LE::write_u32(&mut out[start + 8..start + 12], crc);
+}
+
+fn put16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put128(out: &mut Vec<u8>, v: u128) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn examples() -> Vec<Frame<'static>> {
+        static HEADER: [u8; SEGMENT_HEADER_BYTES] = [7; SEGMENT_HEADER_BYTES];
+        vec![
+            Frame::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                cluster_id: 0xfeed,
+                replica_id: 42,
+                last_lsn: 10,
+                last_epoch: 1,
+                listen_port: 6381,
+            }),
+            Frame::Welcome(Welcome {
+                version: 1,
+                cluster_id: 0xfeed,
+                epoch: 1,
+                durable_lsn: 99,
+                start_after: 10,
+            }),
+            Frame::Refuse {
+                code: RefuseCode::ClusterMismatch,
+                reason: "replica of cluster 1, this is cluster 2",
+            },
+            Frame::SegmentHeader(&HEADER),
+            Frame::SegmentBytes {
+                segment: 1,
+                offset: 64,
+                last_lsn: 3,
+                bytes: b"records",
+            },
+            Frame::Heartbeat {
+                durable_lsn: 5,
+                clock_micros: 1_700_000_000_000_000,
+                digest_lsn: 5,
+                digest: 0x00ab_cdef,
+            },
+            Frame::Ack {
+                received: 5,
+                durable: 4,
+                applied: 3,
+                clock_micros: 1,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips_and_every_prefix_asks_for_more() {
+        for frame in examples() {
+            let mut bytes = Vec::new();
+            encode_frame(&mut bytes, &frame);
+            assert_eq!(decode_frame(&bytes), Ok(Some((frame, bytes.len()))));
+            for end in 0..bytes.len() {
+                assert_eq!(
+                    decode_frame(&bytes[..end]),
+                    Ok(None),
+                    "{frame:?} cut at {end}"
+                );
+            }
+            for bit in 0..bytes.len() * 8 {
+                let mut damaged = bytes.clone();
+                damaged[bit / 8] ^= 1 << (bit % 8);
+                assert!(
+                    !matches!(decode_frame(&damaged), Ok(Some((f, _))) if f == frame),
+                    "{frame:?}: flipping bit {bit} went unnoticed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_headers_are_refused_before_waiting_for_the_body() {
+        assert_eq!(decode_frame(b"+O"), Err(FrameError::BadMagic(*b"+O")));
+        let mut huge = b"SF\x05\x00".to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(&[0; 4]);
+        assert!(matches!(
+            decode_frame(&huge),
+            Err(FrameError::BadLength { .. })
+        ));
+        let mut short_hello = b"SF\x01\x00".to_vec();
+        short_hello.extend_from_slice(&59u32.to_le_bytes());
+        short_hello.extend_from_slice(&[0; 4]);
+        assert!(matches!(
+            decode_frame(&short_hello),
+            Err(FrameError::BadLength { .. })
+        ));
+        assert_eq!(
+            decode_frame(b"SF\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
+            Err(FrameError::UnknownType(9))
+        );
+    }
+}
