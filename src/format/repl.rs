@@ -125,14 +125,15 @@ pub enum Frame<'a> {
     },
     /// Primary → replica: a segment starts; its 64-byte header, as on the primary's disk.
     SegmentHeader(&'a [u8; SEGMENT_HEADER_BYTES]),
-    /// Primary → replica: bytes of a segment, at an offset, holding whole records that are
-    /// durable on the primary, the last of which is `last_lsn`.
+    /// Primary → replica: bytes of a segment, at an offset, all of records durable on the
+    /// primary. A record larger than a frame spans several; `last_lsn` names the last record
+    /// that ends within these bytes (0 when none does).
     SegmentBytes {
         /// `first_lsn` of the segment (its name).
         segment: Lsn,
         /// Offset of `bytes` in the segment file.
         offset: u64,
-        /// LSN of the last record in `bytes`.
+        /// LSN of the last record that ends in `bytes`, or 0.
         last_lsn: Lsn,
         /// The records, as on disk.
         bytes: &'a [u8],
@@ -304,7 +305,7 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
             let segment = lsn(&body[0..8])?;
             let offset = LE::read_u64(&body[8..16]);
             let last_lsn = lsn(&body[16..24])?;
-            if segment == 0 || last_lsn < segment {
+            if segment == 0 || (last_lsn != 0 && last_lsn < segment) {
                 return Err(FrameError::Invalid(
                     "segment bytes with an LSN before their segment",
                 ));
