@@ -7,6 +7,7 @@ mod preparer;
 mod reader;
 mod recovery;
 mod segment;
+mod shipping;
 mod writer;
 
 use std::hash::{BuildHasher, Hasher};
@@ -27,6 +28,7 @@ pub use error::{Result, WalError};
 pub use reader::{Payload, Record, RecordLocation, WalIter};
 pub use recovery::{SegmentReport, SegmentStatus};
 pub use segment::{SPARSE_INDEX_STRIDE, parse_segment_file_name, segment_file_name};
+pub use shipping::{ShipChunk, ShipPosition};
 pub use writer::{Durability, SYNC_SIZE_BUCKETS};
 
 use preparer::SegmentPreparer;

@@ -15,9 +15,10 @@ use super::segment::Segment;
 /// A record payload: a zero-copy view into a mapped segment.
 #[derive(Clone)]
 pub struct Payload {
-    mapping: Arc<dyn Mapping>,
-    start: usize,
-    len: usize,
+    pub(super) mapping: Arc<dyn Mapping>,
+    /// Index in the mapping, which is the offset in the segment file.
+    pub(super) start: usize,
+    pub(super) len: usize,
 }
 
 impl Deref for Payload {
