@@ -126,3 +126,31 @@ fn a_client_that_never_reads_does_not_hold_up_others_or_grow_memory() {
     drop(greedy);
     daemon.stop();
 }
+
+#[test]
+fn a_huge_pipeline_is_served_a_few_mib_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let mut raw = Raw::connect(daemon.addr);
+    let mut writer = raw.stream.try_clone().unwrap();
+    // 2,000,000 PINGs (28 MB), sent while the replies are read, as `redis-cli --pipe` does.
+    let sender = std::thread::spawn(move || {
+        let chunk = b"*1\r\n$4\r\nPING\r\n".repeat(10_000);
+        for _ in 0..200 {
+            writer.write_all(&chunk).unwrap();
+        }
+    });
+    let mut peak = 0;
+    for i in 0..2_000_000 {
+        assert_eq!(raw.reply(), "+PONG\r\n");
+        if i % 250_000 == 0 {
+            peak = peak.max(daemon.rss_kib());
+        }
+    }
+    sender.join().unwrap();
+    assert!(
+        peak < 100 * 1024,
+        "the server held {peak} KiB for one pipeline"
+    );
+    daemon.stop();
+}

@@ -73,6 +73,16 @@ fn auth_is_required_when_a_password_file_is_given() {
         guest.reply(),
         "-ERR Protocol error: unauthenticated multibulk length\r\n"
     );
+    // AUTH at the front of a pipeline runs before the rest is read under the guest limits.
+    let mut pipelined = Raw::connect(daemon.addr);
+    let mut request = b"*2\r\n$4\r\nAUTH\r\n$11\r\ns3cret pass\r\n".to_vec();
+    request.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$300000\r\n");
+    request.extend_from_slice(&vec![b'v'; 300_000]);
+    request.extend_from_slice(b"\r\n*2\r\n$6\r\nSTRLEN\r\n$3\r\nbig\r\n");
+    pipelined.send(&request);
+    assert_eq!(pipelined.reply(), "+OK\r\n");
+    assert_eq!(pipelined.reply(), "+OK\r\n");
+    assert_eq!(pipelined.reply(), ":300000\r\n");
     assert_eq!(raw.command(&["AUTH", "s3cret pass"]), "+OK\r\n");
     assert_eq!(raw.command(&["SET", "k", "v"]), "+OK\r\n");
     // HELLO with AUTH, and the redis crate with a password in the URL.

@@ -159,3 +159,44 @@ fn a_position_whose_records_are_gone_needs_a_snapshot() {
     ));
     wal.close().unwrap();
 }
+
+#[test]
+fn a_position_into_a_segment_compaction_rewrote_or_merged_needs_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(
+        dir.path(),
+        Options {
+            segment_bytes: 8 << 10,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let kind = RecordKind::new(5).unwrap();
+    for i in 0..200u32 {
+        wal.append(kind, &vec![i as u8; 300], Durability::Sync)
+            .unwrap();
+    }
+    let sealed = wal.sealed_segments();
+    // Part of the first segment shipped, then compaction keeps one record of it.
+    let chunk = wal
+        .ship_chunk(&wal.ship_position_after(0).unwrap(), 2048)
+        .unwrap()
+        .unwrap();
+    let in_second = wal.ship_position_after(sealed[1].first_lsn + 3).unwrap();
+    wal.compact_range(sealed[0].first_lsn, sealed[1].last_lsn, |r| r.lsn == 9, 0)
+        .unwrap();
+    assert!(matches!(
+        wal.ship_chunk(&chunk.next, 2048),
+        Err(WalError::NotRetained { .. })
+    ));
+    // A position in the second segment, which was merged into the first.
+    assert!(matches!(
+        wal.ship_chunk(&in_second, 2048),
+        Err(WalError::NotRetained { .. })
+    ));
+    // Shipping from the start works on the compacted log and rebuilds it exactly.
+    let mut received = BTreeMap::new();
+    ship_all(&wal, wal.ship_position_after(0).unwrap(), &mut received);
+    assert_identical(dir.path(), &received);
+    wal.close().unwrap();
+}

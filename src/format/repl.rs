@@ -26,6 +26,10 @@ pub const FRAME_BODY_MAX: usize = SEGMENT_BYTES_MAX + 24;
 pub const HELLO_MAGIC: [u8; 8] = *b"SHPLREPL";
 /// The shipping protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest segment offset a frame may name (a segment holds at most one 1 GiB record beyond
+/// its rotation size; 1 TiB is far past any real one and keeps a hostile peer from making the
+/// receiver write at absurd offsets).
+pub const SEGMENT_OFFSET_MAX: u64 = 1 << 40;
 /// Longest reason text of a refusal.
 pub const REASON_MAX_BYTES: usize = 1024;
 
@@ -284,6 +288,11 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
         kind::WELCOME if body[2..4] != [0, 0] => {
             return Err(FrameError::Invalid("reserved welcome bytes are not zero"));
         }
+        kind::WELCOME if LE::read_u64(&body[32..40]) > LE::read_u64(&body[24..32]) => {
+            return Err(FrameError::Invalid(
+                "welcome starting after the durable LSN",
+            ));
+        }
         kind::WELCOME => Frame::Welcome(Welcome {
             version: LE::read_u16(&body[0..2]),
             cluster_id: LE::read_u128(&body[4..20]),
@@ -311,10 +320,12 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 ));
             }
             if offset < SEGMENT_HEADER_BYTES as u64
-                || offset.checked_add(body.len() as u64).is_none()
+                || offset
+                    .checked_add(body.len() as u64)
+                    .is_none_or(|end| end > SEGMENT_OFFSET_MAX)
             {
                 return Err(FrameError::Invalid(
-                    "segment bytes at an offset inside the header",
+                    "segment bytes outside the header-to-1-TiB range of a segment",
                 ));
             }
             Frame::SegmentBytes {
@@ -323,6 +334,9 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 last_lsn,
                 bytes: &body[24..],
             }
+        }
+        kind::HEARTBEAT if LE::read_u64(&body[16..24]) == 0 && LE::read_u64(&body[24..32]) != 0 => {
+            return Err(FrameError::Invalid("heartbeat digest without an LSN"));
         }
         kind::HEARTBEAT => Frame::Heartbeat {
             durable_lsn: lsn(&body[0..8])?,
@@ -363,6 +377,15 @@ fn lsn(bytes: &[u8]) -> Result<Lsn, FrameError> {
 /// If the frame breaks the limits a decoder enforces (a caller bug: oversized segment bytes or
 /// reason text).
 pub fn encode_frame(out: &mut Vec<u8>, frame: &Frame<'_>) {
+    let start = out.len();
+    encode_unchecked(out, frame);
+    debug_assert!(
+        matches!(decode_frame(&out[start..]), Ok(Some((_, n))) if n == out.len() - start),
+        "encoded a frame the decoder refuses: {frame:?}"
+    );
+}
+
+fn encode_unchecked(out: &mut Vec<u8>, frame: &Frame<'_>) {
     let start = out.len();
     out.extend_from_slice(&FRAME_MAGIC);
     out.extend_from_slice(&[0; FRAME_HEADER_BYTES - 2]);

@@ -86,6 +86,10 @@ pub enum Turn {
 }
 
 /// A client connection owned by an event loop.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one connection's progress, each checked on its own"
+)]
 pub struct Connection {
     /// The socket (non-blocking).
     pub stream: TcpStream,
@@ -105,6 +109,12 @@ pub struct Connection {
     awaiting_metrics: Vec<(usize, Instant, bool)>,
     /// The peer closed its side: finish what was received, then close.
     eof: bool,
+    /// The last read stopped at the input buffer's limit.
+    input_full: bool,
+    /// Every whole request received has run: only now is more input read, so a long pipeline
+    /// is held a few MiB at a time, and an `AUTH` at its front runs before what follows is
+    /// read under the unauthenticated limits.
+    input_drained: bool,
     /// Close once the output is written (`QUIT`, a protocol error, a failed commit).
     closing: bool,
 }
@@ -127,6 +137,8 @@ impl Connection {
             awaiting: None,
             awaiting_metrics: Vec::new(),
             eof: false,
+            input_drained: true,
+            input_full: false,
             closing: false,
         }
     }
@@ -158,10 +170,10 @@ impl Connection {
             if self.closing {
                 return Ok(Turn::Close);
             }
-            if self.readable && !self.eof {
+            if self.readable && !self.eof && self.input_drained {
                 self.read_available(shared)?;
             }
-            let mut stop = Next::Incomplete;
+            let mut stop = Next::Ran;
             while budget > 0 && !self.closing {
                 budget -= 1;
                 stop = self.next_request(shared);
@@ -173,6 +185,19 @@ impl Connection {
                     && !self.write_out(shared)?
                 {
                     return Ok(Turn::Idle);
+                }
+            }
+            self.input_drained = stop == Next::Incomplete;
+            if self.input_full {
+                self.input_full = false;
+                // Refused only if one request fills the buffer at the limit that applies now
+                // (after an `AUTH`, the next read may grow it).
+                if self.input_drained
+                    && !self.closing
+                    && self.input.data().len() >= self.input_max(shared)
+                {
+                    self.protocol_error(shared, "request larger than the query buffer limit");
+                    continue;
                 }
             }
             if let Some(lsn) = self.session.uncommitted.last_lsn() {
@@ -192,7 +217,7 @@ impl Connection {
             if !self.write_out(shared)? {
                 return Ok(Turn::Idle);
             }
-            if budget == 0 || (self.readable && !self.eof) {
+            if !self.input_drained || (self.readable && !self.eof) {
                 return Ok(Turn::Again);
             }
             if self.eof {
@@ -203,10 +228,10 @@ impl Connection {
         }
     }
 
-    fn read_available(&mut self, shared: &Shared) -> io::Result<()> {
-        // Redis' client-query-buffer-limit (1 GiB, or room for the largest argument), and far
-        // less before authentication.
-        let input_max = if self.session.authenticated {
+    /// Redis' client-query-buffer-limit (1 GiB, or room for the largest argument), and far
+    /// less before authentication.
+    fn input_max(&self, shared: &Shared) -> usize {
+        if self.session.authenticated {
             shared
                 .options
                 .bulk_max_bytes
@@ -214,7 +239,11 @@ impl Connection {
                 .max(1 << 30)
         } else {
             UNAUTHENTICATED_INPUT_MAX_BYTES
-        };
+        }
+    }
+
+    fn read_available(&mut self, shared: &Shared) -> io::Result<()> {
+        let input_max = self.input_max(shared);
         let mut read = 0;
         loop {
             if read >= READ_BYTES_PER_TURN {
@@ -222,8 +251,9 @@ impl Connection {
                 return Ok(());
             }
             let Some(room) = self.input.room(input_max) else {
-                self.protocol_error(shared, "request larger than the query buffer limit");
-                self.readable = false;
+                // Full: run what is whole first (an `AUTH` in front raises the limit); only a
+                // first request that still does not fit is refused.
+                self.input_full = true;
                 return Ok(());
             };
             match self.stream.read(room) {

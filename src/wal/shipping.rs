@@ -8,6 +8,7 @@ use crate::format::{Lsn, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 
 use super::error::{Result, WalError};
 use super::reader::Payload;
+use super::segment::Segment;
 use super::{Record, Wal};
 
 /// Where shipping stands: the next byte of the log to send.
@@ -21,6 +22,9 @@ pub struct ShipPosition {
     pub next_lsn: Lsn,
     /// Whether the receiver has this segment's header from this shipping session.
     pub header_sent: bool,
+    /// The salt of the segment's header: compaction rewrites a segment under the same name
+    /// with a new salt and other offsets, and a position into the old file is then void.
+    pub salt: u32,
 }
 
 /// One range of a segment to ship.
@@ -47,10 +51,13 @@ fn encoded_len(record: &Record) -> u64 {
 
 impl Wal {
     /// The shipping position just after record `after` (0: from the start of the log).
+    /// The caller must first make sure `after` is a record of this log's history (compare
+    /// epochs): a receiver that holds records this log never wrote has diverged, and is not
+    /// helped by shipping.
     ///
     /// # Errors
-    /// `NotRetained` when record `after` (or, for 0, the log's start) is no longer here:
-    /// the receiver needs a snapshot. Read errors.
+    /// `NotRetained` when record `after` (or, for 0, the log's start) is not here: gone, so
+    /// the receiver needs a snapshot, or never written. Read errors.
     pub fn ship_position_after(&self, after: Lsn) -> Result<ShipPosition> {
         let first = self.first_lsn();
         if after == 0 || after < first {
@@ -60,27 +67,42 @@ impl Wal {
                     first,
                 });
             }
-            let segment = self
+            let (segment, salt) = self
                 .shared
                 .segments()
                 .first()
-                .map_or(first, |s| s.first_lsn());
+                .map_or((first, 0), |s| (s.first_lsn(), s.header.salt));
             return Ok(ShipPosition {
                 segment,
                 offset: SEGMENT_HEADER_BYTES as u64,
                 next_lsn: after + 1,
                 header_sent: false,
+                salt,
             });
         }
         let record = self
             .read(after)?
             .ok_or(WalError::NotRetained { lsn: after, first })?;
+        let segment = self.shipped_segment(record.location.segment, after)?;
         Ok(ShipPosition {
             segment: record.location.segment,
             offset: record.location.offset + encoded_len(&record),
             next_lsn: after + 1,
             header_sent: false,
+            salt: segment.header.salt,
         })
+    }
+
+    fn shipped_segment(&self, segment: Lsn, lsn: Lsn) -> Result<Arc<Segment>> {
+        self.shared
+            .segments()
+            .iter()
+            .find(|s| s.first_lsn() == segment)
+            .cloned()
+            .ok_or(WalError::NotRetained {
+                lsn,
+                first: self.first_lsn(),
+            })
     }
 
     /// The next range to ship from `position`, at most `max_bytes` long and within one
@@ -88,8 +110,9 @@ impl Wal {
     /// A record longer than `max_bytes` comes in several chunks.
     ///
     /// # Errors
-    /// `NotRetained` when the position's records are gone (retention or compaction since):
-    /// the receiver needs a snapshot. Read errors (every record is checked before it ships).
+    /// `NotRetained` when the position's records are gone (retention, or compaction rewrote
+    /// or merged its segment): the receiver needs a snapshot. Read errors (every record is
+    /// checked before it ships).
     ///
     /// # Panics
     /// If `max_bytes` is 0.
@@ -107,31 +130,42 @@ impl Wal {
         let Some(first) = records.next().transpose()? else {
             return Ok(None);
         };
+        let gone = || WalError::NotRetained {
+            lsn: position.next_lsn,
+            first: self.first_lsn(),
+        };
+        let segment = self.shipped_segment(first.location.segment, position.next_lsn)?;
         let new_segment = first.location.segment != position.segment;
         let start = if new_segment {
+            // The next segment must start exactly at the next LSN, or right after the range a
+            // compacted segment covers. Anything else means compaction removed records the
+            // receiver never got (perhaps deletes of keys it holds): it needs a snapshot.
+            let continues_compacted = self
+                .shipped_segment(position.segment, position.next_lsn)
+                .is_ok_and(|s| {
+                    s.header.salt == position.salt
+                        && s.header
+                            .compacted_through
+                            .is_some_and(|through| through + 1 == segment.first_lsn())
+                });
+            if segment.first_lsn() != position.next_lsn && !continues_compacted {
+                return Err(gone());
+            }
             first.location.offset
         } else {
             position.offset
         };
-        let header = if new_segment || !position.header_sent {
-            let segments = self.shared.segments();
-            let segment = segments
-                .iter()
-                .find(|s| s.first_lsn() == first.location.segment)
-                .ok_or(WalError::NotRetained {
-                    lsn: first.lsn,
-                    first: self.first_lsn(),
-                })?;
-            Some(segment.header.encode())
-        } else {
-            None
-        };
-        let limit = start + max_bytes as u64;
         let first_end = first.location.offset + encoded_len(&first);
-        debug_assert!(
-            start < first_end,
-            "the position is inside or before its record"
-        );
+        if !new_segment
+            && (segment.header.salt != position.salt
+                || start < first.location.offset
+                || start >= first_end)
+        {
+            // The segment was rewritten (compaction) since the position was taken.
+            return Err(gone());
+        }
+        let header = (new_segment || !position.header_sent).then(|| segment.header.encode());
+        let limit = start + max_bytes as u64;
         let (mut end, mut last_lsn, mut next_lsn) = if first_end <= limit {
             (first_end, first.lsn, first.lsn + 1)
         } else {
@@ -149,15 +183,12 @@ impl Wal {
                 next_lsn = record.lsn + 1;
             }
         }
-        // The chunk is a view of the mapping the first record's payload came from, whose
-        // index is the segment file offset.
-        let record_index = first.payload.start - RECORD_HEADER_BYTES;
+        // A mapping that covers the whole chunk (a snapshot view may predate later records).
         let bytes = Payload {
-            mapping: Arc::clone(&first.payload.mapping),
-            start: record_index + to_index(start - first.location.offset),
+            mapping: segment.view_covering(end)?,
+            start: to_index(start),
             len: to_index(end - start),
         };
-        debug_assert_eq!(to_index(first.location.offset), record_index);
         Ok(Some(ShipChunk {
             header,
             segment: first.location.segment,
@@ -169,6 +200,7 @@ impl Wal {
                 offset: end,
                 next_lsn,
                 header_sent: true,
+                salt: segment.header.salt,
             },
         }))
     }
