@@ -374,10 +374,19 @@ impl Server {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        while self.shared.checkpoint_running.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let shared = Arc::try_unwrap(self.shared).map_err(|_| ServerError::StillShared)?;
+        // A background checkpoint thread lets go of the state just after it reports done.
+        let mut shared = self.shared;
+        let deadline = Instant::now() + Duration::from_mins(10);
+        let shared = loop {
+            match Arc::try_unwrap(shared) {
+                Ok(alone) => break alone,
+                Err(_) if Instant::now() >= deadline => return Err(ServerError::StillShared),
+                Err(still) => {
+                    shared = still;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
         shared.keyspace.close().map_err(ServerError::Close)
     }
 }
