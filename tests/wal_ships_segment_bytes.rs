@@ -132,11 +132,10 @@ fn shipped_bytes_rebuild_the_segments_exactly_and_only_durable_records_ship() {
     wal.close().unwrap();
 }
 
-#[test]
-fn a_position_whose_records_are_gone_needs_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
+/// A log of 200 durable 300-byte records in 8 KiB segments.
+fn small_segment_log(dir: &std::path::Path) -> Wal {
     let wal = Wal::open(
-        dir.path(),
+        dir,
         Options {
             segment_bytes: 8 << 10,
             ..Options::default()
@@ -144,9 +143,17 @@ fn a_position_whose_records_are_gone_needs_a_snapshot() {
     )
     .unwrap();
     let kind = RecordKind::new(5).unwrap();
-    for i in 0..200 {
-        wal.append(kind, &payload(i % 5), Durability::Sync).unwrap();
+    for i in 0..200u32 {
+        wal.append(kind, &vec![i as u8; 300], Durability::Sync)
+            .unwrap();
     }
+    wal
+}
+
+#[test]
+fn a_position_whose_records_are_gone_needs_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = small_segment_log(dir.path());
     let old = wal.ship_position_after(3).unwrap();
     assert!(wal.remove_before(150).unwrap() > 0);
     assert!(matches!(
@@ -163,19 +170,7 @@ fn a_position_whose_records_are_gone_needs_a_snapshot() {
 #[test]
 fn a_position_into_a_segment_compaction_rewrote_or_merged_needs_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let wal = Wal::open(
-        dir.path(),
-        Options {
-            segment_bytes: 8 << 10,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let kind = RecordKind::new(5).unwrap();
-    for i in 0..200u32 {
-        wal.append(kind, &vec![i as u8; 300], Durability::Sync)
-            .unwrap();
-    }
+    let wal = small_segment_log(dir.path());
     let sealed = wal.sealed_segments();
     // Part of the first segment shipped, then compaction keeps one record of it.
     let chunk = wal

@@ -305,7 +305,6 @@ fn run(settings: &Settings) -> Result<(), String> {
         args_max: settings.args_max,
         max_clients: settings.max_clients,
         output_max_bytes: settings.output_max,
-        settings: Vec::new(),
         dir: settings.dir.clone(),
         config_file: settings.config.clone(),
         io_threads: settings.io_threads,

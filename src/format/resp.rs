@@ -148,8 +148,10 @@ fn line(buffer: &[u8], at: usize, max: usize) -> Result<Option<(&[u8], usize)>, 
 }
 
 /// A decimal as Redis' `string2ll` reads it: optional `-`, digits, no `+`, no spaces, and no
-/// leading zero (so no `-0` either) unless the whole number is `0`.
-fn parse_decimal(bytes: &[u8]) -> Option<i64> {
+/// leading zero (so no `-0` either) unless the whole number is `0`. Command arguments that are
+/// integers are read the same way.
+#[must_use]
+pub fn parse_decimal(bytes: &[u8]) -> Option<i64> {
     let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
     if digits.is_empty()
         || !digits.iter().all(u8::is_ascii_digit)

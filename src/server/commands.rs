@@ -12,7 +12,7 @@ use super::keyspace::{Current, WriteTxn};
 use super::session::Session;
 use super::{Shared, info};
 use crate::engine::DbError;
-use crate::format::resp::{Protocol, ReplyWriter};
+use crate::format::resp::{Protocol, ReplyWriter, parse_decimal};
 
 /// What kind of work a command does, which decides when its reply may be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -561,20 +561,6 @@ pub enum Flow {
     Close,
 }
 
-/// A decimal as Redis' `string2ll` reads it.
-#[must_use]
-pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    if text.is_empty()
-        || text.starts_with('+')
-        || (text.len() > 1 && text.starts_with('0'))
-        || text.starts_with("-0")
-    {
-        return None;
-    }
-    text.parse().ok()
-}
-
 /// Runs command `index` of the table; writes its reply (or error reply) to `reply`.
 pub fn execute(
     shared: &Arc<Shared>,
@@ -636,7 +622,7 @@ fn run(
             authenticate(shared, session, password)?;
             reply.ok();
         }
-        "select" => match parse_i64(args[1]) {
+        "select" => match parse_decimal(args[1]) {
             Some(0) => reply.ok(),
             Some(_) => return Err(err("ERR DB index is out of range")),
             None => return Err(err(NOT_INTEGER)),
@@ -746,7 +732,7 @@ fn run(
                 "incr" => 1,
                 "decr" => -1,
                 _ => {
-                    let n = parse_i64(args[2]).ok_or_else(|| err(NOT_INTEGER))?;
+                    let n = parse_decimal(args[2]).ok_or_else(|| err(NOT_INTEGER))?;
                     if name == "decrby" {
                         n.checked_neg()
                             .ok_or_else(|| err("ERR decrement would overflow"))?
@@ -757,7 +743,9 @@ fn run(
             };
             let value = ks.write(&[args[1]], &mut session.uncommitted, |txn| {
                 let current = match txn.get(args[1])? {
-                    Some(bytes) => parse_i64(bytes.as_bytes()).ok_or_else(|| err(NOT_INTEGER))?,
+                    Some(bytes) => {
+                        parse_decimal(bytes.as_bytes()).ok_or_else(|| err(NOT_INTEGER))?
+                    }
                     None => 0,
                 };
                 let next = current.checked_add(step).ok_or_else(|| err(OVERFLOW))?;
@@ -783,7 +771,7 @@ fn run(
             reply.integer(i64::try_from(len).unwrap_or(i64::MAX));
         }
         "getrange" => {
-            let (Some(start), Some(end)) = (parse_i64(args[2]), parse_i64(args[3])) else {
+            let (Some(start), Some(end)) = (parse_decimal(args[2]), parse_decimal(args[3])) else {
                 return Err(err(NOT_INTEGER));
             };
             let value = ks.get(args[1])?;
@@ -1027,7 +1015,7 @@ fn hello(
     let mut protocol = reply.protocol;
     let mut rest = &args[1..];
     if let Some(version) = rest.first() {
-        protocol = match parse_i64(version) {
+        protocol = match parse_decimal(version) {
             Some(2) => Protocol::Resp2,
             Some(3) => Protocol::Resp3,
             Some(_) => return Err(err("NOPROTO unsupported protocol version")),
@@ -1321,7 +1309,7 @@ fn scan(
         match option.as_slice() {
             b"MATCH" => pattern = Some(value),
             b"COUNT" => {
-                let n = parse_i64(value).ok_or_else(|| err(NOT_INTEGER))?;
+                let n = parse_decimal(value).ok_or_else(|| err(NOT_INTEGER))?;
                 count = usize::try_from(n)
                     .ok()
                     .filter(|&n| n >= 1)
@@ -1393,7 +1381,7 @@ mod tests {
 
     #[test]
     fn integers_as_redis_reads_them() {
-        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_decimal(b"-12"), Some(-12));
         for bad in [
             &b"+1"[..],
             b"01",
@@ -1403,7 +1391,7 @@ mod tests {
             b"-0",
             b"9223372036854775808",
         ] {
-            assert_eq!(parse_i64(bad), None, "{bad:?}");
+            assert_eq!(parse_decimal(bad), None, "{bad:?}");
         }
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));

@@ -433,10 +433,7 @@ impl Connection {
 
     /// At shutdown: commit what is staged (waiting for the sync here), answer, and stop.
     pub fn finish(&mut self, shared: &Arc<Shared>) {
-        if !self.session.uncommitted.is_empty() {
-            self.awaiting = None;
-            self.commit(shared);
-        }
+        self.abandon(shared);
         let _ = self.stream.set_nonblocking(false);
         let _ = self
             .stream

@@ -76,6 +76,16 @@ impl Uncommitted {
     }
 }
 
+/// Where stripe `index` is among the stripes a write locked (sorted by index).
+///
+/// # Panics
+/// If the write did not lock it: a command touched a key it did not declare.
+fn locked_at(stripes: &[(usize, MutexGuard<'_, Stripe>)], index: usize) -> usize {
+    stripes
+        .binary_search_by_key(&index, |(i, _)| *i)
+        .unwrap_or_else(|_| panic!("key of stripe {index} was not locked by this write"))
+}
+
 /// One write command's view of its keys, with their stripes locked.
 #[derive(Debug)]
 pub struct WriteTxn<'a> {
@@ -91,12 +101,7 @@ pub struct WriteTxn<'a> {
 
 impl WriteTxn<'_> {
     fn stripe(&self, key: &[u8]) -> &Stripe {
-        let index = self.keyspace.stripe_of(key);
-        let at = self
-            .stripes
-            .binary_search_by_key(&index, |(i, _)| *i)
-            .unwrap_or_else(|_| panic!("key of stripe {index} was not locked by this write"));
-        &self.stripes[at].1
+        &self.stripes[locked_at(&self.stripes, self.keyspace.stripe_of(key))].1
     }
 
     /// The latest value of `key`, counting this write's own changes and staged writes.
@@ -248,9 +253,7 @@ impl Keyspace {
         } = txn;
         for (key, value) in changes {
             let index = self.stripe_of(&key);
-            let at = stripes
-                .binary_search_by_key(&index, |(i, _)| *i)
-                .unwrap_or_else(|_| panic!("key of stripe {index} was not locked by this write"));
+            let at = locked_at(&stripes, index);
             uncommitted.entries.push((index, key.clone(), lsn));
             stripes[at].1.insert(key, Staged { lsn, value });
         }

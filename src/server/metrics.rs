@@ -121,38 +121,31 @@ pub fn render(shared: &Shared) -> String {
     out
 }
 
+/// A counter family with one series per command that was ever counted.
+fn per_command(out: &mut String, name: &str, help: &str, counters: &[AtomicU64]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (spec, counter) in COMMANDS.iter().zip(counters) {
+        let value = counter.load(Ordering::Relaxed);
+        if value > 0 {
+            let _ = writeln!(out, "{name}{{cmd=\"{}\"}} {value}", spec.name);
+        }
+    }
+}
+
 fn render_commands(metrics: &Metrics) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP shiplog_commands_total Commands executed, by command.\n# TYPE shiplog_commands_total counter"
+    per_command(
+        &mut out,
+        "shiplog_commands_total",
+        "Commands executed, by command.",
+        &metrics.calls,
     );
-    let mut body = String::new();
-    for (i, spec) in COMMANDS.iter().enumerate() {
-        let calls = metrics.calls[i].load(Ordering::Relaxed);
-        if calls > 0 {
-            let _ = writeln!(
-                body,
-                "shiplog_commands_total{{cmd=\"{}\"}} {calls}",
-                spec.name
-            );
-        }
-    }
-    out.push_str(&body);
-    let _ = writeln!(
-        out,
-        "# HELP shiplog_command_errors_total Commands answered with an error, by command.\n# TYPE shiplog_command_errors_total counter"
+    per_command(
+        &mut out,
+        "shiplog_command_errors_total",
+        "Commands answered with an error, by command.",
+        &metrics.errors,
     );
-    for (i, spec) in COMMANDS.iter().enumerate() {
-        let errors = metrics.errors[i].load(Ordering::Relaxed);
-        if errors > 0 {
-            let _ = writeln!(
-                out,
-                "shiplog_command_errors_total{{cmd=\"{}\"}} {errors}",
-                spec.name
-            );
-        }
-    }
     let _ = writeln!(
         out,
         "# HELP shiplog_command_duration_seconds Time from parsed request to durable reply, by command.\n# TYPE shiplog_command_duration_seconds histogram"

@@ -60,8 +60,6 @@ pub struct ServerOptions {
     pub max_clients: usize,
     /// Largest reply one command may build.
     pub output_max_bytes: usize,
-    /// Settings shown by `CONFIG GET` and `INFO` (name, value), as the operator gave them.
-    pub settings: Vec<(String, String)>,
     /// The data directory, for `INFO`.
     pub dir: PathBuf,
     /// The config file, for `INFO`.
@@ -79,7 +77,6 @@ impl Default for ServerOptions {
             args_max: DEFAULT_ARGS_MAX,
             max_clients: DEFAULT_MAX_CLIENTS,
             output_max_bytes: DEFAULT_OUTPUT_MAX_BYTES,
-            settings: Vec::new(),
             dir: PathBuf::new(),
             config_file: None,
             io_threads: DEFAULT_IO_THREADS,
@@ -219,11 +216,6 @@ impl Shared {
                 if o.password.is_some() { "(set)" } else { "" }.to_owned(),
             ),
         ];
-        for (name, value) in &o.settings {
-            if !settings.iter().any(|(n, _)| n == name) {
-                settings.push((name.clone(), value.clone()));
-            }
-        }
         settings.sort();
         settings
     }

@@ -1,7 +1,6 @@
 //! The state of one client connection.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use super::keyspace::Uncommitted;
 use crate::format::resp::Protocol;
@@ -21,8 +20,6 @@ pub struct Session {
     pub authenticated: bool,
     /// Writes staged by this connection and not yet committed.
     pub uncommitted: Uncommitted,
-    /// When the connection was accepted.
-    pub connected_at: Instant,
 }
 
 impl Session {
@@ -36,7 +33,6 @@ impl Session {
             protocol: Protocol::Resp2,
             authenticated: !password_required,
             uncommitted: Uncommitted::default(),
-            connected_at: Instant::now(),
         }
     }
 
