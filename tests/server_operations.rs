@@ -141,7 +141,7 @@ fn config_file_environment_and_flags_layer_in_that_order() {
     assert_eq!(refused.reply(), "-ERR max number of clients reached\r\n");
     drop(others);
     assert!(
-        daemon.log().contains("DEBUG"),
+        daemon.wait_for_log("DEBUG"),
         "log-level from the file applies"
     );
     daemon.stop();
