@@ -38,6 +38,7 @@ pub mod engine;
 pub mod format;
 pub mod fuzzing;
 pub mod io;
+pub mod repl;
 pub mod server;
 pub mod wal;
 

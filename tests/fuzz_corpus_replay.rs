@@ -371,7 +371,13 @@ fn repl_frame_seeds() -> Seeds {
                 reason: "replica of another cluster",
             },
         ),
-        ("gen_segment_header", Frame::SegmentHeader(&header)),
+        (
+            "gen_segment_header",
+            Frame::SegmentHeader {
+                header: &header,
+                capacity: 64 << 20,
+            },
+        ),
         (
             "gen_segment_bytes",
             Frame::SegmentBytes {

@@ -32,6 +32,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const SEGMENT_OFFSET_MAX: u64 = 1 << 40;
 /// Longest reason text of a refusal.
 pub const REASON_MAX_BYTES: usize = 1024;
+/// Smallest segment file a peer may announce (the log's smallest rotation size).
+pub const SEGMENT_CAPACITY_MIN: u64 = 4096;
 
 const HELLO_BYTES: usize = 60;
 const WELCOME_BYTES: usize = 40;
@@ -127,8 +129,14 @@ pub enum Frame<'a> {
         /// Text for the log (UTF-8, at most [`REASON_MAX_BYTES`]).
         reason: &'a str,
     },
-    /// Primary → replica: a segment starts; its 64-byte header, as on the primary's disk.
-    SegmentHeader(&'a [u8; SEGMENT_HEADER_BYTES]),
+    /// Primary → replica: a segment starts; its 64-byte header, as on the primary's disk, and
+    /// the size of its file there (a batch bigger than the rotation size gets a bigger file).
+    SegmentHeader {
+        /// The header bytes.
+        header: &'a [u8; SEGMENT_HEADER_BYTES],
+        /// The segment file's size on the primary, at least 4 KiB and at most 1 TiB.
+        capacity: u64,
+    },
     /// Primary → replica: bytes of a segment, at an offset, all of records durable on the
     /// primary. A record larger than a frame spans several; `last_lsn` names the last record
     /// that ends within these bytes (0 when none does).
@@ -207,7 +215,11 @@ fn allowed(kind: u8) -> Option<(usize, usize, &'static str)> {
         kind::HELLO => (HELLO_BYTES, HELLO_BYTES, "exactly 60"),
         kind::WELCOME => (WELCOME_BYTES, WELCOME_BYTES, "exactly 40"),
         kind::REFUSE => (2, 2 + REASON_MAX_BYTES, "2 to 1026"),
-        kind::SEGMENT_HEADER => (SEGMENT_HEADER_BYTES, SEGMENT_HEADER_BYTES, "exactly 64"),
+        kind::SEGMENT_HEADER => (
+            SEGMENT_HEADER_BYTES + 8,
+            SEGMENT_HEADER_BYTES + 8,
+            "exactly 72",
+        ),
         kind::SEGMENT_BYTES => (25, FRAME_BODY_MAX, "25 to 4 MiB + 24"),
         kind::HEARTBEAT => (HEARTBEAT_BYTES, HEARTBEAT_BYTES, "exactly 32"),
         kind::ACK => (ACK_BYTES, ACK_BYTES, "exactly 32"),
@@ -306,10 +318,7 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
             reason: std::str::from_utf8(&body[2..])
                 .map_err(|_| FrameError::Invalid("refusal reason is not UTF-8"))?,
         },
-        kind::SEGMENT_HEADER => Frame::SegmentHeader(
-            body.try_into()
-                .map_err(|_| FrameError::Invalid("segment header size"))?,
-        ),
+        kind::SEGMENT_HEADER => decode_segment_header(body)?,
         kind::SEGMENT_BYTES => {
             let segment = lsn(&body[0..8])?;
             let offset = LE::read_u64(&body[8..16]);
@@ -360,6 +369,21 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 clock_micros: LE::read_u64(&body[24..32]),
             }
         }
+    })
+}
+
+fn decode_segment_header(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let capacity = LE::read_u64(&body[SEGMENT_HEADER_BYTES..]);
+    if !(SEGMENT_CAPACITY_MIN..=SEGMENT_OFFSET_MAX).contains(&capacity) {
+        return Err(FrameError::Invalid(
+            "segment capacity outside 4 KiB to 1 TiB",
+        ));
+    }
+    Ok(Frame::SegmentHeader {
+        header: body[..SEGMENT_HEADER_BYTES]
+            .try_into()
+            .map_err(|_| FrameError::Invalid("segment header size"))?,
+        capacity,
     })
 }
 
@@ -417,8 +441,9 @@ fn encode_unchecked(out: &mut Vec<u8>, frame: &Frame<'_>) {
             out.extend_from_slice(reason.as_bytes());
             kind::REFUSE
         }
-        Frame::SegmentHeader(header) => {
+        Frame::SegmentHeader { header, capacity } => {
             out.extend_from_slice(&header[..]);
+            put64(out, *capacity);
             kind::SEGMENT_HEADER
         }
         Frame::SegmentBytes {
@@ -515,7 +540,10 @@ mod tests {
                 code: RefuseCode::ClusterMismatch,
                 reason: "replica of cluster 1, this is cluster 2",
             },
-            Frame::SegmentHeader(&HEADER),
+            Frame::SegmentHeader {
+                header: &HEADER,
+                capacity: 64 << 20,
+            },
             Frame::SegmentBytes {
                 segment: 1,
                 offset: 64,

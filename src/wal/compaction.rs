@@ -104,7 +104,7 @@ impl Wal {
         file.allocate(input_bytes.max(SEGMENT_HEADER_BYTES as u64))
             .map_err(io("fallocate"))?;
         let header = SegmentHeader {
-            cluster_id: self.shared.cluster_id,
+            cluster_id: self.shared.cluster_id(),
             first_lsn: first,
             epoch: inputs[0].header.epoch,
             salt: random_u32(),

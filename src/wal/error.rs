@@ -68,6 +68,16 @@ pub enum WalError {
     /// The log was closed.
     #[error("the log is closed")]
     Closed,
+    /// Bytes shipped by a primary do not continue this log; nothing of them was written.
+    #[error(
+        "refused shipped log at segment {segment}, offset {offset}: {reason}. Nothing of it was \
+         written; check that the replica follows the right primary (`INFO replication`)"
+    )]
+    Shipment {
+        segment: Lsn,
+        offset: u64,
+        reason: String,
+    },
     /// An option is out of its bounds.
     #[error("invalid option {name}: {reason}")]
     InvalidOption { name: &'static str, reason: String },

@@ -5,6 +5,7 @@ mod compaction;
 mod error;
 mod preparer;
 mod reader;
+mod receiving;
 mod recovery;
 mod segment;
 mod shipping;
@@ -149,7 +150,8 @@ pub struct WalStats {
 pub(crate) struct Shared {
     dir: PathBuf,
     options: Options,
-    cluster_id: u128,
+    /// Fixed, except that an empty replica takes its primary's (`Wal::receive_segment`).
+    cluster_id: Mutex<u128>,
     segments: RwLock<Vec<Arc<Segment>>>,
     commit: GroupCommit,
     stop_flusher: AtomicBool,
@@ -160,6 +162,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    fn cluster_id(&self) -> u128 {
+        *self
+            .cluster_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The segment list, for reading.
     fn segments(&self) -> RwLockReadGuard<'_, Vec<Arc<Segment>>> {
         self.segments.read().unwrap_or_else(PoisonError::into_inner)
@@ -261,7 +270,7 @@ impl Wal {
         let shared = Arc::new(Shared {
             dir,
             options,
-            cluster_id,
+            cluster_id: Mutex::new(cluster_id),
             segments: RwLock::new(segments),
             commit: GroupCommit::new(state, next_lsn - 1),
             stop_flusher: AtomicBool::new(false),
@@ -503,7 +512,7 @@ impl Wal {
             .segment_bytes
             .max(SEGMENT_HEADER_BYTES as u64 + batch_bytes);
         let header = SegmentHeader {
-            cluster_id: self.shared.cluster_id,
+            cluster_id: self.shared.cluster_id(),
             first_lsn: state.next_lsn,
             epoch: state.epoch,
             salt: random_u32(),
@@ -657,7 +666,7 @@ impl Wal {
     /// The cluster this log belongs to.
     #[must_use]
     pub fn cluster_id(&self) -> u128 {
-        self.shared.cluster_id
+        self.shared.cluster_id()
     }
 
     /// What recovery found in each segment when the log was opened.

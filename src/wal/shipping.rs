@@ -33,6 +33,8 @@ pub struct ShipChunk {
     /// The segment's header, when this chunk is the first of a segment in this shipping
     /// session (send it before the bytes; the receiver creates or checks its segment with it).
     pub header: Option<[u8; SEGMENT_HEADER_BYTES]>,
+    /// The segment file's size here (sent with the header: the receiver's copy gets the same).
+    pub capacity: u64,
     /// The segment (its first LSN).
     pub segment: Lsn,
     /// Offset of `bytes` in the segment file.
@@ -191,6 +193,7 @@ impl Wal {
         };
         Ok(Some(ShipChunk {
             header,
+            capacity: segment.capacity_bytes,
             segment: first.location.segment,
             offset: start,
             bytes,

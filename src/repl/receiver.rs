@@ -1,0 +1,104 @@
+//! Reassembles shipped segment bytes into whole batches for [`Wal::receive_records`]: a
+//! record (or an atomic batch) may span several frames, and only whole batches are queued, so
+//! a replica never makes half a batch visible or durable.
+
+use crate::format::{Lsn, SEGMENT_HEADER_BYTES};
+use crate::wal::{Wal, WalError};
+
+/// The replica's view of the segment being received and the bytes not yet queued.
+#[derive(Debug, Default)]
+pub struct Receiver {
+    /// The segment being received (0: none announced yet in this session).
+    segment: Lsn,
+    /// Offset in the segment of `carry[0]`.
+    carry_offset: u64,
+    /// Received bytes that do not yet end a batch.
+    carry: Vec<u8>,
+    /// Most bytes `carry` may hold: the largest batch a log accepts, plus a frame.
+    carry_max: usize,
+}
+
+impl Receiver {
+    /// A receiver that holds at most `carry_max` bytes of an incomplete batch.
+    #[must_use]
+    pub fn new(carry_max: usize) -> Self {
+        Self {
+            carry_max,
+            ..Self::default()
+        }
+    }
+
+    /// A segment starts or resumes: its header and file size as on the primary.
+    ///
+    /// # Errors
+    /// A header that does not continue the log, bytes of an unfinished batch left over from the
+    /// previous segment, or I/O errors.
+    pub fn segment_header(
+        &mut self,
+        wal: &Wal,
+        header: &[u8; SEGMENT_HEADER_BYTES],
+        capacity: u64,
+    ) -> Result<(), WalError> {
+        if !self.carry.is_empty() {
+            return Err(self.refuse("a new segment starts inside an unfinished batch"));
+        }
+        wal.receive_segment(header, capacity)?;
+        let (segment, offset) = wal.receive_position();
+        self.segment = segment;
+        self.carry_offset = offset;
+        Ok(())
+    }
+
+    /// Bytes of the current segment at `offset`. Queues every batch they complete and returns
+    /// the last LSN queued (0 when none): the caller then waits for it to be written.
+    ///
+    /// # Errors
+    /// Bytes that are not the next ones of the segment, records that fail their checks, or an
+    /// unfinished batch beyond the carry limit. Nothing of the failing bytes is queued.
+    pub fn segment_bytes(
+        &mut self,
+        wal: &Wal,
+        segment: Lsn,
+        offset: u64,
+        bytes: &[u8],
+        last_lsn: Lsn,
+    ) -> Result<Lsn, WalError> {
+        if segment != self.segment || offset != self.carry_offset + self.carry.len() as u64 {
+            return Err(WalError::Shipment {
+                segment,
+                offset,
+                reason: format!(
+                    "bytes out of order: segment {} continues at offset {}",
+                    self.segment,
+                    self.carry_offset + self.carry.len() as u64
+                ),
+            });
+        }
+        if self.carry.len() + bytes.len() > self.carry_max {
+            return Err(self.refuse("an unfinished batch grew past the largest batch allowed"));
+        }
+        self.carry.extend_from_slice(bytes);
+        if last_lsn == 0 {
+            // The middle of a record: nothing can complete a batch yet.
+            return Ok(0);
+        }
+        let (taken, last) = wal.receive_records(self.segment, self.carry_offset, &self.carry)?;
+        self.carry.drain(..taken);
+        self.carry_offset += taken as u64;
+        Ok(last)
+    }
+
+    /// Forgets the unfinished batch (the connection ended: the next session resends it).
+    pub fn reset(&mut self) {
+        self.segment = 0;
+        self.carry.clear();
+    }
+
+    fn refuse(&self, reason: &str) -> WalError {
+        WalError::Shipment {
+            segment: self.segment,
+            offset: self.carry_offset,
+            reason: reason.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The replica's side of log shipping: segments created with the primary's header and size,
+//! and records written verbatim at the primary's offsets, so the copy is byte-identical
+//! (`docs/format.md`, "Wire: log shipping frames"). Every record is checked (its CRC under the
+//! segment's salt, LSN order, epochs never decreasing) before anything is queued, and only
+//! whole batches are queued, so written and durable LSNs stay on batch boundaries here too.
+
+use std::sync::Arc;
+
+use crate::format::{Lsn, SEGMENT_HEADER_BYTES, SegmentHeader, decode_record};
+use crate::io::FileSystem;
+
+use super::Wal;
+use super::error::{Result, WalError};
+use super::segment::Segment;
+use super::writer::{PendingWrite, WriterState};
+
+impl Wal {
+    /// Replica side: the primary starts (or resumes) shipping the segment `header` describes,
+    /// whose file there is `capacity` bytes. A new segment must start at the next LSN (or just
+    /// past the range a compacted active segment covers); a resumed one must be the active
+    /// segment, with the same header. A log without records takes the primary's cluster id:
+    /// its own empty first segment is replaced.
+    ///
+    /// # Errors
+    /// `Shipment` when the header does not continue this log (nothing is changed then);
+    /// `BadHeader`; I/O errors creating the segment.
+    pub fn receive_segment(
+        &self,
+        header: &[u8; SEGMENT_HEADER_BYTES],
+        capacity: u64,
+    ) -> Result<()> {
+        let decoded = SegmentHeader::decode(header).map_err(|source| WalError::BadHeader {
+            file: self.shared.dir.join("<shipped header>"),
+            source,
+        })?;
+        let refuse = |reason: String| WalError::Shipment {
+            segment: decoded.first_lsn,
+            offset: 0,
+            reason,
+        };
+        let commit = &self.shared.commit;
+        let mut state = commit.lock();
+        if let Some((op, source)) = &state.poisoned {
+            return Err(WalError::Poisoned {
+                op,
+                source: Arc::clone(source),
+            });
+        }
+        if state.active.header == decoded {
+            // A resumed shipping session starts by repeating the active segment's header.
+            return Ok(());
+        }
+        let empty = state.next_lsn == 1 && self.shared.segments().len() == 1;
+        if !empty && decoded.cluster_id != self.shared.cluster_id() {
+            return Err(refuse(format!(
+                "the primary's log is cluster {:032x}, this one is {:032x}",
+                decoded.cluster_id,
+                self.shared.cluster_id()
+            )));
+        }
+        if decoded.epoch < state.epoch {
+            return Err(refuse(format!(
+                "segment of epoch {} after records of epoch {}",
+                decoded.epoch, state.epoch
+            )));
+        }
+        let expected = state
+            .active
+            .header
+            .compacted_through
+            .map_or(state.next_lsn, |through| through + 1)
+            .max(state.next_lsn);
+        if decoded.first_lsn != expected {
+            return Err(refuse(format!(
+                "segment starting at LSN {} where LSN {expected} comes next",
+                decoded.first_lsn
+            )));
+        }
+        if capacity < SEGMENT_HEADER_BYTES as u64 {
+            return Err(refuse(format!("segment file of {capacity} bytes")));
+        }
+        let fs: &dyn FileSystem = self.shared.options.fs.as_ref();
+        let dir = &self.shared.dir;
+        // The prepared blank has this log's rotation size; a copy must have the primary's.
+        let blank = (capacity == self.shared.options.segment_bytes)
+            .then(|| self.preparer.as_ref().and_then(|p| p.take(capacity)))
+            .flatten();
+        // IMPORTANT: the shipped segment is durable under its final name before anything is
+        // written into it (`Segment::install`); for an empty log the rename replaces the log's
+        // own empty first segment of the same name, atomically.
+        let segment = match blank {
+            Some(blank) => Segment::install(fs, dir, blank, decoded)?,
+            None => Segment::create(
+                fs,
+                dir,
+                decoded,
+                capacity,
+                self.shared.options.zero_fill_segments,
+            )?,
+        };
+        let segment = Arc::new(segment);
+        {
+            let mut segments = self.shared.segments_mut();
+            if empty {
+                debug_assert_eq!(segments[0].first_lsn(), decoded.first_lsn);
+                segments.clear();
+                *self
+                    .shared
+                    .cluster_id
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = decoded.cluster_id;
+            }
+            segments.push(Arc::clone(&segment));
+        }
+        state.active = segment;
+        state.active_end = SEGMENT_HEADER_BYTES as u64;
+        state.epoch = decoded.epoch;
+        if decoded.first_lsn > state.next_lsn {
+            // Past a compacted segment's gap; nothing was assigned in between.
+            state.next_lsn = decoded.first_lsn;
+        }
+        Ok(())
+    }
+
+    /// Replica side: checks the records at the start of `bytes`, shipped for `offset` of
+    /// segment `segment` (the active one), and queues every whole batch among them for
+    /// writing. Returns how many bytes were taken (the rest, an incomplete record or batch,
+    /// must be offered again with more bytes) and the last LSN queued (0 when none).
+    /// [`Wal::wait_for`] then writes and syncs them.
+    ///
+    /// # Errors
+    /// `Shipment` when the bytes are not the records that come next here (a bad CRC, an LSN
+    /// out of order, an epoch going back, the wrong segment or offset): nothing is queued.
+    pub fn receive_records(&self, segment: Lsn, offset: u64, bytes: &[u8]) -> Result<(usize, Lsn)> {
+        let commit = &self.shared.commit;
+        let mut state = commit.lock();
+        if let Some((op, source)) = &state.poisoned {
+            return Err(WalError::Poisoned {
+                op,
+                source: Arc::clone(source),
+            });
+        }
+        if state.closed {
+            return Err(WalError::Closed);
+        }
+        let refuse = |at: u64, reason: String| WalError::Shipment {
+            segment,
+            offset: at,
+            reason,
+        };
+        if segment != state.active.first_lsn() || offset != state.active_end {
+            return Err(refuse(
+                offset,
+                format!(
+                    "the log continues at segment {}, offset {}",
+                    state.active.first_lsn(),
+                    state.active_end
+                ),
+            ));
+        }
+        let (taken, last) =
+            check_records(&state, offset, bytes).map_err(|(at, reason)| refuse(at, reason))?;
+        if taken == 0 {
+            return Ok((0, 0));
+        }
+        if offset + taken as u64 > state.active.capacity_bytes {
+            return Err(refuse(
+                offset,
+                format!(
+                    "records end past the segment's {} bytes",
+                    state.active.capacity_bytes
+                ),
+            ));
+        }
+        queue_checked(&mut state, offset, &bytes[..taken], last);
+        Ok((taken, last.lsn))
+    }
+}
+
+impl Wal {
+    /// Replica side: where the next received record goes (active segment, offset).
+    #[must_use]
+    pub fn receive_position(&self) -> (Lsn, u64) {
+        let state = self.shared.commit.lock();
+        (state.active.first_lsn(), state.active_end)
+    }
+}
+
+/// The last record of the whole batches found.
+#[derive(Debug, Clone, Copy)]
+struct LastRecord {
+    lsn: Lsn,
+    epoch: u32,
+}
+
+/// Checks the records at the start of `bytes` against the log's state; returns the length of
+/// the whole batches among them and their last record, or the offset and reason of a problem.
+fn check_records(
+    state: &WriterState,
+    offset: u64,
+    bytes: &[u8],
+) -> std::result::Result<(usize, LastRecord), (u64, String)> {
+    let header = &state.active.header;
+    let mut next = state.next_lsn;
+    let mut epoch = state.epoch;
+    let mut at = 0;
+    let mut batch_end = (0, LastRecord { lsn: 0, epoch });
+    while at < bytes.len() {
+        let record = match decode_record(&bytes[at..], header.salt) {
+            Ok(record) => record,
+            Err(crate::format::FormatError::Truncated { .. }) => break,
+            Err(e) => return Err((offset + at as u64, e.to_string())),
+        };
+        let in_order = match header.compacted_through {
+            // A compacted segment keeps each key's newest record: LSNs rise, with gaps.
+            Some(through) => record.lsn >= next && record.lsn <= through,
+            None => record.lsn == next,
+        };
+        if !in_order {
+            return Err((
+                offset + at as u64,
+                format!("record LSN {} where LSN {next} comes next", record.lsn),
+            ));
+        }
+        if record.epoch < epoch {
+            return Err((
+                offset + at as u64,
+                format!("record of epoch {} after epoch {epoch}", record.epoch),
+            ));
+        }
+        epoch = record.epoch;
+        next = record.lsn + 1;
+        at += record.encoded_bytes();
+        if !record.batch_continues {
+            batch_end = (
+                at,
+                LastRecord {
+                    lsn: record.lsn,
+                    epoch,
+                },
+            );
+        }
+    }
+    Ok(batch_end)
+}
+
+/// Queues checked records for the write role, as `enqueue` does for appended ones.
+fn queue_checked(state: &mut WriterState, offset: u64, bytes: &[u8], last: LastRecord) {
+    let segment = Arc::clone(&state.active);
+    let mut at = 0;
+    while at < bytes.len() {
+        // Checked by `check_records` a moment ago, under the same lock.
+        let Ok(record) = decode_record(&bytes[at..], segment.header.salt) else {
+            unreachable!("records are checked before they are queued");
+        };
+        segment.note_offset(record.lsn, offset + at as u64);
+        at += record.encoded_bytes();
+    }
+    let extends_last = state.pending.last().is_some_and(|w| {
+        Arc::ptr_eq(&w.segment, &segment) && w.offset + w.bytes.len() as u64 == offset
+    });
+    if extends_last {
+        let write = state
+            .pending
+            .last_mut()
+            .unwrap_or_else(|| unreachable!("checked just above"));
+        write.bytes.extend_from_slice(bytes);
+        write.last_lsn = last.lsn;
+    } else {
+        state.pending.push(PendingWrite {
+            segment: Arc::clone(&segment),
+            offset,
+            bytes: bytes.to_vec(),
+            last_lsn: last.lsn,
+        });
+    }
+    segment.set_last_lsn(last.lsn);
+    state.active_end = offset + bytes.len() as u64;
+    state.next_lsn = last.lsn + 1;
+    state.epoch = last.epoch;
+}
