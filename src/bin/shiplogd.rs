@@ -85,6 +85,10 @@ struct Flags {
     /// Event-loop threads serving client connections [default: 1].
     #[arg(long, env = "SHIPLOG_IO_THREADS")]
     io_threads: Option<usize>,
+    /// Follow this primary (HOST:PORT) as a read-only replica: receive its log, apply it and
+    /// serve reads. `REPLICAOF` changes it at run time.
+    #[arg(long, env = "SHIPLOG_REPLICA_OF")]
+    replica_of: Option<String>,
 }
 
 /// The merged settings.
@@ -104,6 +108,7 @@ struct Settings {
     flush_interval_ms: u64,
     io_threads: usize,
     zero_fill_segments: bool,
+    replica_of: Option<String>,
 }
 
 fn settings(flags: Flags) -> Result<Settings, String> {
@@ -173,6 +178,7 @@ fn settings(flags: Flags) -> Result<Settings, String> {
             .io_threads
             .or(file.io_threads)
             .unwrap_or(DEFAULT_IO_THREADS),
+        replica_of: flags.replica_of.or(file.replica_of),
     })
 }
 
@@ -229,6 +235,25 @@ fn main() -> ExitCode {
     }
 }
 
+fn db_options(settings: &Settings, durability: Durability) -> DbOptions {
+    let mut options = DbOptions {
+        wal: Options {
+            segment_bytes: settings.segment_bytes,
+            flush_interval_ms: settings.flush_interval_ms,
+            zero_fill_segments: settings.zero_fill_segments,
+            ..Options::default()
+        },
+        durability,
+        ..DbOptions::default()
+    };
+    if settings.replica_of.is_some() {
+        // A replica's log is its primary's, byte for byte; compacting it here would rewrite
+        // segments the comparison tools and a later promotion expect unchanged.
+        options.compaction.enabled = false;
+    }
+    options
+}
+
 fn run(settings: &Settings) -> Result<(), String> {
     // Signals are taken by one thread with sigwait; every other thread (all started after this
     // point) inherits the blocked mask, so no handler ever runs in signal context.
@@ -258,16 +283,7 @@ fn run(settings: &Settings) -> Result<(), String> {
         DurabilitySetting::Sync => Durability::Sync,
         DurabilitySetting::Buffered => Durability::Buffered,
     };
-    let options = DbOptions {
-        wal: Options {
-            segment_bytes: settings.segment_bytes,
-            flush_interval_ms: settings.flush_interval_ms,
-            zero_fill_segments: settings.zero_fill_segments,
-            ..Options::default()
-        },
-        durability,
-        ..DbOptions::default()
-    };
+    let options = db_options(settings, durability);
     let started = std::time::Instant::now();
     let db = Db::open(&settings.dir, options)
         .map_err(|e| format!("cannot open {}: {e}", settings.dir.display()))?;
@@ -308,6 +324,7 @@ fn run(settings: &Settings) -> Result<(), String> {
         dir: settings.dir.clone(),
         config_file: settings.config.clone(),
         io_threads: settings.io_threads,
+        replica_of: settings.replica_of.clone(),
     };
     let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
     let server = Server::start(
@@ -322,6 +339,7 @@ fn run(settings: &Settings) -> Result<(), String> {
         metrics = ?metrics_addr,
         durability = ?settings.durability,
         auth = settings.requirepass_file.is_some(),
+        replica_of = ?settings.replica_of,
         "ready to accept connections"
     );
 

@@ -540,6 +540,24 @@ impl Store {
         &self.checkpoint_status
     }
 
+    /// Makes every record written to the log visible to readers, durable or not, and returns
+    /// the last LSN applied. For a replica, whose records are durable on its primary already
+    /// (`docs/consistency.md`); a primary's own writes go through [`Store::commit_through`].
+    ///
+    /// # Errors
+    /// Log read errors, or a record that is not a key-value operation.
+    pub fn apply_written(&self) -> Result<Lsn> {
+        let written = self.wal.written_lsn();
+        self.catch_up(written)?;
+        Ok(self.applied_lsn.load(Ordering::Acquire))
+    }
+
+    /// The last LSN visible to readers.
+    #[must_use]
+    pub fn applied_lsn(&self) -> Lsn {
+        self.applied_lsn.load(Ordering::Acquire)
+    }
+
     /// Applies every written record up to at least `lsn` to the index, in LSN order and whole
     /// batches at a time, so readers never see half a batch.
     fn catch_up(&self, lsn: Lsn) -> Result<()> {

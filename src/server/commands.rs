@@ -402,6 +402,33 @@ pub static COMMANDS: &[CommandSpec] = &[
         Kind::Other,
     ),
     spec(
+        "replicaof",
+        3,
+        &["admin", "noscript", "stale"],
+        NONE,
+        "server",
+        "Configures a server as replica of another, or promotes it to a primary.",
+        Kind::Other,
+    ),
+    spec(
+        "slaveof",
+        3,
+        &["admin", "noscript", "stale"],
+        NONE,
+        "server",
+        "Sets a Redis server as a replica of another, or promotes it to being a primary.",
+        Kind::Other,
+    ),
+    spec(
+        "shiplog.ship",
+        1,
+        &["admin", "noscript"],
+        NONE,
+        "server",
+        "Switches the connection to the log-shipping protocol (used by replicas).",
+        Kind::Other,
+    ),
+    spec(
         "config",
         -2,
         &[],
@@ -559,6 +586,8 @@ pub enum Flow {
     Continue,
     /// Send what is buffered, then close (`QUIT`).
     Close,
+    /// Send what is buffered, then hand the connection to a shipping session.
+    Ship,
 }
 
 /// Runs command `index` of the table; writes its reply (or error reply) to `reply`.
@@ -815,11 +844,13 @@ fn run(
             let text = info::render(shared, session, &args[1..]);
             reply.verbatim(&text);
         }
-        "role" => {
-            reply.array(3);
-            reply.bulk(b"master");
-            reply.integer(i64::try_from(ks.db().stats().durable_lsn).unwrap_or(i64::MAX));
-            reply.array(0);
+        "role" => shared.role_reply(reply),
+        "replicaof" | "slaveof" => replicaof(shared, args, reply)?,
+        "shiplog.ship" => {
+            // The connection now speaks shipping frames (`docs/format.md`); the event loop
+            // hands it to a shipping thread once this reply is out.
+            reply.ok();
+            *flow = Flow::Ship;
         }
         "config" => config(shared, args, reply)?,
         "command" => command(args, reply)?,
@@ -1073,6 +1104,35 @@ fn hello(
     reply.bulk(b"master");
     reply.bulk(b"modules");
     reply.array(0);
+    Ok(())
+}
+
+/// `REPLICAOF host port` / `REPLICAOF NO ONE`, with Redis' replies.
+fn replicaof(
+    shared: &Arc<Shared>,
+    args: &[&[u8]],
+    reply: &mut ReplyWriter<'_>,
+) -> Result<(), Failure> {
+    if args[1].eq_ignore_ascii_case(b"no") && args[2].eq_ignore_ascii_case(b"one") {
+        shared.replicate_from(None);
+        reply.ok();
+        return Ok(());
+    }
+    let port = parse_decimal(args[2])
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| err("ERR Invalid master port"))?;
+    let host = std::str::from_utf8(args[1]).map_err(|_| err("ERR Invalid master host"))?;
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    if shared.replicate_from(Some(target)) {
+        reply.ok();
+    } else {
+        reply.simple("OK Already connected to specified master");
+    }
     Ok(())
 }
 

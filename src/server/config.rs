@@ -40,6 +40,8 @@ pub struct FileConfig {
     pub io_threads: Option<usize>,
     /// Zero-fill new segment files.
     pub zero_fill_segments: Option<bool>,
+    /// The primary to follow, `HOST:PORT`.
+    pub replica_of: Option<String>,
 }
 
 /// Why a config file was rejected.

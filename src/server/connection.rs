@@ -83,6 +83,8 @@ pub enum Turn {
     Again,
     /// Close and forget the connection.
     Close,
+    /// The connection became a shipping session: hand it over (see [`Connection::into_shipping`]).
+    Ship,
 }
 
 /// A client connection owned by an event loop.
@@ -117,6 +119,8 @@ pub struct Connection {
     input_drained: bool,
     /// Close once the output is written (`QUIT`, a protocol error, a failed commit).
     closing: bool,
+    /// Hand the connection to a shipping session once the output is written.
+    shipping: bool,
 }
 
 impl Connection {
@@ -140,6 +144,7 @@ impl Connection {
             input_drained: true,
             input_full: false,
             closing: false,
+            shipping: false,
         }
     }
 
@@ -170,11 +175,14 @@ impl Connection {
             if self.closing {
                 return Ok(Turn::Close);
             }
+            if self.shipping && self.session.uncommitted.is_empty() {
+                return Ok(Turn::Ship);
+            }
             if self.readable && !self.eof && self.input_drained {
                 self.read_available(shared)?;
             }
             let mut stop = Next::Ran;
-            while budget > 0 && !self.closing {
+            while budget > 0 && !self.closing && !self.shipping {
                 budget -= 1;
                 stop = self.next_request(shared);
                 if stop != Next::Ran {
@@ -387,6 +395,8 @@ impl Connection {
             ));
         } else if !self.session.authenticated && !spec.flags.contains(&"noauth") {
             reply.error("NOAUTH Authentication required.");
+        } else if spec.flags.contains(&"write") && shared.replication.is_read_only() {
+            reply.error("READONLY You can't write against a read only replica.");
         } else if spec.kind != Kind::Write && !self.session.uncommitted.is_empty() {
             // It may read what this connection wrote: commit first, run it afterwards.
             return Next::NeedsCommit;
@@ -411,6 +421,9 @@ impl Connection {
             }
             if flow == Flow::Close {
                 self.closing = true;
+            }
+            if flow == Flow::Ship {
+                self.shipping = true;
             }
             if spec.kind == Kind::Write && !self.session.uncommitted.is_empty() {
                 self.awaiting_metrics.push((index, start, failed));
@@ -439,6 +452,14 @@ impl Connection {
             .stream
             .set_write_timeout(Some(std::time::Duration::from_secs(5)));
         let _ = self.write_out(shared);
+    }
+}
+
+impl Connection {
+    /// The socket (blocking again) and the bytes received after the handshake command.
+    pub fn into_shipping(self) -> (TcpStream, Vec<u8>, SocketAddr) {
+        let _ = self.stream.set_nonblocking(false);
+        (self.stream, self.input.data().to_vec(), self.session.addr)
     }
 }
 

@@ -135,10 +135,9 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
             match connection.turn(shared) {
                 Turn::Idle => {}
                 Turn::Again => again.push(id),
-                Turn::Close => {
-                    if let Some(mut connection) = connections.remove(&id) {
-                        connection.abandon(shared);
-                        close(shared, handle, &epoll, &connection);
+                turn @ (Turn::Close | Turn::Ship) => {
+                    if let Some(connection) = connections.remove(&id) {
+                        let_go(shared, handle, &epoll, connection, turn);
                     }
                     continue;
                 }
@@ -216,6 +215,24 @@ fn adopt(
             Connection::new(stream, id, addr, shared.options.password.is_some()),
         );
         ready.push(id);
+    }
+}
+
+/// Closes a connection, or hands it to a shipping session (`Turn::Ship`).
+fn let_go(
+    shared: &Arc<Shared>,
+    handle: &LoopHandle,
+    epoll: &Epoll,
+    mut connection: Connection,
+    turn: Turn,
+) {
+    if turn == Turn::Ship {
+        close(shared, handle, epoll, &connection);
+        let (stream, received, addr) = connection.into_shipping();
+        shared.start_shipping(stream, received, addr);
+    } else {
+        connection.abandon(shared);
+        close(shared, handle, epoll, &connection);
     }
 }
 

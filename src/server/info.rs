@@ -202,16 +202,7 @@ fn stats(shared: &Shared) -> String {
 }
 
 fn replication(shared: &Shared) -> String {
-    let db = shared.keyspace.db();
-    lines(&[
-        ("role", "master".to_owned()),
-        ("connected_slaves", "0".to_owned()),
-        (
-            "master_replid",
-            format!("{:032x}00000000", db.wal().cluster_id()),
-        ),
-        ("master_repl_offset", db.wal().durable_lsn().to_string()),
-    ])
+    shared.replication_info()
 }
 
 fn commandstats(shared: &Shared) -> String {

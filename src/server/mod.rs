@@ -12,6 +12,7 @@ pub mod glob;
 mod info;
 pub mod keyspace;
 pub mod metrics;
+mod replication;
 mod session;
 
 use std::collections::HashMap;
@@ -66,6 +67,8 @@ pub struct ServerOptions {
     pub config_file: Option<PathBuf>,
     /// Event-loop threads serving connections.
     pub io_threads: usize,
+    /// The primary to follow at start (`HOST:PORT`): this node starts as a read-only replica.
+    pub replica_of: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -80,6 +83,7 @@ impl Default for ServerOptions {
             dir: PathBuf::new(),
             config_file: None,
             io_threads: DEFAULT_IO_THREADS,
+            replica_of: None,
         }
     }
 }
@@ -121,6 +125,8 @@ pub struct Shared {
     checkpoint_running: AtomicBool,
     started: Instant,
     listen: SocketAddr,
+    /// Role, replicas and the link to a primary.
+    replication: replication::Replication,
 }
 
 fn unix_now() -> u64 {
@@ -278,6 +284,9 @@ impl Server {
     ) -> Result<Self, ServerError> {
         let listen = listener.local_addr().map_err(ServerError::Listen)?;
         let io_threads = options.io_threads.max(1);
+        let replication =
+            replication::Replication::open(&options.dir).map_err(ServerError::ReplicaId)?;
+        let replica_of = options.replica_of.clone();
         let shared = Arc::new(Shared {
             keyspace,
             options,
@@ -291,7 +300,11 @@ impl Server {
             checkpoint_running: AtomicBool::new(false),
             started: Instant::now(),
             listen,
+            replication,
         });
+        if replica_of.is_some() {
+            shared.replicate_from(replica_of);
+        }
         let mut loops = Vec::new();
         let mut threads = Vec::new();
         for i in 0..io_threads {
@@ -360,6 +373,7 @@ impl Server {
                 nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
             let _ = handle.join();
         }
+        self.shared.stop_replication();
         for handle in &self.loops {
             handle.wake();
         }

@@ -178,6 +178,12 @@ impl Wal {
 }
 
 impl Wal {
+    /// The epoch of the newest record (or of the active segment, when it has none).
+    #[must_use]
+    pub fn epoch(&self) -> crate::format::Epoch {
+        self.shared.commit.lock().epoch
+    }
+
     /// Replica side: where the next received record goes (active segment, offset).
     #[must_use]
     pub fn receive_position(&self) -> (Lsn, u64) {

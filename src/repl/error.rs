@@ -1,0 +1,40 @@
+use std::io;
+use std::sync::Arc;
+
+use crate::format::repl::{FrameError, RefuseCode};
+use crate::wal::WalError;
+
+/// Why a shipping session ended.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplError {
+    /// The connection failed or timed out; the replica reconnects.
+    #[error("replication connection: {0}")]
+    Io(Arc<io::Error>),
+    /// The peer sent bytes that are not a valid frame.
+    #[error("replication peer sent a bad frame: {0}")]
+    Frame(#[from] FrameError),
+    /// The log refused or failed on shipped records.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The peer refused the session.
+    #[error("refused by the peer ({code:?}): {reason}")]
+    Refused {
+        /// Machine-readable cause.
+        code: RefuseCode,
+        /// The peer's explanation.
+        reason: String,
+    },
+    /// The peer broke the protocol (a frame out of place, a bad handshake reply).
+    #[error("replication protocol: {0}")]
+    Protocol(String),
+    /// The session was stopped (shutdown or `REPLICAOF`).
+    #[error("replication stopped")]
+    Stopped,
+}
+
+impl From<io::Error> for ReplError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(Arc::new(e))
+    }
+}

@@ -1,0 +1,285 @@
+//! The replica's side: connect to the primary over its client port, switch the connection to
+//! shipping frames, receive the log into this node's own log, make it visible and durable,
+//! and acknowledge; on any failure, reconnect with capped exponential backoff and jitter.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::error::ReplError;
+use super::receiver::Receiver;
+use super::status::{LinkState, LinkStatus, clock_micros};
+use super::wire::FrameStream;
+use crate::engine::Store;
+use crate::format::repl::{Frame, Hello, PROTOCOL_VERSION};
+use crate::wal::random_u64;
+
+/// The command that turns a client connection into a shipping session.
+pub const HANDSHAKE_COMMAND: &str = "SHIPLOG.SHIP";
+
+/// How a replica follows its primary.
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    /// The primary, `HOST:PORT`.
+    pub primary: String,
+    /// This replica's identity, stable across restarts.
+    pub replica_id: u128,
+    /// The port this replica serves clients on (told to the primary for `ROLE`).
+    pub listen_port: u16,
+    /// A primary silent this long (no frame, not even a heartbeat) is given up on.
+    pub timeout: Duration,
+    /// First reconnect delay; doubles per failure up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// Largest unfinished batch held while it arrives.
+    pub carry_max_bytes: usize,
+}
+
+impl LinkOptions {
+    /// Defaults for following `primary`.
+    #[must_use]
+    pub fn new(primary: String, replica_id: u128, listen_port: u16) -> Self {
+        Self {
+            primary,
+            replica_id,
+            listen_port,
+            timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+            carry_max_bytes: (1 << 30) + (8 << 20),
+        }
+    }
+}
+
+/// Follows the primary until `status` is stopped.
+pub fn run(store: &Store, options: &LinkOptions, status: &LinkStatus) {
+    let mut failures = 0u32;
+    while !status.stopped() {
+        let started = status.progress().sessions;
+        let result = session(store, options, status);
+        status.set_socket(None);
+        if status.stopped() {
+            break;
+        }
+        let progressed = status.progress().sessions > started;
+        if progressed {
+            failures = 0;
+        }
+        if let Err(e) = &result {
+            tracing::warn!(primary = %options.primary, error = %e, "replication link down; reconnecting");
+            let text = e.to_string();
+            status.update(|p| {
+                p.state = LinkState::Connecting;
+                p.last_error = Some(text);
+            });
+        }
+        failures = failures.saturating_add(1);
+        let delay = backoff(options, failures);
+        let deadline = Instant::now() + delay;
+        while !status.stopped() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10).min(delay));
+        }
+    }
+    status.update(|p| p.state = LinkState::Connecting);
+}
+
+/// Capped exponential backoff with ±50% jitter, so replicas of a restarted primary do not
+/// reconnect in lockstep.
+fn backoff(options: &LinkOptions, failures: u32) -> Duration {
+    let base = options
+        .backoff_min
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(options.backoff_max);
+    let permille = u32::try_from(random_u64() % 1000).unwrap_or(0);
+    base * (500 + permille) / 1000
+}
+
+fn connect(options: &LinkOptions) -> Result<TcpStream, ReplError> {
+    let mut last = None;
+    for addr in options.primary.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, options.timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| std::io::Error::other("the primary's address resolves to nothing"))
+        .into())
+}
+
+fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<(), ReplError> {
+    status.update(|p| p.state = LinkState::Connecting);
+    let mut stream = connect(options)?;
+    status.set_socket(Some(stream.try_clone()?));
+    status.update(|p| p.state = LinkState::Handshake);
+    let _ = stream.set_nodelay(true);
+    stream.set_read_timeout(Some(options.timeout))?;
+    stream.set_write_timeout(Some(options.timeout))?;
+    let command = format!(
+        "*1\r\n${}\r\n{HANDSHAKE_COMMAND}\r\n",
+        HANDSHAKE_COMMAND.len()
+    );
+    stream.write_all(command.as_bytes())?;
+    // The reply is one RESP line; read it byte by byte so nothing after it is consumed.
+    let mut line = Vec::new();
+    BufReader::with_capacity(1, Read::take(&stream, 1024)).read_until(b'\n', &mut line)?;
+    if !line.starts_with(b"+OK") {
+        return Err(ReplError::Protocol(format!(
+            "the primary answered the handshake with {:?}",
+            String::from_utf8_lossy(&line).trim_end()
+        )));
+    }
+    let wal = store.wal();
+    let last_lsn = wal.written_lsn();
+    let last_epoch = if last_lsn == 0 {
+        0
+    } else {
+        wal.read(last_lsn)?.map_or(0, |r| r.epoch)
+    };
+    let mut frames = FrameStream::new(stream.try_clone()?, &[]);
+    frames.send(&Frame::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        cluster_id: if last_lsn == 0 { 0 } else { wal.cluster_id() },
+        replica_id: options.replica_id,
+        last_lsn,
+        last_epoch,
+        listen_port: options.listen_port,
+    }))?;
+    match frames.read_frame()? {
+        Frame::Welcome(welcome) => {
+            tracing::info!(
+                primary = %options.primary,
+                start_after = welcome.start_after,
+                primary_durable = welcome.durable_lsn,
+                "replicating"
+            );
+            status.update(|p| {
+                p.state = LinkState::Connected;
+                p.sessions += 1;
+                p.last_io = Some(Instant::now());
+                p.primary_durable = welcome.durable_lsn;
+                p.last_error = None;
+            });
+        }
+        Frame::Refuse { code, reason } => {
+            return Err(ReplError::Refused {
+                code,
+                reason: reason.to_owned(),
+            });
+        }
+        other => {
+            return Err(ReplError::Protocol(format!(
+                "expected a welcome, got {other:?}"
+            )));
+        }
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let acker = scope.spawn(|| acknowledge(store, stream, &done));
+        let result = receive(store, options, status, &mut frames, acker.thread());
+        done.store(true, Ordering::Release);
+        acker.thread().unpark();
+        let ack_result = acker.join().unwrap_or_else(|_| {
+            Err(ReplError::Protocol(
+                "the acknowledging thread panicked".into(),
+            ))
+        });
+        result.and(ack_result)
+    })
+}
+
+fn receive(
+    store: &Store,
+    options: &LinkOptions,
+    status: &LinkStatus,
+    frames: &mut FrameStream,
+    acker: &std::thread::Thread,
+) -> Result<(), ReplError> {
+    let wal = store.wal();
+    let mut receiver = Receiver::new(options.carry_max_bytes);
+    loop {
+        if status.stopped() {
+            return Err(ReplError::Stopped);
+        }
+        let frame = frames.read_frame()?;
+        let now = Instant::now();
+        match frame {
+            Frame::SegmentHeader { header, capacity } => {
+                receiver.segment_header(wal, header, capacity)?;
+            }
+            Frame::SegmentBytes {
+                segment,
+                offset,
+                last_lsn,
+                bytes,
+            } => {
+                let queued = receiver.segment_bytes(wal, segment, offset, bytes, last_lsn)?;
+                if last_lsn != 0 {
+                    // Only durable records ship: the primary's durable LSN is at least this.
+                    status.update(|p| p.primary_durable = p.primary_durable.max(last_lsn));
+                }
+                if queued != 0 {
+                    // Visible before durable here: the primary holds these records durably
+                    // already. The acknowledging thread syncs and reports durability.
+                    wal.wait_for(queued, crate::wal::Durability::Buffered)?;
+                    store.apply_written().map_err(|e| {
+                        ReplError::Protocol(format!("applying shipped records: {e}"))
+                    })?;
+                    acker.unpark();
+                }
+            }
+            Frame::Heartbeat { durable_lsn, .. } => {
+                status.update(|p| p.primary_durable = p.primary_durable.max(durable_lsn));
+            }
+            Frame::Refuse { code, reason } => {
+                return Err(ReplError::Refused {
+                    code,
+                    reason: reason.to_owned(),
+                });
+            }
+            other => {
+                return Err(ReplError::Protocol(format!(
+                    "the primary sent {other:?} during shipping"
+                )));
+            }
+        }
+        let applied = store.applied_lsn();
+        status.update(|p| {
+            p.last_io = Some(now);
+            if applied >= p.primary_durable {
+                p.behind_since = None;
+            } else if p.behind_since.is_none() {
+                p.behind_since = Some(now);
+            }
+        });
+    }
+}
+
+/// Syncs what was received and acknowledges received, durable and applied LSNs: at once
+/// after each batch, and at least every 100 ms, so the primary sees a live replica.
+fn acknowledge(store: &Store, stream: TcpStream, done: &AtomicBool) -> Result<(), ReplError> {
+    let wal = store.wal();
+    let mut frames = FrameStream::new(stream, &[]);
+    let mut sent = (u64::MAX, 0, 0);
+    let mut last_sent = Instant::now();
+    while !done.load(Ordering::Acquire) {
+        if wal.durable_lsn() < wal.written_lsn() {
+            wal.sync()?;
+        }
+        let now = (wal.written_lsn(), wal.durable_lsn(), store.applied_lsn());
+        if now != sent || last_sent.elapsed() >= Duration::from_millis(100) {
+            frames.send(&Frame::Ack {
+                received: now.0,
+                durable: now.1.min(now.0),
+                applied: now.2.min(now.0),
+                clock_micros: clock_micros(),
+            })?;
+            sent = now;
+            last_sent = Instant::now();
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+    Ok(())
+}

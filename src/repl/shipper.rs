@@ -1,0 +1,268 @@
+//! The primary's side of a shipping session: check the replica's hello, then send every
+//! durable record from where the replica stands, as segment byte ranges, with heartbeats
+//! while idle; a second thread reads the replica's acknowledgements.
+
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::error::ReplError;
+use super::status::{ReplicaPeer, clock_micros};
+use super::wire::FrameStream;
+use crate::format::repl::{Frame, Hello, PROTOCOL_VERSION, RefuseCode, Welcome};
+use crate::wal::{Wal, WalError};
+
+/// How a primary ships.
+#[derive(Debug, Clone, Copy)]
+pub struct ShipperOptions {
+    /// Most bytes of segment per frame.
+    pub chunk_bytes: usize,
+    /// Interval of heartbeats while there is nothing to ship.
+    pub heartbeat: Duration,
+    /// A replica silent this long (no acknowledgement) is disconnected.
+    pub timeout: Duration,
+}
+
+impl Default for ShipperOptions {
+    fn default() -> Self {
+        Self {
+            chunk_bytes: 1 << 20,
+            heartbeat: Duration::from_millis(250),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves one replica on `stream` until it leaves, fails or [`ReplicaPeer::stop`] is called.
+/// `received` are bytes the replica sent after the handshake command.
+///
+/// # Errors
+/// Why the session ended (a refusal is sent to the replica first).
+pub fn serve(
+    wal: &Wal,
+    stream: TcpStream,
+    received: &[u8],
+    peer: &ReplicaPeer,
+    options: ShipperOptions,
+) -> Result<(), ReplError> {
+    stream.set_read_timeout(Some(options.timeout))?;
+    stream.set_write_timeout(Some(options.timeout))?;
+    let _ = stream.set_nodelay(true);
+    let acks = FrameStream::new(stream.try_clone()?, &[]);
+    let mut frames = FrameStream::new(stream, received);
+    let hello = match frames.read_frame()? {
+        Frame::Hello(hello) => hello,
+        other => {
+            return Err(ReplError::Protocol(format!(
+                "expected a hello, got {other:?}"
+            )));
+        }
+    };
+    let start_after = match check_hello(wal, &hello) {
+        Ok(after) => after,
+        Err((code, reason)) => {
+            let _ = frames.send(&Frame::Refuse {
+                code,
+                reason: &reason,
+            });
+            return Err(ReplError::Refused { code, reason });
+        }
+    };
+    let mut position = match wal.ship_position_after(start_after) {
+        Ok(position) => position,
+        Err(WalError::NotRetained { lsn, first }) => {
+            let code = RefuseCode::NeedsSnapshot;
+            let reason = format!(
+                "the replica needs LSN {lsn}, but this primary's log starts at LSN {first}; \
+                 the replica must be bootstrapped from a snapshot"
+            );
+            let _ = frames.send(&Frame::Refuse {
+                code,
+                reason: &reason,
+            });
+            return Err(ReplError::Refused { code, reason });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    frames.send(&Frame::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        cluster_id: wal.cluster_id(),
+        epoch: wal.epoch(),
+        durable_lsn: wal.durable_lsn().max(start_after),
+        start_after,
+    }))?;
+    peer.hello(hello.replica_id, hello.listen_port, start_after);
+    tracing::info!(
+        replica = %peer.addr,
+        port = hello.listen_port,
+        start_after,
+        "replica accepted; shipping the log"
+    );
+    let reader_failed = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let result = read_acks(acks, peer);
+            reader_failed.store(true, Ordering::Release);
+            if let Err(e) = result
+                && !peer.stopped()
+            {
+                tracing::info!(replica = %peer.addr, error = %e, "replica acknowledgements ended");
+            }
+            // Ends the sender's blocking write, if any.
+            peer.stop();
+        });
+        let result = ship(
+            wal,
+            &mut frames,
+            &mut position,
+            peer,
+            options,
+            &reader_failed,
+        );
+        peer.stop();
+        result
+    })
+}
+
+/// Whether the replica's log is a prefix of this one; the LSN to ship after, or a refusal.
+fn check_hello(wal: &Wal, hello: &Hello) -> Result<u64, (RefuseCode, String)> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err((
+            RefuseCode::Version,
+            format!(
+                "the replica speaks shipping protocol {}, this primary {PROTOCOL_VERSION}",
+                hello.version
+            ),
+        ));
+    }
+    if hello.last_lsn == 0 {
+        return Ok(0);
+    }
+    if hello.cluster_id != wal.cluster_id() {
+        return Err((
+            RefuseCode::ClusterMismatch,
+            format!(
+                "the replica holds the log of cluster {:032x}, this primary is cluster {:032x}; \
+                 point it at its own cluster or give it an empty directory",
+                hello.cluster_id,
+                wal.cluster_id()
+            ),
+        ));
+    }
+    let durable = wal.durable_lsn();
+    if hello.last_lsn > durable {
+        return Err((
+            RefuseCode::Diverged,
+            format!(
+                "the replica holds LSN {} but this primary's log ends at LSN {durable}: it has \
+                 records this primary never wrote",
+                hello.last_lsn
+            ),
+        ));
+    }
+    match wal.read(hello.last_lsn) {
+        Ok(Some(record)) if record.epoch == hello.last_epoch => Ok(hello.last_lsn),
+        Ok(Some(record)) => Err((
+            RefuseCode::Diverged,
+            format!(
+                "the replica's LSN {} is of epoch {}, this primary's of epoch {}: the histories \
+                 diverged",
+                hello.last_lsn, hello.last_epoch, record.epoch
+            ),
+        )),
+        // Not here (retention or compaction): `ship_position_after` decides.
+        Ok(None) | Err(WalError::NotRetained { .. }) => Ok(hello.last_lsn),
+        Err(e) => Err((
+            RefuseCode::Other,
+            format!("reading LSN {}: {e}", hello.last_lsn),
+        )),
+    }
+}
+
+fn ship(
+    wal: &Wal,
+    frames: &mut FrameStream,
+    position: &mut crate::wal::ShipPosition,
+    peer: &ReplicaPeer,
+    options: ShipperOptions,
+    reader_failed: &AtomicBool,
+) -> Result<(), ReplError> {
+    let mut last_sent = Instant::now()
+        .checked_sub(options.heartbeat)
+        .unwrap_or_else(Instant::now);
+    loop {
+        if peer.stopped() || reader_failed.load(Ordering::Acquire) {
+            return Err(ReplError::Stopped);
+        }
+        let mut shipped = 0;
+        while let Some(chunk) = wal.ship_chunk(position, options.chunk_bytes)? {
+            if let Some(header) = &chunk.header {
+                frames.queue(&Frame::SegmentHeader {
+                    header,
+                    capacity: chunk.capacity,
+                });
+            }
+            frames.queue(&Frame::SegmentBytes {
+                segment: chunk.segment,
+                offset: chunk.offset,
+                last_lsn: chunk.last_lsn,
+                bytes: &chunk.bytes,
+            });
+            *position = chunk.next;
+            shipped += chunk.bytes.len();
+            if chunk.last_lsn != 0 {
+                peer.shipped(chunk.last_lsn);
+            }
+            if shipped >= 4 * options.chunk_bytes {
+                break;
+            }
+        }
+        if shipped > 0 {
+            frames.flush()?;
+            last_sent = Instant::now();
+            continue;
+        }
+        if last_sent.elapsed() >= options.heartbeat {
+            frames.send(&Frame::Heartbeat {
+                durable_lsn: position.next_lsn - 1,
+                clock_micros: clock_micros(),
+                digest_lsn: 0,
+                digest: 0,
+            })?;
+            last_sent = Instant::now();
+        }
+        let wait = options
+            .heartbeat
+            .saturating_sub(last_sent.elapsed())
+            .min(Duration::from_millis(100));
+        match wal.tail(position.next_lsn - 1, wait) {
+            Ok(_) => {}
+            Err(WalError::Closed) => return Err(ReplError::Stopped),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn read_acks(mut acks: FrameStream, peer: &ReplicaPeer) -> Result<(), ReplError> {
+    loop {
+        match acks.read_frame()? {
+            Frame::Ack {
+                received,
+                durable,
+                applied,
+                ..
+            } => peer.ack(received, durable, applied),
+            Frame::Refuse { code, reason } => {
+                return Err(ReplError::Refused {
+                    code,
+                    reason: reason.to_owned(),
+                });
+            }
+            other => {
+                return Err(ReplError::Protocol(format!(
+                    "a replica sent {other:?}; only acknowledgements are expected"
+                )));
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! What each side knows about the other, for `ROLE`, `INFO replication`, metrics and
+//! `shiplog status`.
+
+use std::collections::VecDeque;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::format::Lsn;
+
+/// Most (LSN, time shipped) samples kept per replica to turn acknowledged LSNs into lag times.
+const LAG_SAMPLES_MAX: usize = 4096;
+
+/// Microseconds since the Unix epoch (the clocks heartbeats and acks carry).
+#[must_use]
+pub fn clock_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A replica's progress as its primary sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The replica's identity (0 until its hello arrives).
+    pub replica_id: u128,
+    /// The port it serves clients on.
+    pub listen_port: u16,
+    /// Shipping has begun (the hello was accepted).
+    pub online: bool,
+    /// Last LSN shipped to it.
+    pub sent: Lsn,
+    /// Last LSN it wrote (`PostgreSQL`'s write position).
+    pub received: Lsn,
+    /// Last LSN durable on it (flush position).
+    pub durable: Lsn,
+    /// Last LSN visible to its readers (replay position).
+    pub applied: Lsn,
+    /// Time from shipping a record to its acknowledgement as written, durable and applied,
+    /// in microseconds, as of the latest acknowledgement that moved each.
+    pub write_lag_micros: u64,
+    /// See `write_lag_micros`.
+    pub flush_lag_micros: u64,
+    /// See `write_lag_micros`.
+    pub replay_lag_micros: u64,
+}
+
+/// One replica connected to this primary.
+#[derive(Debug)]
+pub struct ReplicaPeer {
+    /// Where it connected from.
+    pub addr: SocketAddr,
+    progress: Mutex<PeerProgress>,
+    last_ack: Mutex<Instant>,
+    /// Shipped-at times of recent LSNs, oldest first.
+    shipped: Mutex<VecDeque<(Lsn, Instant)>>,
+    stop: AtomicBool,
+    socket: Option<TcpStream>,
+}
+
+impl ReplicaPeer {
+    /// A replica that connected from `addr`; `socket` (a clone) lets [`ReplicaPeer::stop`]
+    /// interrupt its session.
+    #[must_use]
+    pub fn new(addr: SocketAddr, socket: Option<TcpStream>) -> Self {
+        Self {
+            addr,
+            progress: Mutex::default(),
+            last_ack: Mutex::new(Instant::now()),
+            shipped: Mutex::default(),
+            stop: AtomicBool::new(false),
+            socket,
+        }
+    }
+
+    /// Its progress now.
+    #[must_use]
+    pub fn progress(&self) -> PeerProgress {
+        *lock(&self.progress)
+    }
+
+    /// Time since its last acknowledgement.
+    #[must_use]
+    pub fn since_last_ack(&self) -> Duration {
+        lock(&self.last_ack).elapsed()
+    }
+
+    /// Ends its session (shutdown, or the server lets it go).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(socket) = &self.socket {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Whether the session must end.
+    #[must_use]
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn hello(&self, replica_id: u128, listen_port: u16, last_lsn: Lsn) {
+        let mut p = lock(&self.progress);
+        p.replica_id = replica_id;
+        p.listen_port = listen_port;
+        p.online = true;
+        p.sent = last_lsn;
+        p.received = last_lsn;
+        p.durable = last_lsn;
+        p.applied = last_lsn;
+    }
+
+    pub(crate) fn shipped(&self, lsn: Lsn) {
+        lock(&self.progress).sent = lsn;
+        let mut shipped = lock(&self.shipped);
+        if shipped.len() == LAG_SAMPLES_MAX {
+            shipped.pop_front();
+        }
+        shipped.push_back((lsn, Instant::now()));
+    }
+
+    pub(crate) fn ack(&self, received: Lsn, durable: Lsn, applied: Lsn) {
+        let now = Instant::now();
+        *lock(&self.last_ack) = now;
+        let mut shipped = lock(&self.shipped);
+        // The time the newest record at or below an acknowledged LSN was shipped.
+        let lag = |lsn: Lsn| {
+            shipped
+                .iter()
+                .rev()
+                .find(|(l, _)| *l <= lsn)
+                .map(|(_, at)| u64::try_from((now - *at).as_micros()).unwrap_or(u64::MAX))
+        };
+        let mut p = lock(&self.progress);
+        if received > p.received
+            && let Some(l) = lag(received)
+        {
+            p.write_lag_micros = l;
+        }
+        if durable > p.durable
+            && let Some(l) = lag(durable)
+        {
+            p.flush_lag_micros = l;
+        }
+        if applied > p.applied
+            && let Some(l) = lag(applied)
+        {
+            p.replay_lag_micros = l;
+        }
+        p.received = p.received.max(received);
+        p.durable = p.durable.max(durable);
+        p.applied = p.applied.max(applied);
+        let done = p.received.min(p.durable).min(p.applied);
+        drop(p);
+        // Keep the newest sample at or below everything acknowledged: later acks measure
+        // from it.
+        while shipped.len() > 1 && shipped[1].0 <= done {
+            shipped.pop_front();
+        }
+    }
+}
+
+/// Where a replica's link to its primary stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinkState {
+    /// Not connected; the next attempt comes after a backoff.
+    #[default]
+    Connecting,
+    /// Connected, handshaking.
+    Handshake,
+    /// Receiving the log.
+    Connected,
+}
+
+/// A replica's view of its link and primary.
+#[derive(Debug, Clone, Default)]
+pub struct LinkProgress {
+    /// The link's state.
+    pub state: LinkState,
+    /// When anything last arrived from the primary.
+    pub last_io: Option<Instant>,
+    /// The primary's durable LSN, from its latest heartbeat or welcome.
+    pub primary_durable: Lsn,
+    /// When the replica had applied everything up to `primary_durable`, or when that value
+    /// arrived (the start of the current lag).
+    pub behind_since: Option<Instant>,
+    /// The last error that ended a session.
+    pub last_error: Option<String>,
+    /// Sessions started (handshakes accepted).
+    pub sessions: u64,
+}
+
+/// The replica's link status, shared with the server.
+#[derive(Debug, Default)]
+pub struct LinkStatus {
+    progress: Mutex<LinkProgress>,
+    stop: AtomicBool,
+    socket: Mutex<Option<TcpStream>>,
+}
+
+impl LinkStatus {
+    /// Its progress now.
+    #[must_use]
+    pub fn progress(&self) -> LinkProgress {
+        lock(&self.progress).clone()
+    }
+
+    /// Stops the link: its thread ends soon after.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(socket) = lock(&self.socket).as_ref() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Whether the link must end.
+    #[must_use]
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut LinkProgress)) {
+        f(&mut lock(&self.progress));
+    }
+
+    pub(crate) fn set_socket(&self, socket: Option<TcpStream>) {
+        let mut slot = lock(&self.socket);
+        *slot = socket;
+        if self.stopped()
+            && let Some(socket) = slot.as_ref()
+        {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+}
