@@ -8,6 +8,8 @@
     reason = "test helpers: each test binary uses a part; a failed unwrap is a failed test"
 )]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -275,4 +277,60 @@ impl Raw {
             Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
         }
     }
+}
+
+/// A port that was free a moment ago (for a node that must restart on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A field of `INFO section`, parsed.
+pub fn info_field(con: &mut redis::Connection, section: &str, field: &str) -> Option<String> {
+    let info: String = redis::cmd("INFO").arg(section).query(con).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(str::to_owned)
+}
+
+/// Polls `check` every 10 ms for up to `secs` seconds; true once it holds.
+pub fn wait_until(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Waits until the replica at `replica` has applied everything `primary` made durable.
+pub fn wait_caught_up(primary: &Daemon, replica: &Daemon, secs: u64) -> bool {
+    let mut p = primary.client();
+    let mut r = replica.client();
+    wait_until(secs, || {
+        let target: Option<u64> =
+            info_field(&mut p, "replication", "master_repl_offset").and_then(|v| v.parse().ok());
+        let applied: Option<u64> =
+            info_field(&mut r, "replication", "replica_applied_lsn").and_then(|v| v.parse().ok());
+        matches!((target, applied), (Some(t), Some(a)) if a >= t)
+    })
+}
+
+/// Every key and value of a node, sorted.
+pub fn dump(con: &mut redis::Connection) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(con).unwrap();
+    keys.sort();
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(1000) {
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(chunk).query(con).unwrap();
+        for (k, v) in chunk.iter().zip(values) {
+            out.push((k.clone(), v.unwrap()));
+        }
+    }
+    out
 }

@@ -1,0 +1,342 @@
+//! Log shipping as users meet it: real `shiplogd` processes on loopback, a primary and its
+//! replicas, Redis clients on both sides, kill -9 of every node, network faults.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::pedantic,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod daemon;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use daemon::proxy::Proxy;
+use daemon::{Daemon, dump, free_port, info_field, wait_caught_up, wait_until};
+use redis::Commands;
+
+fn start_primary(dir: &Path, port: u16) -> Daemon {
+    let listen = format!("127.0.0.1:{port}");
+    Daemon::start(dir, &["--listen", &listen])
+}
+
+fn start_replica(dir: &Path, primary: &str) -> Daemon {
+    Daemon::start(dir, &["--replica-of", primary])
+}
+
+/// Segment files (by name) of a data directory.
+fn segments(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            shiplog::wal::parse_segment_file_name(&name).is_some()
+        })
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The replica's segment files are the primary's, byte for byte.
+fn assert_same_segments(primary: &Path, replica: &Path) {
+    let (ours, theirs) = (segments(primary), segments(replica));
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>(),
+        "the same segment files"
+    );
+    for (name, bytes) in &ours {
+        assert!(bytes == &theirs[name], "segment {name} differs");
+    }
+}
+
+#[test]
+fn a_replica_serves_what_the_primary_acknowledged_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = start_primary(&dir.path().join("p"), 0);
+    let replica = start_replica(&dir.path().join("r"), &primary.addr.to_string());
+    let mut p = primary.client();
+    let _: () = p.set("greeting", "hello").unwrap();
+    let _: () = redis::cmd("MSET")
+        .arg(&["a", "1", "b", "2", "c", "3"])
+        .query(&mut p)
+        .unwrap();
+    let values: Vec<u8> = (0..=255).collect();
+    let _: () = p.set(&values[..], &values[..]).unwrap();
+    assert!(
+        wait_caught_up(&primary, &replica, 30),
+        "the replica catches up"
+    );
+
+    let mut r = replica.client();
+    let v: String = r.get("greeting").unwrap();
+    assert_eq!(v, "hello");
+    let abc: Vec<String> = r.mget(&["a", "b", "c"]).unwrap();
+    assert_eq!(abc, ["1", "2", "3"]);
+    let binary: Vec<u8> = r.get(&values[..]).unwrap();
+    assert_eq!(binary, values);
+    let refused: redis::RedisResult<()> = r.set("x", "1");
+    let err = refused.unwrap_err();
+    assert_eq!(err.code(), Some("READONLY"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("You can't write against a read only replica.")
+    );
+
+    // ROLE in Redis' shapes on both sides.
+    let role: redis::Value = redis::cmd("ROLE").query(&mut r).unwrap();
+    let text = format!("{role:?}");
+    assert!(
+        text.contains("slave") && text.contains("connected"),
+        "{text}"
+    );
+    let role: redis::Value = redis::cmd("ROLE").query(&mut p).unwrap();
+    let text = format!("{role:?}");
+    assert!(
+        text.contains("master") && text.contains(&replica.addr.port().to_string()),
+        "{text}"
+    );
+    assert_eq!(
+        info_field(&mut r, "replication", "master_link_status").as_deref(),
+        Some("up")
+    );
+    assert_eq!(
+        info_field(&mut p, "replication", "connected_slaves").as_deref(),
+        Some("1")
+    );
+    let slave0 = info_field(&mut p, "replication", "slave0").unwrap();
+    assert!(
+        slave0.contains("state=online") && slave0.contains("replay_lsn="),
+        "{slave0}"
+    );
+    // Idle and caught up: lag reads 0, not "unknown" or growing.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        info_field(&mut r, "replication", "replica_lag_lsns").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        info_field(&mut r, "replication", "replica_lag_ms").as_deref(),
+        Some("0")
+    );
+    drop((p, r));
+    replica.stop();
+    primary.stop();
+    assert_same_segments(&dir.path().join("p"), &dir.path().join("r"));
+}
+
+/// Sets unique keys through `port` until `stop`, reconnecting after failures; records each
+/// key whose SET was answered OK.
+fn write_load(port: u16, stop: &AtomicBool, acked: &Mutex<Vec<u64>>, from: u64) {
+    let url = format!("redis://127.0.0.1:{port}/");
+    let mut i = from;
+    while !stop.load(Ordering::Acquire) {
+        let Ok(client) = redis::Client::open(url.as_str()) else {
+            continue;
+        };
+        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let _ = con.set_read_timeout(Some(Duration::from_secs(10)));
+        while !stop.load(Ordering::Acquire) {
+            let result: redis::RedisResult<()> = con.set(format!("key:{i}"), format!("value:{i}"));
+            if result.is_err() {
+                // Indeterminate: it may or may not have been applied; never counted as acked.
+                i += 1;
+                break;
+            }
+            acked.lock().unwrap().push(i);
+            i += 1;
+        }
+    }
+}
+
+#[test]
+fn three_nodes_survive_kill_9_of_each_in_turn_and_converge_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pdir, r1dir, r2dir) = (
+        dir.path().join("p"),
+        dir.path().join("r1"),
+        dir.path().join("r2"),
+    );
+    let port = free_port();
+    let target = format!("127.0.0.1:{port}");
+    let mut primary = start_primary(&pdir, port);
+    let mut r1 = start_replica(&r1dir, &target);
+    let mut r2 = start_replica(&r2dir, &target);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
+        std::thread::spawn(move || write_load(port, &stop, &acked, 0))
+    };
+    let acked_count = || acked.lock().unwrap().len();
+    let progress = |min: usize| assert!(wait_until(60, || acked_count() >= min), "writes go on");
+
+    progress(300);
+    r1.kill();
+    progress(acked_count() + 300);
+    r1 = start_replica(&r1dir, &target);
+    progress(acked_count() + 300);
+    r2.kill();
+    progress(acked_count() + 300);
+    r2 = start_replica(&r2dir, &target);
+    progress(acked_count() + 300);
+    primary.kill();
+    std::thread::sleep(Duration::from_millis(200));
+    primary = start_primary(&pdir, port);
+    progress(acked_count() + 300);
+    stop.store(true, Ordering::Release);
+    writer.join().unwrap();
+
+    assert!(wait_caught_up(&primary, &r1, 60), "replica 1 converges");
+    assert!(wait_caught_up(&primary, &r2, 60), "replica 2 converges");
+    let mut p = primary.client();
+    let state = dump(&mut p);
+    let acked = acked.lock().unwrap().clone();
+    let held: std::collections::HashSet<Vec<u8>> = state.iter().map(|(k, _)| k.clone()).collect();
+    for i in &acked {
+        assert!(
+            held.contains(format!("key:{i}").as_bytes()),
+            "acknowledged key:{i} lost by the primary"
+        );
+    }
+    for replica in [&r1, &r2] {
+        assert_eq!(
+            dump(&mut replica.client()),
+            state,
+            "a replica differs from the primary"
+        );
+    }
+    drop(p);
+    r1.stop();
+    r2.stop();
+    primary.stop();
+    assert_same_segments(&pdir, &r1dir);
+    assert_same_segments(&pdir, &r2dir);
+}
+
+#[test]
+fn replicas_resume_through_delays_stalls_and_dropped_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = start_primary(&dir.path().join("p"), 0);
+    let proxy = Proxy::start(primary.addr);
+    let replica = start_replica(&dir.path().join("r"), &proxy.addr.to_string());
+    let mut p = primary.client();
+    let mut batch = 0;
+    let mut write = |p: &mut redis::Connection| {
+        for i in 0..200 {
+            let _: () = p.set(format!("k{batch}:{i}"), i).unwrap();
+        }
+        batch += 1;
+    };
+    write(&mut p);
+    assert!(wait_caught_up(&primary, &replica, 30));
+
+    proxy.delay(Duration::from_millis(5));
+    write(&mut p);
+    assert!(
+        wait_caught_up(&primary, &replica, 60),
+        "through a slow link"
+    );
+    proxy.delay(Duration::ZERO);
+
+    // A stall shorter than the timeouts: the session survives it.
+    proxy.stall();
+    write(&mut p);
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.resume();
+    assert!(wait_caught_up(&primary, &replica, 30), "after a stall");
+
+    // Dropped connections, while new ones are refused for a moment.
+    proxy.refuse(true);
+    proxy.drop_connections();
+    write(&mut p);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut r = replica.client();
+    assert_eq!(
+        info_field(&mut r, "replication", "master_link_status").as_deref(),
+        Some("down")
+    );
+    proxy.refuse(false);
+    assert!(wait_caught_up(&primary, &replica, 30), "after reconnecting");
+
+    // Half-open: the link stalls past the replica's timeout; it gives up and reconnects.
+    proxy.stall();
+    write(&mut p);
+    assert!(
+        wait_until(30, || info_field(
+            &mut r,
+            "replication",
+            "master_link_status"
+        )
+        .as_deref()
+            == Some("down")),
+        "a silent primary is given up on"
+    );
+    proxy.drop_connections();
+    proxy.resume();
+    assert!(
+        wait_caught_up(&primary, &replica, 30),
+        "after a half-open link"
+    );
+    assert_eq!(dump(&mut r), dump(&mut p));
+    drop((p, r));
+    replica.stop();
+    primary.stop();
+    assert_same_segments(&dir.path().join("p"), &dir.path().join("r"));
+}
+
+#[test]
+fn replicaof_repoints_at_run_time_and_no_one_makes_a_node_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = start_primary(&dir.path().join("p"), 0);
+    let node = Daemon::start(&dir.path().join("n"), &[]);
+    let mut p = primary.client();
+    let _: () = p.set("from-primary", "1").unwrap();
+    let mut n = node.client();
+    let reply: String = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.addr.port())
+        .query(&mut n)
+        .unwrap();
+    assert_eq!(reply, "OK");
+    let again: String = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.addr.port())
+        .query(&mut n)
+        .unwrap();
+    assert_eq!(again, "OK Already connected to specified master");
+    assert!(wait_caught_up(&primary, &node, 30));
+    let v: String = n.get("from-primary").unwrap();
+    assert_eq!(v, "1");
+    let bad: redis::RedisResult<String> = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg("99999")
+        .query(&mut n);
+    assert!(bad.unwrap_err().to_string().contains("Invalid master port"));
+
+    let reply: String = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut n)
+        .unwrap();
+    assert_eq!(reply, "OK");
+    let _: () = n.set("own", "2").unwrap();
+    let role: redis::Value = redis::cmd("ROLE").query(&mut n).unwrap();
+    assert!(format!("{role:?}").contains("master"));
+    drop((p, n));
+    node.stop();
+    primary.stop();
+}
