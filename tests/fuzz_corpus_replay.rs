@@ -110,9 +110,14 @@ fn repl_frame_seeds_do_not_panic() {
     replay("repl_frame", fuzzing::repl_frame);
 }
 
+#[test]
+fn replica_files_seeds_do_not_panic() {
+    replay("replica_files", fuzzing::replica_files);
+}
+
 /// Every target replayed above; `every_fuzz_target_is_replayed` keeps it in step with
 /// `fuzz/Cargo.toml`.
-const REPLAYED_TARGETS: [&str; 8] = [
+const REPLAYED_TARGETS: [&str; 9] = [
     "record",
     "segment_recovery",
     "kv_payload",
@@ -121,6 +126,7 @@ const REPLAYED_TARGETS: [&str; 8] = [
     "config",
     "http_request",
     "repl_frame",
+    "replica_files",
 ];
 
 /// A cargo-fuzz target added without seeds and a replay test would only be fuzzed, never tested.

@@ -340,3 +340,94 @@ fn replicaof_repoints_at_run_time_and_no_one_makes_a_node_writable() {
     node.stop();
     primary.stop();
 }
+
+/// Overwrites a few keys many times: the log fills with dead records compaction wants gone.
+fn churn(con: &mut redis::Connection, rounds: usize) {
+    let value = "v".repeat(200);
+    for round in 0..rounds {
+        let mut pipe = redis::pipe();
+        for k in 0..50 {
+            pipe.set(format!("churn:{k}"), format!("{round}:{value}"))
+                .ignore();
+        }
+        let _: () = pipe.query(con).unwrap();
+    }
+}
+
+#[test]
+fn a_retention_slot_keeps_the_log_for_a_stopped_replica_across_restarts_up_to_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pdir, rdir) = (dir.path().join("p"), dir.path().join("r"));
+    let port = free_port();
+    let target = format!("127.0.0.1:{port}");
+    let listen = target.clone();
+    let primary_args = ["--listen", &listen, "--segment-bytes", "16384"];
+    let primary = Daemon::start(&pdir, &primary_args);
+    let replica = start_replica(&rdir, &target);
+    let mut p = primary.client();
+    churn(&mut p, 20);
+    assert!(wait_caught_up(&primary, &replica, 30));
+    assert!(
+        wait_until(30, || info_field(&mut p, "replication", "slot0")
+            .is_some_and(|s| s.contains("connected=yes"))),
+        "a slot is created for the replica"
+    );
+    replica.kill();
+
+    // The replica is away; the primary churns (compaction runs) and restarts.
+    churn(&mut p, 200);
+    drop(p);
+    primary.stop();
+    let primary = Daemon::start(&pdir, &primary_args);
+    let mut p = primary.client();
+    let slot = info_field(&mut p, "replication", "slot0").expect("the slot survived the restart");
+    assert!(slot.contains("connected=no"), "{slot}");
+    churn(&mut p, 200);
+    std::thread::sleep(Duration::from_millis(2500));
+    let replica = start_replica(&rdir, &target);
+    assert!(
+        wait_caught_up(&primary, &replica, 60),
+        "the replica resumes from its slot"
+    );
+    assert_eq!(dump(&mut replica.client()), dump(&mut p));
+    replica.kill();
+    drop(p);
+    primary.stop();
+
+    // With a cap smaller than what the away replica needs, its slot is dropped, compaction
+    // takes the log, and the replica is told it needs a snapshot.
+    let primary = Daemon::start(
+        &pdir,
+        &[
+            "--listen",
+            &listen,
+            "--segment-bytes",
+            "16384",
+            "--max-retained-bytes",
+            "65536",
+        ],
+    );
+    let mut p = primary.client();
+    churn(&mut p, 400);
+    assert!(
+        wait_until(30, || info_field(&mut p, "replication", "slot0").is_none()),
+        "the slot over the cap is dropped"
+    );
+    assert!(primary.wait_for_log("retention slot dropped"));
+    std::thread::sleep(Duration::from_millis(2500));
+    let replica = start_replica(&rdir, &target);
+    let mut r = replica.client();
+    assert!(
+        wait_until(30, || info_field(
+            &mut r,
+            "replication",
+            "replica_last_error"
+        )
+        .is_some_and(|e| e.contains("snapshot"))),
+        "the replica reports it needs a snapshot: {:?}",
+        info_field(&mut r, "replication", "replica_last_error")
+    );
+    drop((p, r));
+    replica.stop();
+    primary.stop();
+}

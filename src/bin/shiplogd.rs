@@ -10,7 +10,8 @@ use shiplog::engine::{Db, DbOptions};
 use shiplog::server::config::{FileConfig, parse_config};
 use shiplog::server::{
     DEFAULT_ARGS_MAX, DEFAULT_BULK_MAX_BYTES, DEFAULT_IO_THREADS, DEFAULT_LISTEN,
-    DEFAULT_MAX_CLIENTS, DEFAULT_OUTPUT_MAX_BYTES, Keyspace, Server, ServerOptions,
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_RETAINED_BYTES, DEFAULT_OUTPUT_MAX_BYTES, Keyspace, Server,
+    ServerOptions,
 };
 use shiplog::wal::{
     DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_SEGMENT_BYTES, Durability, Options, SegmentStatus,
@@ -89,6 +90,10 @@ struct Flags {
     /// serve reads. `REPLICAOF` changes it at run time.
     #[arg(long, env = "SHIPLOG_REPLICA_OF")]
     replica_of: Option<String>,
+    /// Most bytes of log a primary keeps for one lagging replica; past it the replica's
+    /// retention slot is dropped (it will need a snapshot) [default: 4294967296].
+    #[arg(long, env = "SHIPLOG_MAX_RETAINED_BYTES")]
+    max_retained_bytes: Option<u64>,
 }
 
 /// The merged settings.
@@ -109,6 +114,7 @@ struct Settings {
     io_threads: usize,
     zero_fill_segments: bool,
     replica_of: Option<String>,
+    max_retained_bytes: u64,
 }
 
 fn settings(flags: Flags) -> Result<Settings, String> {
@@ -179,6 +185,10 @@ fn settings(flags: Flags) -> Result<Settings, String> {
             .or(file.io_threads)
             .unwrap_or(DEFAULT_IO_THREADS),
         replica_of: flags.replica_of.or(file.replica_of),
+        max_retained_bytes: flags
+            .max_retained_bytes
+            .or(file.max_retained_bytes)
+            .unwrap_or(DEFAULT_MAX_RETAINED_BYTES),
     })
 }
 
@@ -325,6 +335,7 @@ fn run(settings: &Settings) -> Result<(), String> {
         config_file: settings.config.clone(),
         io_threads: settings.io_threads,
         replica_of: settings.replica_of.clone(),
+        max_retained_bytes: settings.max_retained_bytes,
     };
     let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
     let server = Server::start(

@@ -95,11 +95,14 @@ impl Store {
         let mut group_kept = 0u64;
         let mut group_dropped = 0u64;
         let target = self.options.wal.segment_bytes;
+        // A replica resumes by reading its last record's segment: that one and every later
+        // one stay as they are while a retention slot holds them.
+        let hold = self.compaction_hold.load(Ordering::Acquire);
         let sealed = self
             .wal
             .sealed_segments()
             .into_iter()
-            .take_while(|s| s.last_lsn <= applied);
+            .take_while(|s| s.last_lsn <= applied && s.last_lsn < hold);
         for segment in sealed {
             let (kept, dropped) = self.measure(&segment, horizon, applied)?;
             if !group.is_empty() && group_kept + kept > target {

@@ -151,6 +151,8 @@ pub struct Store {
     checkpoint_status: CheckpointStatus,
     /// Serialises compaction passes and checkpoints.
     maintenance: Mutex<()>,
+    /// Compaction leaves alone every segment holding this LSN or later (replicas' retention).
+    compaction_hold: AtomicU64,
 }
 
 impl Store {
@@ -186,6 +188,7 @@ impl Store {
             options,
             checkpoint_status,
             maintenance: Mutex::new(()),
+            compaction_hold: AtomicU64::new(Lsn::MAX),
         };
         let replayed_from = db.applied_lsn.load(Ordering::Acquire);
         db.catch_up(db.wal.written_lsn())?;
@@ -550,6 +553,12 @@ impl Store {
         let written = self.wal.written_lsn();
         self.catch_up(written)?;
         Ok(self.applied_lsn.load(Ordering::Acquire))
+    }
+
+    /// Keeps compaction away from the segment holding `lsn` and every later one, so a replica
+    /// that holds records up to `lsn` can resume from this log (`Lsn::MAX`: no hold).
+    pub fn set_compaction_hold(&self, lsn: Lsn) {
+        self.compaction_hold.store(lsn, Ordering::Release);
     }
 
     /// The last LSN visible to readers.

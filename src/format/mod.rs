@@ -10,6 +10,7 @@ pub mod repl;
 pub mod resp;
 pub mod scan;
 pub mod segment;
+pub mod slots;
 
 pub use error::FormatError;
 pub use record::{

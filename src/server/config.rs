@@ -42,6 +42,8 @@ pub struct FileConfig {
     pub zero_fill_segments: Option<bool>,
     /// The primary to follow, `HOST:PORT`.
     pub replica_of: Option<String>,
+    /// Most bytes of log kept for one lagging replica.
+    pub max_retained_bytes: Option<u64>,
 }
 
 /// Why a config file was rejected.

@@ -11,8 +11,8 @@ pub enum ServerError {
     /// The listening socket failed.
     #[error("listening socket: {0}")]
     Listen(#[source] io::Error),
-    /// The replica identity file in the data directory cannot be read or created.
-    #[error("replica identity: {0}")]
+    /// The replica identity or retention slots file cannot be read or written.
+    #[error("replication files: {0}")]
     ReplicaId(#[source] io::Error),
     /// A thread could not be started (out of memory or process limits: check `ulimit -u`).
     #[error("cannot start a thread: {0} (check the process and memory limits)")]

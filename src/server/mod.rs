@@ -46,6 +46,9 @@ pub const DEFAULT_OUTPUT_MAX_BYTES: usize = 1 << 30;
 /// Default number of event-loop threads.
 pub const DEFAULT_IO_THREADS: usize = 1;
 
+/// Default most bytes of log kept for one lagging replica (4 GiB).
+pub const DEFAULT_MAX_RETAINED_BYTES: u64 = 4 << 30;
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -69,6 +72,8 @@ pub struct ServerOptions {
     pub io_threads: usize,
     /// The primary to follow at start (`HOST:PORT`): this node starts as a read-only replica.
     pub replica_of: Option<String>,
+    /// Most bytes of log kept for one lagging replica before its retention slot is dropped.
+    pub max_retained_bytes: u64,
 }
 
 impl Default for ServerOptions {
@@ -84,6 +89,7 @@ impl Default for ServerOptions {
             config_file: None,
             io_threads: DEFAULT_IO_THREADS,
             replica_of: None,
+            max_retained_bytes: DEFAULT_MAX_RETAINED_BYTES,
         }
     }
 }
@@ -284,8 +290,8 @@ impl Server {
     ) -> Result<Self, ServerError> {
         let listen = listener.local_addr().map_err(ServerError::Listen)?;
         let io_threads = options.io_threads.max(1);
-        let replication =
-            replication::Replication::open(&options.dir).map_err(ServerError::ReplicaId)?;
+        let replication = replication::Replication::open(&options.dir, options.max_retained_bytes)
+            .map_err(ServerError::ReplicaId)?;
         let replica_of = options.replica_of.clone();
         let shared = Arc::new(Shared {
             keyspace,
@@ -302,6 +308,7 @@ impl Server {
             listen,
             replication,
         });
+        shared.start_slot_keeper().map_err(ServerError::Thread)?;
         if replica_of.is_some() {
             shared.replicate_from(replica_of);
         }

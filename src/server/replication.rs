@@ -10,12 +10,78 @@ use std::thread::JoinHandle;
 
 use super::Shared;
 use crate::format::resp::ReplyWriter;
+use crate::format::slots::{
+    SLOTS_MAX, Slot, encode_replica_id, encode_slots, parse_replica_id, parse_slots,
+};
 use crate::repl::link::{self, LinkOptions};
 use crate::repl::shipper::{self, ShipperOptions};
 use crate::repl::{LinkState, LinkStatus, ReplicaPeer};
 
 /// File in the data directory holding this node's replica identity.
 const REPLICA_ID_FILE: &str = "replica-id";
+/// File in the data directory holding the retention slots of this primary's replicas.
+const SLOTS_FILE: &str = "replica-slots";
+/// How often slots follow their replicas' progress (and how stale the file may be).
+const SLOT_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The retention slots: for each replica that ever connected, the log it still needs.
+#[derive(Debug)]
+struct SlotTable {
+    path: std::path::PathBuf,
+    slots: Vec<Slot>,
+    /// Bytes of log each slot holds, from the last tick.
+    retained: Vec<u64>,
+    /// The file lags `slots`.
+    dirty: bool,
+    saved_at: std::time::Instant,
+}
+
+impl SlotTable {
+    fn load(dir: &Path) -> std::io::Result<Self> {
+        let path = dir.join(SLOTS_FILE);
+        let slots = match std::fs::read(&path) {
+            Ok(bytes) => parse_slots(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: {e}; fix or remove it (removing drops every replica's retention)",
+                        path.display()
+                    ),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            path,
+            retained: vec![0; slots.len()],
+            slots,
+            dirty: false,
+            saved_at: std::time::Instant::now(),
+        })
+    }
+
+    /// Writes the file durably: temp file, sync, rename, directory sync.
+    fn save(&mut self) -> std::io::Result<()> {
+        write_durably(&self.path, encode_slots(&self.slots).as_bytes())?;
+        self.dirty = false;
+        self.saved_at = std::time::Instant::now();
+        Ok(())
+    }
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = std::path::PathBuf::from(temp);
+    std::fs::write(&temp, bytes)?;
+    std::fs::File::open(&temp)?.sync_all()?;
+    // IMPORTANT: the new content is durable before it takes the name, and the name is durable
+    // before anyone relies on it.
+    std::fs::rename(&temp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -44,6 +110,10 @@ pub struct Replication {
     read_only: AtomicBool,
     link: Mutex<Option<Link>>,
     replicas: Mutex<Vec<Shipping>>,
+    slots: Mutex<SlotTable>,
+    max_retained_bytes: u64,
+    keeper: Mutex<Option<JoinHandle<()>>>,
+    stop_keeper: AtomicBool,
 }
 
 impl Replication {
@@ -51,12 +121,16 @@ impl Replication {
     ///
     /// # Errors
     /// I/O errors, or an identity file that is not 32 hex digits.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
+    pub fn open(dir: &Path, max_retained_bytes: u64) -> std::io::Result<Self> {
         Ok(Self {
             replica_id: replica_id(dir)?,
             read_only: AtomicBool::new(false),
             link: Mutex::new(None),
             replicas: Mutex::new(Vec::new()),
+            slots: Mutex::new(SlotTable::load(dir)?),
+            max_retained_bytes,
+            keeper: Mutex::new(None),
+            stop_keeper: AtomicBool::new(false),
         })
     }
 
@@ -69,8 +143,8 @@ impl Replication {
 
 fn replica_id(dir: &Path) -> std::io::Result<u128> {
     let path = dir.join(REPLICA_ID_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => u128::from_str_radix(text.trim(), 16).map_err(|_| {
+    match std::fs::read(&path) {
+        Ok(bytes) => parse_replica_id(&bytes).map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!(
@@ -82,11 +156,7 @@ fn replica_id(dir: &Path) -> std::io::Result<u128> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id =
                 u128::from(crate::wal::random_u64()) << 64 | u128::from(crate::wal::random_u64());
-            let temp = dir.join(format!("{REPLICA_ID_FILE}.tmp"));
-            std::fs::write(&temp, format!("{id:032x}\n"))?;
-            std::fs::File::open(&temp)?.sync_all()?;
-            std::fs::rename(&temp, &path)?;
-            std::fs::File::open(dir)?.sync_all()?;
+            write_durably(&path, encode_replica_id(id).as_bytes())?;
             Ok(id)
         }
         Err(e) => Err(e),
@@ -186,8 +256,114 @@ impl Shared {
         }
     }
 
+    /// Starts the thread that moves retention slots with their replicas, after one tick here
+    /// so compaction is held before anything else runs.
+    pub(crate) fn start_slot_keeper(self: &Arc<Self>) -> std::io::Result<()> {
+        self.tick_slots();
+        let me = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name("replica-slots".into())
+            .spawn(move || {
+                while !me.replication.stop_keeper.load(Ordering::Acquire) {
+                    std::thread::park_timeout(SLOT_TICK);
+                    me.tick_slots();
+                }
+            })?;
+        *lock(&self.replication.keeper) = Some(thread);
+        Ok(())
+    }
+
+    /// Moves each slot to its replica's durable LSN, drops slots over the retention cap, holds
+    /// compaction at the oldest slot and saves the file when it changed.
+    fn tick_slots(&self) {
+        let db = self.keyspace.db();
+        let replication = &self.replication;
+        let mut table = lock(&replication.slots);
+        let mut added = false;
+        for peer in self.peers() {
+            let p = peer.progress();
+            let count = table.slots.len();
+            match table
+                .slots
+                .iter_mut()
+                .find(|s| s.replica_id == p.replica_id)
+            {
+                Some(slot) => {
+                    if p.durable > slot.lsn {
+                        slot.lsn = p.durable;
+                        table.dirty = true;
+                    }
+                }
+                None if count < SLOTS_MAX => {
+                    table.slots.push(Slot {
+                        replica_id: p.replica_id,
+                        lsn: p.durable,
+                    });
+                    tracing::info!(
+                        replica = format!("{:032x}", p.replica_id),
+                        lsn = p.durable,
+                        "retention slot created"
+                    );
+                    added = true;
+                }
+                None => {
+                    tracing::warn!("{SLOTS_MAX} retention slots in use; a new replica gets none");
+                }
+            }
+        }
+        let extents = db.wal().segment_extents();
+        let retained = |lsn: u64| -> u64 {
+            extents
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| extents.get(i + 1).is_none_or(|(next, _)| *next > lsn + 1))
+                .map(|(_, (_, bytes))| bytes)
+                .sum()
+        };
+        let cap = replication.max_retained_bytes;
+        let before = table.slots.len();
+        table.slots.retain(|slot| {
+            let bytes = retained(slot.lsn);
+            if bytes > cap {
+                tracing::warn!(
+                    replica = format!("{:032x}", slot.replica_id),
+                    lsn = slot.lsn,
+                    retained_bytes = bytes,
+                    max_retained_bytes = cap,
+                    "retention slot dropped: the replica is too far behind and will need a snapshot"
+                );
+                return false;
+            }
+            true
+        });
+        let dropped = table.slots.len() != before;
+        table.retained = table.slots.iter().map(|s| retained(s.lsn)).collect();
+        let hold = table.slots.iter().map(|s| s.lsn).min().unwrap_or(u64::MAX);
+        db.set_compaction_hold(hold);
+        let due = table.dirty && table.saved_at.elapsed() >= std::time::Duration::from_secs(1);
+        if (added || dropped || due)
+            && let Err(e) = table.save()
+        {
+            tracing::error!(error = %e, "cannot save the retention slots");
+        }
+    }
+
     /// Ends every replication thread (shutdown): they hold the server's state.
     pub(crate) fn stop_replication(&self) {
+        self.replication.stop_keeper.store(true, Ordering::Release);
+        if let Some(keeper) = lock(&self.replication.keeper).take() {
+            keeper.thread().unpark();
+            let _ = keeper.join();
+        }
+        self.tick_slots();
+        {
+            let mut table = lock(&self.replication.slots);
+            if table.dirty
+                && let Err(e) = table.save()
+            {
+                tracing::error!(error = %e, "cannot save the retention slots");
+            }
+        }
         if let Some(link) = lock(&self.replication.link).take() {
             link.status.stop();
             let _ = link.thread.join();
@@ -249,57 +425,72 @@ impl Shared {
 
     /// The `INFO replication` section.
     pub fn replication_info(&self) -> String {
-        let db = self.keyspace.db();
-        let wal = db.wal();
         let mut out = String::new();
         let mut line = |k: &str, v: &dyn std::fmt::Display| {
             let _ = write!(out, "{k}:{v}\r\n");
         };
-        let applied = db.applied_lsn();
-        if let Some((primary, p)) = self.link_view() {
-            let (host, port) = split_host_port(&primary);
-            line("role", &"slave");
-            line("master_host", &host);
-            line("master_port", &port);
-            let up = p.state == LinkState::Connected;
-            line("master_link_status", &if up { "up" } else { "down" });
-            line(
-                "master_last_io_seconds_ago",
-                &p.last_io.map_or(-1, |t| {
-                    i64::try_from(t.elapsed().as_secs()).unwrap_or(i64::MAX)
-                }),
-            );
-            line("master_sync_in_progress", &0);
-            line("slave_read_repl_offset", &wal.written_lsn());
-            line("slave_repl_offset", &applied);
-            line("slave_priority", &100);
-            line("slave_read_only", &1);
-            line("replica_announced", &1);
-            line("connected_slaves", &0);
-            line(
-                "master_replid",
-                &format!("{:032x}00000000", wal.cluster_id()),
-            );
-            line("master_repl_offset", &applied);
-            line("replica_received_lsn", &wal.written_lsn());
-            line("replica_durable_lsn", &wal.durable_lsn());
-            line("replica_applied_lsn", &applied);
-            line("primary_durable_lsn", &p.primary_durable);
-            // Honest when idle: 0 once everything the primary made durable is applied here.
-            line(
-                "replica_lag_lsns",
-                &p.primary_durable.saturating_sub(applied),
-            );
-            line(
-                "replica_lag_ms",
-                &p.behind_since.map_or(0, |t| t.elapsed().as_millis()),
-            );
-            line("replica_sessions", &p.sessions);
-            if let Some(error) = &p.last_error {
-                line("replica_last_error", &error.replace(['\r', '\n'], " "));
-            }
-            return out;
+        if let Some((primary, progress)) = self.link_view() {
+            self.replica_info(&primary, &progress, &mut line);
+        } else {
+            self.primary_info(&mut line);
         }
+        out
+    }
+
+    fn replica_info(
+        &self,
+        primary: &str,
+        p: &crate::repl::status::LinkProgress,
+        line: &mut dyn FnMut(&str, &dyn std::fmt::Display),
+    ) {
+        let db = self.keyspace.db();
+        let wal = db.wal();
+        let applied = db.applied_lsn();
+        let (host, port) = split_host_port(primary);
+        line("role", &"slave");
+        line("master_host", &host);
+        line("master_port", &port);
+        let up = p.state == LinkState::Connected;
+        line("master_link_status", &if up { "up" } else { "down" });
+        line(
+            "master_last_io_seconds_ago",
+            &p.last_io.map_or(-1, |t| {
+                i64::try_from(t.elapsed().as_secs()).unwrap_or(i64::MAX)
+            }),
+        );
+        line("master_sync_in_progress", &0);
+        line("slave_read_repl_offset", &wal.written_lsn());
+        line("slave_repl_offset", &applied);
+        line("slave_priority", &100);
+        line("slave_read_only", &1);
+        line("replica_announced", &1);
+        line("connected_slaves", &0);
+        line(
+            "master_replid",
+            &format!("{:032x}00000000", wal.cluster_id()),
+        );
+        line("master_repl_offset", &applied);
+        line("replica_received_lsn", &wal.written_lsn());
+        line("replica_durable_lsn", &wal.durable_lsn());
+        line("replica_applied_lsn", &applied);
+        line("primary_durable_lsn", &p.primary_durable);
+        // Honest when idle: 0 once everything the primary made durable is applied here.
+        line(
+            "replica_lag_lsns",
+            &p.primary_durable.saturating_sub(applied),
+        );
+        line(
+            "replica_lag_ms",
+            &p.behind_since.map_or(0, |t| t.elapsed().as_millis()),
+        );
+        line("replica_sessions", &p.sessions);
+        if let Some(error) = &p.last_error {
+            line("replica_last_error", &error.replace(['\r', '\n'], " "));
+        }
+    }
+
+    fn primary_info(&self, line: &mut dyn FnMut(&str, &dyn std::fmt::Display)) {
+        let wal = self.keyspace.db().wal();
         let peers = self.peers();
         let durable = wal.durable_lsn();
         line("role", &"master");
@@ -333,13 +524,31 @@ impl Shared {
                 ),
             );
         }
+        let table = lock(&self.replication.slots);
+        let cap = self.replication.max_retained_bytes;
+        for (i, (slot, retained)) in table.slots.iter().zip(&table.retained).enumerate() {
+            let connected = peers
+                .iter()
+                .any(|p| p.progress().replica_id == slot.replica_id);
+            line(
+                &format!("slot{i}"),
+                &format!(
+                    "id={:032x},lsn={},retained_bytes={retained},cap_left_bytes={},connected={}",
+                    slot.replica_id,
+                    slot.lsn,
+                    cap.saturating_sub(*retained),
+                    if connected { "yes" } else { "no" }
+                ),
+            );
+        }
+        drop(table);
+        line("max_retained_bytes", &cap);
         line("master_failover_state", &"no-failover");
         line(
             "master_replid",
             &format!("{:032x}00000000", wal.cluster_id()),
         );
         line("master_repl_offset", &durable);
-        out
     }
 }
 
