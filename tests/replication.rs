@@ -118,6 +118,17 @@ fn a_replica_serves_what_the_primary_acknowledged_and_refuses_writes() {
         slave0.contains("state=online") && slave0.contains("replay_lsn="),
         "{slave0}"
     );
+    // Heartbeats carry the primary's log digest; the replica's matches.
+    assert!(
+        wait_until(30, || info_field(
+            &mut r,
+            "replication",
+            "replica_digest_match"
+        )
+        .as_deref()
+            == Some("yes")),
+        "the digests are compared and match"
+    );
     // Idle and caught up: lag reads 0, not "unknown" or growing.
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
@@ -430,4 +441,106 @@ fn a_retention_slot_keeps_the_log_for_a_stopped_replica_across_restarts_up_to_th
     drop((p, r));
     replica.stop();
     primary.stop();
+}
+
+/// A fake primary: answers the handshake, welcomes the replica, ships a real log's first
+/// records, then a heartbeat whose digest is not that log's.
+#[test]
+fn a_digest_mismatch_stops_the_replica_and_is_reported() {
+    use shiplog::format::repl::{Frame, PROTOCOL_VERSION, Welcome, decode_frame, encode_frame};
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = shiplog::Db::open(dir.path().join("log"), shiplog::DbOptions::default()).unwrap();
+    for i in 0..5u8 {
+        db.put(&[b'k', i], &[i; 10]).unwrap();
+    }
+    let log = db.wal();
+    let chunk = log
+        .ship_chunk(&log.ship_position_after(0).unwrap(), 1 << 20)
+        .unwrap()
+        .unwrap();
+    let real = log.digest_at(5).unwrap().unwrap();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake = listener.local_addr().unwrap();
+    let replica = start_replica(&dir.path().join("r"), &fake.to_string());
+    let (mut stream, _) = listener.accept().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut command = [0u8; 23];
+    stream.read_exact(&mut command).unwrap();
+    assert_eq!(&command, b"*1\r\n$12\r\nSHIPLOG.SHIP\r\n");
+    stream.write_all(b"+OK\r\n").unwrap();
+    let mut hello = [0u8; 72];
+    stream.read_exact(&mut hello).unwrap();
+    assert!(matches!(
+        decode_frame(&hello),
+        Ok(Some((Frame::Hello(_), 72)))
+    ));
+    let mut out = Vec::new();
+    encode_frame(
+        &mut out,
+        &Frame::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            cluster_id: log.cluster_id(),
+            epoch: 1,
+            durable_lsn: 5,
+            start_after: 0,
+        }),
+    );
+    encode_frame(
+        &mut out,
+        &Frame::SegmentHeader {
+            header: chunk.header.as_ref().unwrap(),
+            capacity: chunk.capacity,
+        },
+    );
+    encode_frame(
+        &mut out,
+        &Frame::SegmentBytes {
+            segment: chunk.segment,
+            offset: chunk.offset,
+            last_lsn: chunk.last_lsn,
+            bytes: &chunk.bytes,
+        },
+    );
+    encode_frame(
+        &mut out,
+        &Frame::Heartbeat {
+            durable_lsn: 5,
+            clock_micros: 0,
+            digest_lsn: 5,
+            digest: real ^ 1,
+        },
+    );
+    stream.write_all(&out).unwrap();
+
+    let mut r = replica.client();
+    assert!(
+        wait_until(30, || info_field(&mut r, "replication", "replica_diverged")
+            .is_some()),
+        "the mismatch is reported: {}",
+        replica.log()
+    );
+    let text = info_field(&mut r, "replication", "replica_diverged").unwrap();
+    assert!(
+        text.contains("DIVERGED") && text.contains("LSN 5"),
+        "{text}"
+    );
+    assert_eq!(
+        info_field(&mut r, "replication", "replica_digest_match").as_deref(),
+        Some("no")
+    );
+    assert!(replica.wait_for_log("the logs diverged"));
+    // The link stays down: no reconnection attempt comes.
+    listener.set_nonblocking(true).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        listener.accept().is_err(),
+        "a diverged replica does not reconnect"
+    );
+    drop(r);
+    replica.stop();
 }

@@ -259,3 +259,88 @@ fn a_batch_split_across_frames_becomes_visible_only_whole() {
         .unwrap_err();
     assert!(err.to_string().contains("largest batch"), "{err}");
 }
+
+#[test]
+fn a_compacted_segment_arrives_whole_or_not_at_all_and_the_copy_stays_exact() {
+    let primary_dir = tempfile::tempdir().unwrap();
+    let primary = Wal::open(
+        primary_dir.path(),
+        Options {
+            segment_bytes: 8 << 10,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let kind = RecordKind::new(5).unwrap();
+    for i in 0..200u32 {
+        primary
+            .append(kind, &vec![i as u8; 300], Durability::Sync)
+            .unwrap();
+    }
+    let sealed = primary.sealed_segments();
+    let through = sealed[2].last_lsn;
+    primary
+        .compact_range(sealed[0].first_lsn, through, |r| r.lsn % 3 == 0, 0)
+        .unwrap();
+
+    // Stopped while the compacted segment was arriving: none of it is on disk.
+    let replica_dir = tempfile::tempdir().unwrap();
+    let replica = Wal::open(replica_dir.path(), options()).unwrap();
+    let mut receiver = Receiver::new(8 << 20);
+    let first = primary
+        .ship_chunk(&primary.ship_position_after(0).unwrap(), 1024)
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.next.next_lsn <= through,
+        "the first chunk is inside the compacted range"
+    );
+    assert_eq!(deliver(&replica, &mut receiver, &first).unwrap(), 0);
+    assert_eq!(replica.written_lsn(), 0);
+    replica.close().unwrap();
+
+    // From the start again: it arrives whole once the next segment begins; stop right there.
+    let replica = Wal::open(replica_dir.path(), options()).unwrap();
+    let mut receiver = Receiver::new(8 << 20);
+    let mut position = primary.ship_position_after(replica.written_lsn()).unwrap();
+    loop {
+        let chunk = primary.ship_chunk(&position, 1024).unwrap().unwrap();
+        deliver(&replica, &mut receiver, &chunk).unwrap();
+        position = chunk.next;
+        if chunk.segment > through {
+            break;
+        }
+    }
+    assert!(replica.written_lsn() > through);
+    replica.close().unwrap();
+
+    // Stopped just after the compacted segment: resume from its end.
+    let replica = Wal::open(replica_dir.path(), options()).unwrap();
+    let mut receiver = Receiver::new(8 << 20);
+    let from = primary.ship_position_after(replica.written_lsn()).unwrap();
+    ship(&primary, &replica, &mut receiver, from);
+    assert_eq!(replica.written_lsn(), primary.durable_lsn());
+    assert_identical(primary_dir.path(), &replica);
+    for lsn in [3, through, through + 1, primary.durable_lsn()] {
+        assert_eq!(
+            replica.read(lsn).unwrap().map(|r| r.payload.to_vec()),
+            primary.read(lsn).unwrap().map(|r| r.payload.to_vec()),
+            "LSN {lsn}"
+        );
+        assert_eq!(
+            replica.digest_at(lsn).unwrap(),
+            primary.digest_at(lsn).unwrap()
+        );
+    }
+    replica.close().unwrap();
+
+    // A replica that ended right at the compacted segment's end (its last record was dropped)
+    // is placed after it, not refused.
+    let replica = Wal::open(replica_dir.path(), options()).unwrap();
+    assert!(primary.ship_position_after(through).is_ok());
+    assert!(matches!(
+        primary.ship_position_after(through - 1),
+        Err(WalError::NotRetained { .. })
+    ));
+    replica.close().unwrap();
+}

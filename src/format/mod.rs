@@ -2,6 +2,7 @@
 //! allocation driven by input. See `docs/format.md` for the byte-level specification.
 
 pub mod checkpoint;
+pub mod digest;
 mod error;
 pub mod http;
 pub mod kv;

@@ -28,6 +28,20 @@ pub enum ReplError {
     /// The peer broke the protocol (a frame out of place, a bad handshake reply).
     #[error("replication protocol: {0}")]
     Protocol(String),
+    /// The replica's log differs from the primary's at an LSN both hold: apply stops.
+    #[error(
+        "DIVERGED: at LSN {lsn} the primary's log digest is {primary:016x} and this replica's is \
+         {replica:016x}; replication stopped. Compare the nodes with `shiplog verify --compare` \
+         and rebuild this replica"
+    )]
+    Diverged {
+        /// Where the digests were compared.
+        lsn: crate::format::Lsn,
+        /// The primary's digest there.
+        primary: u64,
+        /// This replica's.
+        replica: u64,
+    },
     /// The session was stopped (shutdown or `REPLICAOF`).
     #[error("replication stopped")]
     Stopped,

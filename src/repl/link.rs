@@ -67,6 +67,16 @@ pub fn run(store: &Store, options: &LinkOptions, status: &LinkStatus) {
         if progressed {
             failures = 0;
         }
+        if let Err(e @ ReplError::Diverged { .. }) = &result {
+            tracing::error!(primary = %options.primary, error = %e, "replication stopped: the logs diverged");
+            let text = e.to_string();
+            status.update(|p| {
+                p.state = LinkState::Connecting;
+                p.diverged = Some(text.clone());
+                p.last_error = Some(text);
+            });
+            return;
+        }
         if let Err(e) = &result {
             tracing::warn!(primary = %options.primary, error = %e, "replication link down; reconnecting");
             let text = e.to_string();
@@ -199,6 +209,8 @@ fn receive(
 ) -> Result<(), ReplError> {
     let wal = store.wal();
     let mut receiver = Receiver::new(options.carry_max_bytes);
+    // The primary's digest at an LSN, compared once this replica holds that LSN.
+    let mut pending_digest: Option<(u64, u64)> = None;
     loop {
         if status.stopped() {
             return Err(ReplError::Stopped);
@@ -230,8 +242,16 @@ fn receive(
                     acker.unpark();
                 }
             }
-            Frame::Heartbeat { durable_lsn, .. } => {
+            Frame::Heartbeat {
+                durable_lsn,
+                digest_lsn,
+                digest,
+                ..
+            } => {
                 status.update(|p| p.primary_durable = p.primary_durable.max(durable_lsn));
+                if digest_lsn != 0 {
+                    pending_digest = Some((digest_lsn, digest));
+                }
             }
             Frame::Refuse { code, reason } => {
                 return Err(ReplError::Refused {
@@ -243,6 +263,21 @@ fn receive(
                 return Err(ReplError::Protocol(format!(
                     "the primary sent {other:?} during shipping"
                 )));
+            }
+        }
+        if let Some((lsn, primary)) = pending_digest
+            && wal.written_lsn() >= lsn
+        {
+            pending_digest = None;
+            if let Some(replica) = wal.digest_at(lsn)? {
+                status.update(|p| p.digest_checked = Some((lsn, replica == primary)));
+                if replica != primary {
+                    return Err(ReplError::Diverged {
+                        lsn,
+                        primary,
+                        replica,
+                    });
+                }
             }
         }
         let applied = store.applied_lsn();

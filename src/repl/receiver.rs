@@ -2,7 +2,7 @@
 //! record (or an atomic batch) may span several frames, and only whole batches are queued, so
 //! a replica never makes half a batch visible or durable.
 
-use crate::format::{Lsn, SEGMENT_HEADER_BYTES};
+use crate::format::{Lsn, SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::wal::{Wal, WalError};
 
 /// The replica's view of the segment being received and the bytes not yet queued.
@@ -16,6 +16,9 @@ pub struct Receiver {
     carry: Vec<u8>,
     /// Most bytes `carry` may hold: the largest batch a log accepts, plus a frame.
     carry_max: usize,
+    /// A compacted segment being received (its header and file size): it is held whole in
+    /// `carry` and installed when the next segment's header proves it complete.
+    compacted: Option<([u8; SEGMENT_HEADER_BYTES], u64)>,
 }
 
 impl Receiver {
@@ -39,8 +42,21 @@ impl Receiver {
         header: &[u8; SEGMENT_HEADER_BYTES],
         capacity: u64,
     ) -> Result<(), WalError> {
-        if !self.carry.is_empty() {
+        if let Some((held, held_capacity)) = self.compacted.take() {
+            wal.receive_compacted(&held, held_capacity, &self.carry)?;
+            self.carry.clear();
+        } else if !self.carry.is_empty() {
             return Err(self.refuse("a new segment starts inside an unfinished batch"));
+        }
+        let decoded = SegmentHeader::decode(header).map_err(|source| WalError::BadHeader {
+            file: "<shipped header>".into(),
+            source,
+        })?;
+        if decoded.compacted_through.is_some() {
+            self.compacted = Some((*header, capacity));
+            self.segment = decoded.first_lsn;
+            self.carry_offset = SEGMENT_HEADER_BYTES as u64;
+            return Ok(());
         }
         wal.receive_segment(header, capacity)?;
         let (segment, offset) = wal.receive_position();
@@ -78,8 +94,8 @@ impl Receiver {
             return Err(self.refuse("an unfinished batch grew past the largest batch allowed"));
         }
         self.carry.extend_from_slice(bytes);
-        if last_lsn == 0 {
-            // The middle of a record: nothing can complete a batch yet.
+        if last_lsn == 0 || self.compacted.is_some() {
+            // The middle of a record, or of a compacted segment held whole: nothing to queue.
             return Ok(0);
         }
         let (taken, last) = wal.receive_records(self.segment, self.carry_offset, &self.carry)?;
@@ -92,6 +108,7 @@ impl Receiver {
     pub fn reset(&mut self) {
         self.segment = 0;
         self.carry.clear();
+        self.compacted = None;
     }
 
     fn refuse(&self, reason: &str) -> WalError {

@@ -223,11 +223,16 @@ fn ship(
             continue;
         }
         if last_sent.elapsed() >= options.heartbeat {
+            let shipped_through = position.next_lsn - 1;
+            let (digest_lsn, digest) = match wal.digest_at(shipped_through)? {
+                Some(digest) => (shipped_through, digest),
+                None => (0, 0),
+            };
             frames.send(&Frame::Heartbeat {
-                durable_lsn: position.next_lsn - 1,
+                durable_lsn: shipped_through,
                 clock_micros: clock_micros(),
-                digest_lsn: 0,
-                digest: 0,
+                digest_lsn,
+                digest,
             })?;
             last_sent = Instant::now();
         }

@@ -193,6 +193,10 @@ pub struct LinkProgress {
     pub last_error: Option<String>,
     /// Sessions started (handshakes accepted).
     pub sessions: u64,
+    /// The last digest comparison: LSN and whether the digests matched.
+    pub digest_checked: Option<(Lsn, bool)>,
+    /// Set when the logs diverged: the link stopped for good (until `REPLICAOF` or restart).
+    pub diverged: Option<String>,
 }
 
 /// The replica's link status, shared with the server.

@@ -484,6 +484,13 @@ impl Shared {
             &p.behind_since.map_or(0, |t| t.elapsed().as_millis()),
         );
         line("replica_sessions", &p.sessions);
+        if let Some((lsn, matched)) = p.digest_checked {
+            line("replica_digest_checked_lsn", &lsn);
+            line("replica_digest_match", &if matched { "yes" } else { "no" });
+        }
+        if let Some(diverged) = &p.diverged {
+            line("replica_diverged", &diverged.replace(['\r', '\n'], " "));
+        }
         if let Some(error) = &p.last_error {
             line("replica_last_error", &error.replace(['\r', '\n'], " "));
         }

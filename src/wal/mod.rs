@@ -2,6 +2,7 @@
 //! as zero-copy slices of mapped segments, tail-follow and retention.
 
 mod compaction;
+mod digest;
 mod error;
 mod preparer;
 mod reader;
@@ -159,6 +160,8 @@ pub(crate) struct Shared {
     retention: Mutex<()>,
     /// Segments replaced by compaction, still readable at their old offsets until released.
     retired: RwLock<Vec<Arc<Segment>>>,
+    /// The last log digest computed (`Wal::digest_at`).
+    digest: Mutex<digest::DigestCache>,
 }
 
 impl Shared {
@@ -276,6 +279,7 @@ impl Wal {
             stop_flusher: AtomicBool::new(false),
             retention: Mutex::new(()),
             retired: RwLock::new(Vec::new()),
+            digest: Mutex::default(),
         });
         let flusher = Self::spawn_flusher(&shared);
         let options = &shared.options;

@@ -82,6 +82,25 @@ impl Wal {
                 salt,
             });
         }
+        let holder = {
+            let segments = self.shared.segments();
+            let at = segments.partition_point(|s| s.first_lsn() <= after);
+            at.checked_sub(1).map(|i| Arc::clone(&segments[i]))
+        };
+        if let Some(segment) = holder.filter(|s| s.is_compacted()) {
+            // A receiver holds a compacted segment whole (it installs it only complete), so it
+            // can only stand at its end; anywhere inside, it holds records this log rewrote.
+            if segment.header.compacted_through != Some(after) {
+                return Err(WalError::NotRetained { lsn: after, first });
+            }
+            return Ok(ShipPosition {
+                segment: segment.first_lsn(),
+                offset: segment.records_end(),
+                next_lsn: after + 1,
+                header_sent: true,
+                salt: segment.header.salt,
+            });
+        }
         let record = self
             .read(after)?
             .ok_or(WalError::NotRetained { lsn: after, first })?;
