@@ -2,6 +2,7 @@
 //! as zero-copy slices of mapped segments, tail-follow and retention.
 
 mod compaction;
+mod compare;
 mod error;
 mod preparer;
 mod reader;
@@ -24,6 +25,7 @@ use crate::format::{
 use crate::io::{DirLock, FileSystem, RealFs};
 
 pub use compaction::{Compacted, SealedSegment};
+pub use compare::{Comparison, Divergence, SegmentComparison, SegmentOutcome, compare_dirs};
 pub use error::{Result, WalError};
 pub use reader::{Payload, Record, RecordLocation, WalIter};
 pub use recovery::{SegmentReport, SegmentStatus};
