@@ -13,8 +13,11 @@ use shiplog::format::{
     decode_record,
 };
 use shiplog::io::{FileSystem, RealFs};
-use shiplog::wal::{Options, SegmentStatus};
-use shiplog::{Db, DbOptions, Durability, RecordKind, Wal};
+use shiplog::wal::{
+    Comparison, Divergence, Options, SegmentComparison, SegmentOutcome, SegmentReport,
+    SegmentStatus, compare_dirs,
+};
+use shiplog::{Db, DbOptions, Durability, Lsn, RecordKind, Wal};
 
 #[derive(Parser)]
 #[command(name = "shiplog", version, about = "Admin tool for shiplog logs")]
@@ -34,9 +37,17 @@ enum Command {
         json: bool,
     },
     /// Check every record of every segment in a log directory; exit status 1 on corruption.
+    ///
+    /// With `--compare DIR1 DIR2`, prove instead that two logs (a primary's and a replica's)
+    /// are byte-identical over the LSNs both hold; exit status 1 on a divergence.
     Verify {
         /// The log directory.
-        dir: PathBuf,
+        #[arg(required_unless_present = "compare", conflicts_with = "compare")]
+        dir: Option<PathBuf>,
+        /// Compare two log directories segment by segment: same headers, same record bytes up
+        /// to where the shorter copy ends.
+        #[arg(long, num_args = 2, value_names = ["DIR1", "DIR2"])]
+        compare: Option<Vec<PathBuf>>,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
@@ -82,7 +93,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { file, json } => inspect(&file, json),
-        Command::Verify { dir, json } => verify(&dir, json),
+        Command::Verify { dir, compare, json } => match (compare.as_deref(), dir) {
+            (Some([a, b]), _) => verify_compare(a, b, json),
+            (Some(_), _) => Err("--compare takes two directories".to_owned()),
+            (None, Some(dir)) => verify(&dir, json),
+            (None, None) => Err("verify needs a directory, or --compare DIR1 DIR2".to_owned()),
+        },
         Command::Bench {
             dir,
             threads,
@@ -347,6 +363,247 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `shiplog verify --compare A B`: exit status 1 on a divergence, as `verify` on corruption.
+fn verify_compare(a: &Path, b: &Path, json: bool) -> Result<ExitCode, String> {
+    let comparison = compare_dirs(&RealFs, a, b).map_err(|e| e.to_string())?;
+    let shared = comparison.segments.len();
+    for (dir, only) in [(a, &comparison.only_in_a), (b, &comparison.only_in_b)] {
+        // As `verify` does: an empty directory is far more often a wrong path than a log.
+        if shared + only.len() == 0 {
+            return Err(format!("{} holds no segment files", dir.display()));
+        }
+    }
+    let mut rows: Vec<(Lsn, CompareRow)> = comparison
+        .segments
+        .iter()
+        .map(|s| (s.first_lsn, compare_row(s)))
+        .collect();
+    for (side, only) in [("A", &comparison.only_in_a), ("B", &comparison.only_in_b)] {
+        rows.extend(only.iter().map(|r| (r.first_lsn, only_in_row(side, r))));
+    }
+    rows.sort_by_key(|(lsn, _)| *lsn);
+    if json {
+        print_comparison_json(a, b, &comparison, &rows);
+    } else {
+        print_comparison_table(a, b, &comparison, &rows);
+    }
+    let diverged = comparison
+        .segments
+        .iter()
+        .filter(|s| matches!(s.outcome, SegmentOutcome::Diverged(_)))
+        .count();
+    if diverged > 0 {
+        eprintln!("{diverged} diverged segment(s)");
+    }
+    Ok(if diverged > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// One line of the comparison: a segment both directories hold, or one only one holds.
+struct CompareRow {
+    segment: String,
+    /// `identical`, `diverged`, `not_comparable`, `not_in_log`, `only_in_a`, `only_in_b`.
+    result: &'static str,
+    compared_lsns: Option<(Lsn, Lsn)>,
+    compared_bytes: Option<u64>,
+    /// `(first differing byte, (offset, LSN) of the record holding it)`, for a divergence.
+    divergence: Option<(u64, Option<(u64, Lsn)>)>,
+    detail: String,
+    status_a: Option<String>,
+    status_b: Option<String>,
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+fn lsn_range(lsns: Option<(Lsn, Lsn)>) -> String {
+    lsns.map_or_else(|| "-".to_owned(), |(first, last)| format!("{first}-{last}"))
+}
+
+fn compare_row(segment: &SegmentComparison) -> CompareRow {
+    let mut compared = (None, None);
+    let mut divergence = None;
+    let (result, detail) = match &segment.outcome {
+        SegmentOutcome::Identical { lsns, bytes } => {
+            compared = (*lsns, Some(*bytes));
+            ("identical", "identical".to_owned())
+        }
+        SegmentOutcome::DifferentHeaders { fields } => (
+            "not_comparable",
+            format!(
+                "not comparable: different headers ({}); compacted on one side",
+                fields.join(", ")
+            ),
+        ),
+        SegmentOutcome::NotInLog => (
+            "not_in_log",
+            "not compared: recovery removes one copy (see its status)".to_owned(),
+        ),
+        SegmentOutcome::Diverged(Divergence::Header { offset, fields }) => {
+            divergence = Some((*offset, None));
+            (
+                "diverged",
+                format!(
+                    "DIVERGED: headers differ at offset {offset} ({}), though neither copy was \
+                     compacted",
+                    fields.join(", ")
+                ),
+            )
+        }
+        SegmentOutcome::Diverged(Divergence::Records { offset, record }) => {
+            divergence = Some((*offset, *record));
+            let within = record.map_or_else(
+                || "a record that does not decode".to_owned(),
+                |(at, lsn)| format!("the record of LSN {lsn} at offset {at}"),
+            );
+            (
+                "diverged",
+                format!("DIVERGED at offset {offset}, in {within}"),
+            )
+        }
+    };
+    CompareRow {
+        segment: file_name(&segment.a.path),
+        result,
+        compared_lsns: compared.0,
+        compared_bytes: compared.1,
+        divergence,
+        detail,
+        status_a: Some(segment_status(&segment.a.status)),
+        status_b: Some(segment_status(&segment.b.status)),
+    }
+}
+
+fn only_in_row(side: &'static str, report: &SegmentReport) -> CompareRow {
+    let status = segment_status(&report.status);
+    let (result, status_a, status_b) = if side == "A" {
+        ("only_in_a", Some(status.clone()), None)
+    } else {
+        ("only_in_b", None, Some(status.clone()))
+    };
+    CompareRow {
+        segment: file_name(&report.path),
+        result,
+        compared_lsns: None,
+        compared_bytes: None,
+        divergence: None,
+        detail: format!(
+            "only in {side} (LSNs {}; {status})",
+            lsn_range(report.last_lsn.map(|last| (report.first_lsn, last)))
+        ),
+        status_a,
+        status_b,
+    }
+}
+
+fn print_comparison_table(a: &Path, b: &Path, comparison: &Comparison, rows: &[(Lsn, CompareRow)]) {
+    println!("A = {}\nB = {}\n", a.display(), b.display());
+    println!(
+        "{:<28} {:>25} {:>12}  result",
+        "segment", "compared LSNs", "bytes"
+    );
+    for (_, row) in rows {
+        let bytes = row
+            .compared_bytes
+            .map_or_else(|| "-".to_owned(), |b| b.to_string());
+        println!(
+            "{:<28} {:>25} {bytes:>12}  {}",
+            row.segment,
+            lsn_range(row.compared_lsns),
+            row.detail
+        );
+    }
+    for (_, row) in rows
+        .iter()
+        .filter(|(_, r)| !r.result.starts_with("only_in"))
+    {
+        for (side, dir, status) in [("A", a, &row.status_a), ("B", b, &row.status_b)] {
+            if let Some(status) = status.as_deref().filter(|s| *s != "ok") {
+                println!(
+                    "note: {side}'s {}: {status} (`shiplog verify {}` for details)",
+                    row.segment,
+                    dir.display()
+                );
+            }
+        }
+    }
+    let shared = comparison.shared_lsns;
+    println!(
+        "\nA holds LSNs {}, B holds LSNs {}; both hold {}",
+        lsn_range(comparison.lsns_a),
+        lsn_range(comparison.lsns_b),
+        lsn_range(shared)
+    );
+    let identical = rows.iter().filter(|(_, r)| r.result == "identical").count();
+    let bytes = comparison.bytes_compared();
+    let shared_count = shared.map_or(0, |(first, last)| last - first + 1);
+    if comparison.diverged() {
+        let diverged = rows.iter().filter(|(_, r)| r.result == "diverged").count();
+        println!("DIVERGED in {diverged} segment(s)");
+    } else if comparison.uncompared_lsns > 0 {
+        println!(
+            "no divergence, but {} of the {shared_count} shared LSNs were not compared \
+             ({bytes} bytes compared in {identical} segment(s))",
+            comparison.uncompared_lsns
+        );
+    } else {
+        println!(
+            "identical: all {shared_count} shared LSNs compared ({bytes} bytes in {identical} segment(s))"
+        );
+    }
+}
+
+fn json_or_null<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "null".to_owned(), |v| v.to_string())
+}
+
+fn print_comparison_json(a: &Path, b: &Path, comparison: &Comparison, rows: &[(Lsn, CompareRow)]) {
+    for (_, row) in rows {
+        let (offset, record) = row.divergence.unzip();
+        let record = record.flatten();
+        println!(
+            "{{\"type\":\"segment\",\"segment\":{},\"result\":\"{}\",\"compared_first_lsn\":{},\"compared_last_lsn\":{},\"compared_bytes\":{},\"offset\":{},\"record_offset\":{},\"lsn\":{},\"status_a\":{},\"status_b\":{},\"detail\":{}}}",
+            json_string(&row.segment),
+            row.result,
+            json_or_null(row.compared_lsns.map(|(first, _)| first)),
+            json_or_null(row.compared_lsns.map(|(_, last)| last)),
+            json_or_null(row.compared_bytes),
+            json_or_null(offset),
+            json_or_null(record.map(|(at, _)| at)),
+            json_or_null(record.map(|(_, lsn)| lsn)),
+            row.status_a
+                .as_deref()
+                .map_or_else(|| "null".to_owned(), json_string),
+            row.status_b
+                .as_deref()
+                .map_or_else(|| "null".to_owned(), json_string),
+            json_string(&row.detail)
+        );
+    }
+    let first = |lsns: Option<(Lsn, Lsn)>| json_or_null(lsns.map(|(f, _)| f));
+    let last = |lsns: Option<(Lsn, Lsn)>| json_or_null(lsns.map(|(_, l)| l));
+    println!(
+        "{{\"type\":\"summary\",\"dir_a\":{},\"dir_b\":{},\"a_first_lsn\":{},\"a_last_lsn\":{},\"b_first_lsn\":{},\"b_last_lsn\":{},\"shared_first_lsn\":{},\"shared_last_lsn\":{},\"segments_identical\":{},\"bytes_compared\":{},\"uncompared_lsns\":{},\"diverged\":{}}}",
+        json_string(&a.display().to_string()),
+        json_string(&b.display().to_string()),
+        first(comparison.lsns_a),
+        last(comparison.lsns_a),
+        first(comparison.lsns_b),
+        last(comparison.lsns_b),
+        first(comparison.shared_lsns),
+        last(comparison.shared_lsns),
+        rows.iter().filter(|(_, r)| r.result == "identical").count(),
+        comparison.bytes_compared(),
+        comparison.uncompared_lsns,
+        comparison.diverged()
+    );
 }
 
 /// What `shiplog bench` writes to: the bare log, or the key-value store on it.

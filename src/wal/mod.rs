@@ -2,6 +2,7 @@
 //! as zero-copy slices of mapped segments, tail-follow and retention.
 
 mod compaction;
+mod compare;
 mod digest;
 mod error;
 mod preparer;
@@ -26,6 +27,7 @@ use crate::format::{
 use crate::io::{DirLock, FileSystem, RealFs};
 
 pub use compaction::{Compacted, SealedSegment};
+pub use compare::{Comparison, Divergence, SegmentComparison, SegmentOutcome, compare_dirs};
 pub use error::{Result, WalError};
 pub use reader::{Payload, Record, RecordLocation, WalIter};
 pub use recovery::{SegmentReport, SegmentStatus};
