@@ -57,6 +57,16 @@ fn assert_same_segments(primary: &Path, replica: &Path) {
     for (name, bytes) in &ours {
         assert!(bytes == &theirs[name], "segment {name} differs");
     }
+    // The operator's tool agrees.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiplog"))
+        .args(["verify", "--compare"])
+        .arg(primary)
+        .arg(replica)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "shiplog verify --compare: {text}");
+    assert!(text.contains("identical"), "{text}");
 }
 
 #[test]
