@@ -227,6 +227,12 @@ impl Shared {
         let peer = Arc::new(ReplicaPeer::new(addr, stream.try_clone().ok()));
         let me = Arc::clone(self);
         let for_thread = Arc::clone(&peer);
+        // IMPORTANT: the list stays locked until the session is in it. A session can end at
+        // once (bytes pipelined with the handshake command are already received); its thread
+        // then removes it from the list as its last step, and must find it there, or the
+        // entry, holding a clone of the socket, would stay forever: the peer never sees the
+        // connection close, and the descriptor leaks.
+        let mut replicas = lock(&self.replication.replicas);
         let spawned = std::thread::Builder::new()
             .name("shipper".into())
             .spawn(move || {
@@ -247,11 +253,8 @@ impl Shared {
                 lock(&me.replication.replicas).retain(|s| !Arc::ptr_eq(&s.peer, &for_thread));
             });
         match spawned {
-            Ok(thread) => {
-                let mut replicas = lock(&self.replication.replicas);
-                // Finished sessions remove themselves; join those that did meanwhile.
-                replicas.push(Shipping { peer, thread });
-            }
+            // Finished sessions remove themselves (their threads are not joined).
+            Ok(thread) => replicas.push(Shipping { peer, thread }),
             Err(e) => tracing::error!(error = %e, "cannot start a shipping thread"),
         }
     }
