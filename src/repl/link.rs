@@ -208,7 +208,11 @@ fn receive(
     acker: &std::thread::Thread,
 ) -> Result<(), ReplError> {
     let wal = store.wal();
-    let mut receiver = Receiver::new(options.carry_max_bytes);
+    let mut receiver = Receiver::with_payload_check(options.carry_max_bytes, |kind, payload| {
+        crate::format::kv::decode_kv(kind, payload, crate::format::RECORD_PAYLOAD_MAX_BYTES)
+            .map(|_| ())
+            .map_err(|e| format!("not a valid key-value operation: {e}"))
+    });
     // The primary's digest at an LSN, compared once this replica holds that LSN.
     let mut pending_digest: Option<(u64, u64)> = None;
     loop {

@@ -2,8 +2,11 @@
 //! record (or an atomic batch) may span several frames, and only whole batches are queued, so
 //! a replica never makes half a batch visible or durable.
 
-use crate::format::{Lsn, SEGMENT_HEADER_BYTES, SegmentHeader};
+use crate::format::{Lsn, RecordKind, SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::wal::{Wal, WalError};
+
+/// A check of one record's payload by the layer above the log.
+pub type RecordCheck = fn(RecordKind, &[u8]) -> Result<(), String>;
 
 /// The replica's view of the segment being received and the bytes not yet queued.
 #[derive(Debug, Default)]
@@ -19,6 +22,8 @@ pub struct Receiver {
     /// A compacted segment being received (its header and file size): it is held whole in
     /// `carry` and installed when the next segment's header proves it complete.
     compacted: Option<([u8; SEGMENT_HEADER_BYTES], u64)>,
+    /// The layer above's check of each record's payload.
+    check: Option<RecordCheck>,
 }
 
 impl Receiver {
@@ -29,6 +34,21 @@ impl Receiver {
             carry_max,
             ..Self::default()
         }
+    }
+
+    /// A receiver that also refuses records whose payload fails `check` (a replica's engine
+    /// checks that each is an operation it can apply).
+    #[must_use]
+    pub fn with_payload_check(carry_max: usize, check: RecordCheck) -> Self {
+        Self {
+            carry_max,
+            check: Some(check),
+            ..Self::default()
+        }
+    }
+
+    fn check(&self) -> impl Fn(RecordKind, &[u8]) -> Result<(), String> + '_ {
+        move |kind, payload| self.check.map_or(Ok(()), |check| check(kind, payload))
     }
 
     /// A segment starts or resumes: its header and file size as on the primary.
@@ -43,7 +63,7 @@ impl Receiver {
         capacity: u64,
     ) -> Result<(), WalError> {
         if let Some((held, held_capacity)) = self.compacted.take() {
-            wal.receive_compacted(&held, held_capacity, &self.carry)?;
+            wal.receive_compacted(&held, held_capacity, &self.carry, &self.check())?;
             self.carry.clear();
         } else if !self.carry.is_empty() {
             return Err(self.refuse("a new segment starts inside an unfinished batch"));
@@ -98,7 +118,8 @@ impl Receiver {
             // The middle of a record, or of a compacted segment held whole: nothing to queue.
             return Ok(0);
         }
-        let (taken, last) = wal.receive_records(self.segment, self.carry_offset, &self.carry)?;
+        let (taken, last) =
+            wal.receive_records(self.segment, self.carry_offset, &self.carry, &self.check())?;
         self.carry.drain(..taken);
         self.carry_offset += taken as u64;
         Ok(last)

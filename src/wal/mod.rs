@@ -30,6 +30,7 @@ pub use compaction::{Compacted, SealedSegment};
 pub use compare::{Comparison, Divergence, SegmentComparison, SegmentOutcome, compare_dirs};
 pub use error::{Result, WalError};
 pub use reader::{Payload, Record, RecordLocation, WalIter};
+pub use receiving::PayloadCheck;
 pub use recovery::{SegmentReport, SegmentStatus};
 pub use segment::{SPARSE_INDEX_STRIDE, parse_segment_file_name, segment_file_name};
 pub use shipping::{ShipChunk, ShipPosition};

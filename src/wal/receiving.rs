@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::format::{Lsn, SEGMENT_HEADER_BYTES, SegmentHeader, decode_record};
+use crate::format::{Lsn, RecordKind, SEGMENT_HEADER_BYTES, SegmentHeader, decode_record};
 use crate::io::FileSystem;
 
 use super::Wal;
@@ -90,6 +90,7 @@ impl Wal {
         header: &[u8; SEGMENT_HEADER_BYTES],
         capacity: u64,
         records: &[u8],
+        check: PayloadCheck<'_>,
     ) -> Result<()> {
         let decoded = self.decode_shipped_header(header)?;
         let Some(through) = decoded.compacted_through else {
@@ -130,6 +131,8 @@ impl Wal {
                     record.epoch
                 )));
             }
+            check(record.kind, record.payload)
+                .map_err(|reason| bad(format!("record LSN {}: {reason}", record.lsn)))?;
             if count.is_multiple_of(super::SPARSE_INDEX_STRIDE) {
                 sparse.push((record.lsn, offset));
             }
@@ -289,7 +292,13 @@ impl Wal {
     /// # Errors
     /// `Shipment` when the bytes are not the records that come next here (a bad CRC, an LSN
     /// out of order, an epoch going back, the wrong segment or offset): nothing is queued.
-    pub fn receive_records(&self, segment: Lsn, offset: u64, bytes: &[u8]) -> Result<(usize, Lsn)> {
+    pub fn receive_records(
+        &self,
+        segment: Lsn,
+        offset: u64,
+        bytes: &[u8],
+        check: PayloadCheck<'_>,
+    ) -> Result<(usize, Lsn)> {
         let commit = &self.shared.commit;
         let mut state = commit.lock();
         if let Some((op, source)) = &state.poisoned {
@@ -316,8 +325,8 @@ impl Wal {
                 ),
             ));
         }
-        let (taken, last) =
-            check_records(&state, offset, bytes).map_err(|(at, reason)| refuse(at, reason))?;
+        let (taken, last) = check_records(&state, offset, bytes, check)
+            .map_err(|(at, reason)| refuse(at, reason))?;
         if taken == 0 {
             return Ok((0, 0));
         }
@@ -349,6 +358,11 @@ impl Wal {
         (state.active.first_lsn(), state.active_end)
     }
 }
+
+/// What the layer above checks in every received record before any of them is written (the
+/// log itself checks framing, CRC, LSN order and epochs): a replica must not write a record it
+/// could not apply, or it could not reopen.
+pub type PayloadCheck<'a> = &'a dyn Fn(RecordKind, &[u8]) -> std::result::Result<(), String>;
 
 /// How a received segment joins the list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,6 +396,7 @@ fn check_records(
     state: &WriterState,
     offset: u64,
     bytes: &[u8],
+    check: PayloadCheck<'_>,
 ) -> std::result::Result<(usize, LastRecord), (u64, String)> {
     let header = &state.active.header;
     let mut next = state.next_lsn;
@@ -411,6 +426,12 @@ fn check_records(
                 format!("record of epoch {} after epoch {epoch}", record.epoch),
             ));
         }
+        check(record.kind, record.payload).map_err(|reason| {
+            (
+                offset + at as u64,
+                format!("record LSN {}: {reason}", record.lsn),
+            )
+        })?;
         epoch = record.epoch;
         next = record.lsn + 1;
         at += record.encoded_bytes();
