@@ -411,6 +411,13 @@ fn repl_frame_seeds() -> Seeds {
                 clock_micros: 1_764_000_000_000_001,
             },
         ),
+        (
+            "gen_auth",
+            Frame::Auth {
+                nonce: &[0x5a; 32],
+                proof: &[0xa5; 32],
+            },
+        ),
     ];
     let mut seeds: Seeds = Vec::new();
     let mut stream = Vec::new();

@@ -554,3 +554,104 @@ fn a_digest_mismatch_stops_the_replica_and_is_reported() {
     drop(r);
     replica.stop();
 }
+
+#[test]
+fn a_replica_proves_it_knows_the_password_without_sending_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&secret, "correct horse battery staple\n").unwrap();
+    std::fs::write(&wrong, "incorrect horse\n").unwrap();
+    let primary = Daemon::start(
+        &dir.path().join("p"),
+        &["--requirepass-file", secret.to_str().unwrap()],
+    );
+    let mut p = redis::Client::open(format!(
+        "redis://:correct%20horse%20battery%20staple@{}/",
+        primary.addr
+    ))
+    .unwrap()
+    .get_connection()
+    .unwrap();
+    let _: () = p.set("guarded", "value").unwrap();
+    let proxy = Proxy::start(primary.addr);
+    let via = proxy.addr.to_string();
+
+    // No password: told what to do, nothing shipped.
+    let none = Daemon::start(&dir.path().join("none"), &["--replica-of", &via]);
+    let mut n = none.client();
+    assert!(
+        wait_until(30, || info_field(
+            &mut n,
+            "replication",
+            "replica_last_error"
+        )
+        .is_some_and(|e| e.contains("--masterauth-file"))),
+        "{:?}",
+        info_field(&mut n, "replication", "replica_last_error")
+    );
+    assert_eq!(redis::cmd("DBSIZE").query::<u64>(&mut n).ok(), Some(0));
+    drop(n);
+    none.stop();
+
+    // The wrong password: refused by the primary.
+    let bad = Daemon::start(
+        &dir.path().join("bad"),
+        &[
+            "--replica-of",
+            &via,
+            "--masterauth-file",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    let mut b = bad.client();
+    assert!(
+        wait_until(30, || info_field(
+            &mut b,
+            "replication",
+            "replica_last_error"
+        )
+        .is_some_and(|e| e.contains("authentication failed"))),
+        "{:?}",
+        info_field(&mut b, "replication", "replica_last_error")
+    );
+    assert_eq!(redis::cmd("DBSIZE").query::<u64>(&mut b).ok(), Some(0));
+    drop(b);
+    bad.stop();
+
+    // The right one: replicates, and the password never crossed the link.
+    let good = Daemon::start(
+        &dir.path().join("good"),
+        &[
+            "--replica-of",
+            &via,
+            "--masterauth-file",
+            secret.to_str().unwrap(),
+        ],
+    );
+    assert!(wait_caught_up_with(&mut p, &good, 30));
+    let v: String = good.client().get("guarded").unwrap();
+    assert_eq!(v, "value");
+    let captured = proxy.captured();
+    assert!(!captured.is_empty());
+    let needle = b"correct horse";
+    assert!(
+        !captured.windows(needle.len()).any(|w| w == needle),
+        "the password travelled in clear"
+    );
+    good.stop();
+    drop(p);
+    primary.stop();
+}
+
+/// Like `wait_caught_up`, with an already authenticated connection to the primary.
+fn wait_caught_up_with(p: &mut redis::Connection, replica: &Daemon, secs: u64) -> bool {
+    let mut r = replica.client();
+    wait_until(secs, || {
+        let target: Option<u64> =
+            info_field(p, "replication", "master_repl_offset").and_then(|v| v.parse().ok());
+        let applied: Option<u64> =
+            info_field(&mut r, "replication", "replica_applied_lsn").and_then(|v| v.parse().ok());
+        matches!((target, applied), (Some(t), Some(a)) if a >= t)
+    })
+}

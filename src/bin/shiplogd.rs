@@ -94,6 +94,10 @@ struct Flags {
     /// retention slot is dropped (it will need a snapshot) [default: 4294967296].
     #[arg(long, env = "SHIPLOG_MAX_RETAINED_BYTES")]
     max_retained_bytes: Option<u64>,
+    /// File holding the primary's password (first line): a replica proves it knows it by
+    /// challenge–response, never sending it.
+    #[arg(long, env = "SHIPLOG_MASTERAUTH_FILE")]
+    masterauth_file: Option<PathBuf>,
 }
 
 /// The merged settings.
@@ -115,6 +119,7 @@ struct Settings {
     zero_fill_segments: bool,
     replica_of: Option<String>,
     max_retained_bytes: u64,
+    masterauth_file: Option<PathBuf>,
 }
 
 fn settings(flags: Flags) -> Result<Settings, String> {
@@ -189,6 +194,7 @@ fn settings(flags: Flags) -> Result<Settings, String> {
             .max_retained_bytes
             .or(file.max_retained_bytes)
             .unwrap_or(DEFAULT_MAX_RETAINED_BYTES),
+        masterauth_file: flags.masterauth_file.or(file.masterauth_file),
     })
 }
 
@@ -279,6 +285,11 @@ fn run(settings: &Settings) -> Result<(), String> {
         .as_deref()
         .map(read_password)
         .transpose()?;
+    let masterauth = settings
+        .masterauth_file
+        .as_deref()
+        .map(read_password)
+        .transpose()?;
     let listener = TcpListener::bind(&settings.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let metrics = settings
@@ -336,6 +347,7 @@ fn run(settings: &Settings) -> Result<(), String> {
         io_threads: settings.io_threads,
         replica_of: settings.replica_of.clone(),
         max_retained_bytes: settings.max_retained_bytes,
+        masterauth,
     };
     let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
     let server = Server::start(

@@ -39,6 +39,8 @@ const HELLO_BYTES: usize = 60;
 const WELCOME_BYTES: usize = 40;
 const HEARTBEAT_BYTES: usize = 32;
 const ACK_BYTES: usize = 32;
+/// Size of an authentication nonce and of a proof.
+pub const AUTH_BYTES: usize = 32;
 
 /// Frame type bytes.
 mod kind {
@@ -49,6 +51,7 @@ mod kind {
     pub const SEGMENT_BYTES: u8 = 5;
     pub const HEARTBEAT: u8 = 6;
     pub const ACK: u8 = 7;
+    pub const AUTH: u8 = 8;
 }
 
 /// A replica introducing itself (the first frame it sends).
@@ -161,6 +164,15 @@ pub enum Frame<'a> {
         /// See `digest_lsn`.
         digest: u64,
     },
+    /// Either way, before the hello when the primary has a password: a fresh nonce and a
+    /// proof of knowing the password (an HMAC over both sides' nonces; the password itself
+    /// never travels).
+    Auth {
+        /// The sender's nonce.
+        nonce: &'a [u8; AUTH_BYTES],
+        /// The sender's proof.
+        proof: &'a [u8; AUTH_BYTES],
+    },
     /// Replica → primary: progress (the write, flush and replay positions of `PostgreSQL`).
     Ack {
         /// Last LSN received and written.
@@ -223,6 +235,7 @@ fn allowed(kind: u8) -> Option<(usize, usize, &'static str)> {
         kind::SEGMENT_BYTES => (25, FRAME_BODY_MAX, "25 to 4 MiB + 24"),
         kind::HEARTBEAT => (HEARTBEAT_BYTES, HEARTBEAT_BYTES, "exactly 32"),
         kind::ACK => (ACK_BYTES, ACK_BYTES, "exactly 32"),
+        kind::AUTH => (2 * AUTH_BYTES, 2 * AUTH_BYTES, "exactly 64"),
         _ => return None,
     })
 }
@@ -319,6 +332,14 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 .map_err(|_| FrameError::Invalid("refusal reason is not UTF-8"))?,
         },
         kind::SEGMENT_HEADER => decode_segment_header(body)?,
+        kind::AUTH => {
+            let (nonce, proof) = body.split_at(AUTH_BYTES);
+            let bad = |_| FrameError::Invalid("auth frame size");
+            Frame::Auth {
+                nonce: nonce.try_into().map_err(bad)?,
+                proof: proof.try_into().map_err(bad)?,
+            }
+        }
         kind::SEGMENT_BYTES => {
             let segment = lsn(&body[0..8])?;
             let offset = LE::read_u64(&body[8..16]);
@@ -440,6 +461,11 @@ fn encode_unchecked(out: &mut Vec<u8>, frame: &Frame<'_>) {
             put16(out, *code as u16);
             out.extend_from_slice(reason.as_bytes());
             kind::REFUSE
+        }
+        Frame::Auth { nonce, proof } => {
+            out.extend_from_slice(&nonce[..]);
+            out.extend_from_slice(&proof[..]);
+            kind::AUTH
         }
         Frame::SegmentHeader { header, capacity } => {
             out.extend_from_slice(&header[..]);

@@ -7,12 +7,13 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::auth::{self, Prover};
 use super::error::ReplError;
 use super::receiver::Receiver;
 use super::status::{LinkState, LinkStatus, clock_micros};
 use super::wire::FrameStream;
 use crate::engine::Store;
-use crate::format::repl::{Frame, Hello, PROTOCOL_VERSION};
+use crate::format::repl::{AUTH_BYTES, Frame, Hello, PROTOCOL_VERSION};
 use crate::wal::random_u64;
 
 /// The command that turns a client connection into a shipping session.
@@ -35,6 +36,8 @@ pub struct LinkOptions {
     pub backoff_max: Duration,
     /// Largest unfinished batch held while it arrives.
     pub carry_max_bytes: usize,
+    /// The primary's password, proven by challenge–response (`--masterauth-file`).
+    pub masterauth: Option<Vec<u8>>,
 }
 
 impl LinkOptions {
@@ -49,6 +52,7 @@ impl LinkOptions {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             carry_max_bytes: (1 << 30) + (8 << 20),
+            masterauth: None,
         }
     }
 }
@@ -135,12 +139,22 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
     // The reply is one RESP line; read it byte by byte so nothing after it is consumed.
     let mut line = Vec::new();
     BufReader::with_capacity(1, Read::take(&stream, 1024)).read_until(b'\n', &mut line)?;
-    if !line.starts_with(b"+OK") {
-        return Err(ReplError::Protocol(format!(
-            "the primary answered the handshake with {:?}",
-            String::from_utf8_lossy(&line).trim_end()
-        )));
-    }
+    let line = line.strip_suffix(b"\r\n").unwrap_or(&line);
+    let challenge = match line {
+        b"+OK" => None,
+        _ => match line
+            .strip_prefix(b"+OK AUTH ")
+            .and_then(auth::parse_challenge)
+        {
+            Some(challenge) => Some(challenge),
+            None => {
+                return Err(ReplError::Protocol(format!(
+                    "the primary answered the handshake with {:?}",
+                    String::from_utf8_lossy(line)
+                )));
+            }
+        },
+    };
     let wal = store.wal();
     let last_lsn = wal.written_lsn();
     let last_epoch = if last_lsn == 0 {
@@ -149,6 +163,9 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
         wal.read(last_lsn)?.map_or(0, |r| r.epoch)
     };
     let mut frames = FrameStream::new(stream.try_clone()?, &[]);
+    if let Some(challenge) = challenge {
+        authenticate(&mut frames, options, &challenge)?;
+    }
     frames.send(&Frame::Hello(Hello {
         version: PROTOCOL_VERSION,
         cluster_id: if last_lsn == 0 { 0 } else { wal.cluster_id() },
@@ -198,6 +215,47 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
         });
         result.and(ack_result)
     })
+}
+
+/// Answers the primary's challenge, then checks the primary's own proof: a node that does
+/// not know the password cannot feed this replica a log.
+fn authenticate(
+    frames: &mut FrameStream,
+    options: &LinkOptions,
+    challenge: &[u8; AUTH_BYTES],
+) -> Result<(), ReplError> {
+    let Some(password) = options.masterauth.as_deref() else {
+        return Err(ReplError::Protocol(
+            "the primary requires authentication: give this replica --masterauth-file with the \
+             primary's password"
+                .into(),
+        ));
+    };
+    let mine = auth::nonce();
+    let my_proof = auth::proof(password, Prover::Replica, challenge, &mine);
+    frames.send(&Frame::Auth {
+        nonce: &mine,
+        proof: &my_proof,
+    })?;
+    match frames.read_frame()? {
+        Frame::Auth { nonce, proof } if nonce == challenge => {
+            if auth::verify(password, Prover::Primary, challenge, &mine, proof) {
+                Ok(())
+            } else {
+                Err(ReplError::Protocol(
+                    "the primary could not prove it knows the password; not replicating from it"
+                        .into(),
+                ))
+            }
+        }
+        Frame::Refuse { code, reason } => Err(ReplError::Refused {
+            code,
+            reason: reason.to_owned(),
+        }),
+        other => Err(ReplError::Protocol(format!(
+            "expected the primary's proof, got {other:?}"
+        ))),
+    }
 }
 
 fn receive(

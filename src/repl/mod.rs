@@ -2,6 +2,7 @@
 //! primary's [`shipper`], the replica's [`link`] and its [`Receiver`], the frames over a socket
 //! and what each side reports about the other.
 
+pub mod auth;
 mod error;
 pub mod link;
 mod receiver;

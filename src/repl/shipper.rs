@@ -6,10 +6,11 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::auth::{Prover, proof, verify};
 use super::error::ReplError;
 use super::status::{ReplicaPeer, clock_micros};
 use super::wire::FrameStream;
-use crate::format::repl::{Frame, Hello, PROTOCOL_VERSION, RefuseCode, Welcome};
+use crate::format::repl::{AUTH_BYTES, Frame, Hello, PROTOCOL_VERSION, RefuseCode, Welcome};
 use crate::wal::{Wal, WalError};
 
 /// How a primary ships.
@@ -33,6 +34,15 @@ impl Default for ShipperOptions {
     }
 }
 
+/// The primary's password and the challenge it sent with the handshake reply.
+#[derive(Debug, Clone, Copy)]
+pub struct Auth<'a> {
+    /// The password replicas must prove they know.
+    pub password: &'a [u8],
+    /// The nonce sent to this replica.
+    pub challenge: [u8; AUTH_BYTES],
+}
+
 /// Serves one replica on `stream` until it leaves, fails or [`ReplicaPeer::stop`] is called.
 /// `received` are bytes the replica sent after the handshake command.
 ///
@@ -44,12 +54,16 @@ pub fn serve(
     received: &[u8],
     peer: &ReplicaPeer,
     options: ShipperOptions,
+    auth: Option<Auth<'_>>,
 ) -> Result<(), ReplError> {
     stream.set_read_timeout(Some(options.timeout))?;
     stream.set_write_timeout(Some(options.timeout))?;
     let _ = stream.set_nodelay(true);
     let acks = FrameStream::new(stream.try_clone()?, &[]);
     let mut frames = FrameStream::new(stream, received);
+    if let Some(auth) = auth {
+        authenticate(&mut frames, auth)?;
+    }
     let hello = match frames.read_frame()? {
         Frame::Hello(hello) => hello,
         other => {
@@ -121,6 +135,52 @@ pub fn serve(
         );
         peer.stop();
         result
+    })
+}
+
+/// Checks the replica's proof, then proves this primary knows the password too.
+fn authenticate(frames: &mut FrameStream, auth: Auth<'_>) -> Result<(), ReplError> {
+    let refuse = |frames: &mut FrameStream, reason: &str| {
+        let code = RefuseCode::Auth;
+        let _ = frames.send(&Frame::Refuse { code, reason });
+        Err(ReplError::Refused {
+            code,
+            reason: reason.to_owned(),
+        })
+    };
+    let replica_nonce = match frames.read_frame()? {
+        Frame::Auth { nonce, proof } => {
+            if !verify(
+                auth.password,
+                Prover::Replica,
+                &auth.challenge,
+                nonce,
+                proof,
+            ) {
+                return refuse(
+                    frames,
+                    "authentication failed: the replica's --masterauth-file does not hold this \
+                     primary's password",
+                );
+            }
+            *nonce
+        }
+        _ => {
+            return refuse(
+                frames,
+                "this primary requires authentication: give the replica --masterauth-file",
+            );
+        }
+    };
+    let mine = proof(
+        auth.password,
+        Prover::Primary,
+        &auth.challenge,
+        &replica_nonce,
+    );
+    frames.send(&Frame::Auth {
+        nonce: &auth.challenge,
+        proof: &mine,
     })
 }
 

@@ -422,7 +422,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec(
         "shiplog.ship",
         1,
-        &["admin", "noscript"],
+        &["admin", "noscript", "noauth"],
         NONE,
         "server",
         "Switches the connection to the log-shipping protocol (used by replicas).",
@@ -848,8 +848,18 @@ fn run(
         "replicaof" | "slaveof" => replicaof(shared, args, reply)?,
         "shiplog.ship" => {
             // The connection now speaks shipping frames (`docs/format.md`); the event loop
-            // hands it to a shipping thread once this reply is out.
-            reply.ok();
+            // hands it to a shipping thread once this reply is out. With a password, the
+            // replica proves it knows it by answering this challenge (never by `AUTH`).
+            if shared.options.password.is_some() {
+                let challenge = crate::repl::auth::nonce();
+                reply.simple(&format!(
+                    "OK AUTH {}",
+                    crate::repl::auth::challenge_hex(&challenge)
+                ));
+                session.ship_challenge = Some(challenge);
+            } else {
+                reply.ok();
+            }
             *flow = Flow::Ship;
         }
         "config" => config(shared, args, reply)?,

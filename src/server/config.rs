@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub replica_of: Option<String>,
     /// Most bytes of log kept for one lagging replica.
     pub max_retained_bytes: Option<u64>,
+    /// File holding the primary's password, for a replica.
+    pub masterauth_file: Option<PathBuf>,
 }
 
 /// Why a config file was rejected.

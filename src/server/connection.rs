@@ -456,10 +456,16 @@ impl Connection {
 }
 
 impl Connection {
-    /// The socket (blocking again) and the bytes received after the handshake command.
-    pub fn into_shipping(self) -> (TcpStream, Vec<u8>, SocketAddr) {
+    /// The socket (blocking again), the bytes received after the handshake command, the
+    /// peer's address and the challenge it must answer.
+    pub fn into_shipping(self) -> super::replication::Handoff {
         let _ = self.stream.set_nonblocking(false);
-        (self.stream, self.input.data().to_vec(), self.session.addr)
+        super::replication::Handoff {
+            received: self.input.data().to_vec(),
+            stream: self.stream,
+            addr: self.session.addr,
+            challenge: self.session.ship_challenge,
+        }
     }
 }
 

@@ -228,8 +228,7 @@ fn let_go(
 ) {
     if turn == Turn::Ship {
         close(shared, handle, epoll, &connection);
-        let (stream, received, addr) = connection.into_shipping();
-        shared.start_shipping(stream, received, addr);
+        shared.start_shipping(connection.into_shipping());
     } else {
         connection.abandon(shared);
         close(shared, handle, epoll, &connection);

@@ -74,6 +74,8 @@ pub struct ServerOptions {
     pub replica_of: Option<String>,
     /// Most bytes of log kept for one lagging replica before its retention slot is dropped.
     pub max_retained_bytes: u64,
+    /// The password this node proves it knows to its primary (`--masterauth-file`).
+    pub masterauth: Option<Vec<u8>>,
 }
 
 impl Default for ServerOptions {
@@ -90,6 +92,7 @@ impl Default for ServerOptions {
             io_threads: DEFAULT_IO_THREADS,
             replica_of: None,
             max_retained_bytes: DEFAULT_MAX_RETAINED_BYTES,
+            masterauth: None,
         }
     }
 }

@@ -95,6 +95,19 @@ struct Link {
     thread: JoinHandle<()>,
 }
 
+/// A client connection that asked to become a shipping session.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The socket, blocking.
+    pub stream: TcpStream,
+    /// Bytes received after the handshake command.
+    pub received: Vec<u8>,
+    /// The peer.
+    pub addr: SocketAddr,
+    /// The challenge sent with the handshake reply, when a password is set.
+    pub challenge: Option<[u8; crate::format::repl::AUTH_BYTES]>,
+}
+
 /// A replica this primary ships to.
 #[derive(Debug)]
 struct Shipping {
@@ -192,7 +205,9 @@ impl Shared {
             shipping.peer.stop();
         }
         let status = Arc::new(LinkStatus::default());
-        let options = LinkOptions::new(primary.clone(), replication.replica_id, self.listen.port());
+        let mut options =
+            LinkOptions::new(primary.clone(), replication.replica_id, self.listen.port());
+        options.masterauth.clone_from(&self.options.masterauth);
         let me = Arc::clone(self);
         let for_thread = Arc::clone(&status);
         let spawned = std::thread::Builder::new()
@@ -213,12 +228,13 @@ impl Shared {
     }
 
     /// Turns a client connection that sent the handshake command into a shipping session.
-    pub fn start_shipping(
-        self: &Arc<Self>,
-        stream: TcpStream,
-        received: Vec<u8>,
-        addr: SocketAddr,
-    ) {
+    pub fn start_shipping(self: &Arc<Self>, handoff: Handoff) {
+        let Handoff {
+            stream,
+            received,
+            addr,
+            challenge,
+        } = handoff;
         if self.replication.is_read_only() || self.is_shutting_down() {
             // A replica does not ship (cascading is not supported); the peer sees the close.
             tracing::info!(%addr, "refusing a replica: this node is not a primary");
@@ -237,12 +253,22 @@ impl Shared {
             .name("shipper".into())
             .spawn(move || {
                 let wal = me.keyspace.db().wal();
+                let auth = me
+                    .options
+                    .password
+                    .as_deref()
+                    .map(|password| shipper::Auth {
+                        password,
+                        // A password set means the command sent a challenge.
+                        challenge: challenge.unwrap_or_else(crate::repl::auth::nonce),
+                    });
                 if let Err(e) = shipper::serve(
                     wal,
                     stream,
                     &received,
                     &for_thread,
                     ShipperOptions::default(),
+                    auth,
                 ) {
                     if for_thread.stopped() {
                         tracing::info!(replica = %addr, "replica session ended");

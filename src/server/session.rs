@@ -20,6 +20,9 @@ pub struct Session {
     pub authenticated: bool,
     /// Writes staged by this connection and not yet committed.
     pub uncommitted: Uncommitted,
+    /// The challenge sent with `SHIPLOG.SHIP` when a password is set: the replica must answer
+    /// it before anything is shipped.
+    pub ship_challenge: Option<[u8; crate::format::repl::AUTH_BYTES]>,
 }
 
 impl Session {
@@ -33,6 +36,7 @@ impl Session {
             protocol: Protocol::Resp2,
             authenticated: !password_required,
             uncommitted: Uncommitted::default(),
+            ship_challenge: None,
         }
     }
 

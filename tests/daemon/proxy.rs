@@ -23,6 +23,8 @@ struct Faults {
     /// New connections are refused (closed at once) while set.
     refusing: AtomicBool,
     stop: AtomicBool,
+    /// Every byte forwarded, both directions, for checks of what travels in clear.
+    captured: Mutex<Vec<u8>>,
 }
 
 /// A running proxy to one upstream address.
@@ -101,6 +103,11 @@ impl Proxy {
         }
     }
 
+    /// Every byte forwarded so far, in both directions.
+    pub fn captured(&self) -> Vec<u8> {
+        self.faults.captured.lock().unwrap().clone()
+    }
+
     /// Refuses (accepts and closes) new connections while `on`.
     pub fn refuse(&self, on: bool) {
         self.faults.refusing.store(on, Ordering::Release);
@@ -129,6 +136,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, faults: &Faults) {
         if delay > 0 {
             std::thread::sleep(Duration::from_micros(delay));
         }
+        faults
+            .captured
+            .lock()
+            .unwrap()
+            .extend_from_slice(&buffer[..n]);
         if to.write_all(&buffer[..n]).is_err() {
             break;
         }
