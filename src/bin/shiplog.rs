@@ -1,4 +1,12 @@
-//! `shiplog`: the admin tool. Inspect and verify logs, and benchmark the group commit.
+//! `shiplog`: the admin tool. Inspect and verify logs, benchmark the group commit, and show a
+//! running node's replication status.
+
+// The crate root is src/bin/shiplog.rs: its modules would otherwise be looked for beside it,
+// where Cargo takes every file for a binary of its own.
+#[path = "shiplog/resp_client.rs"]
+mod resp_client;
+#[path = "shiplog/status.rs"]
+mod status;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -79,6 +87,19 @@ enum Command {
         #[arg(long)]
         store: bool,
     },
+    /// Show a running shiplogd's replication status: its role, LSNs, replicas and retention
+    /// slots (primary) or link to its primary (replica); exit status 1 if it cannot be reached.
+    Status {
+        /// The node's client address.
+        #[arg(value_name = "HOST:PORT")]
+        addr: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// File whose first line is the password to AUTH with (as shiplogd's --requirepass-file).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -129,6 +150,11 @@ fn main() -> ExitCode {
                 options,
             )
         }
+        Command::Status {
+            addr,
+            json,
+            password_file,
+        } => status::status(&addr, json, password_file.as_deref()),
     };
     match result {
         Ok(code) => code,

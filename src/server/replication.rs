@@ -115,6 +115,19 @@ struct Shipping {
     thread: JoinHandle<()>,
 }
 
+/// Replication at one moment: what the metrics endpoint shows (`INFO replication` in numbers).
+#[derive(Debug, Clone)]
+pub struct ReplicationSnapshot {
+    /// The primary (`HOST:PORT`) and the link's progress, when this node is a replica.
+    pub link: Option<(String, crate::repl::status::LinkProgress)>,
+    /// Connected replicas: the address each connected from, and its progress.
+    pub replicas: Vec<(SocketAddr, crate::repl::status::PeerProgress)>,
+    /// Retention slots, each with the bytes of log it held at the last tick.
+    pub slots: Vec<(Slot, u64)>,
+    /// Most bytes of log one slot may hold before it is dropped.
+    pub max_retained_bytes: u64,
+}
+
 /// Replication state of a server.
 #[derive(Debug)]
 pub struct Replication {
@@ -403,6 +416,29 @@ impl Shared {
         }
         for shipping in sessions {
             let _ = shipping.thread.join();
+        }
+    }
+
+    /// Replication as it stands now, for the metrics endpoint.
+    pub fn replication_snapshot(&self) -> ReplicationSnapshot {
+        let replicas = self
+            .peers()
+            .iter()
+            .map(|peer| (peer.addr, peer.progress()))
+            .collect();
+        let table = lock(&self.replication.slots);
+        let slots = table
+            .slots
+            .iter()
+            .copied()
+            .zip(table.retained.iter().copied())
+            .collect();
+        drop(table);
+        ReplicationSnapshot {
+            link: self.link_view(),
+            replicas,
+            slots,
+            max_retained_bytes: self.replication.max_retained_bytes,
         }
     }
 
