@@ -358,6 +358,7 @@ fn repl_frame_seeds() -> Seeds {
                 last_lsn: FIRST_LSN - 1,
                 last_epoch: EPOCH,
                 listen_port: 6381,
+                last_digest: 0,
             }),
         ),
         (

@@ -211,6 +211,7 @@ fn hello(cluster_id: u128, last_lsn: Lsn, last_epoch: u32) -> Hello {
         last_lsn,
         last_epoch,
         listen_port: 1,
+        last_digest: 0,
     }
 }
 

@@ -57,11 +57,9 @@ fn write_keys(primary: &Daemon, count: usize) {
     }
 }
 
+/// The replica's identity, as it reports it (its `replica-id` file bound to its directory).
 fn replica_id(replica: &Daemon) -> String {
-    std::fs::read_to_string(replica.dir.join("replica-id"))
-        .unwrap()
-        .trim()
-        .to_owned()
+    info_field(&mut replica.client(), "replication", "replica_id").unwrap()
 }
 
 #[test]

@@ -252,7 +252,7 @@ fn main() -> ExitCode {
 }
 
 fn db_options(settings: &Settings, durability: Durability) -> DbOptions {
-    let mut options = DbOptions {
+    DbOptions {
         wal: Options {
             segment_bytes: settings.segment_bytes,
             flush_interval_ms: settings.flush_interval_ms,
@@ -261,13 +261,7 @@ fn db_options(settings: &Settings, durability: Durability) -> DbOptions {
         },
         durability,
         ..DbOptions::default()
-    };
-    if settings.replica_of.is_some() {
-        // A replica's log is its primary's, byte for byte; compacting it here would rewrite
-        // segments the comparison tools and a later promotion expect unchanged.
-        options.compaction.enabled = false;
     }
-    options
 }
 
 fn run(settings: &Settings) -> Result<(), String> {
@@ -308,6 +302,11 @@ fn run(settings: &Settings) -> Result<(), String> {
     let started = std::time::Instant::now();
     let db = Db::open(&settings.dir, options)
         .map_err(|e| format!("cannot open {}: {e}", settings.dir.display()))?;
+    if settings.replica_of.is_some() {
+        // A replica's log is a copy of its primary's: no compaction, from the first moment
+        // (the server keeps it so while the node follows a primary).
+        db.set_compaction_hold(0);
+    }
     for report in db.wal().recovery_report() {
         if let SegmentStatus::TornTail {
             cut_offset,

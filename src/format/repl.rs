@@ -35,7 +35,7 @@ pub const REASON_MAX_BYTES: usize = 1024;
 /// Smallest segment file a peer may announce (the log's smallest rotation size).
 pub const SEGMENT_CAPACITY_MIN: u64 = 4096;
 
-const HELLO_BYTES: usize = 60;
+const HELLO_BYTES: usize = 68;
 const WELCOME_BYTES: usize = 40;
 const HEARTBEAT_BYTES: usize = 32;
 const ACK_BYTES: usize = 32;
@@ -69,6 +69,9 @@ pub struct Hello {
     pub last_epoch: Epoch,
     /// The port the replica serves clients on (for `ROLE` and `INFO replication`).
     pub listen_port: u16,
+    /// The replica's log digest at `last_lsn` (`format::digest`; 0: none, say for a
+    /// compacted segment), so the primary checks more than one record's epoch.
+    pub last_digest: u64,
 }
 
 /// The primary accepting a replica: shipping starts after `start_after`.
@@ -224,7 +227,7 @@ pub enum FrameError {
 
 fn allowed(kind: u8) -> Option<(usize, usize, &'static str)> {
     Some(match kind {
-        kind::HELLO => (HELLO_BYTES, HELLO_BYTES, "exactly 60"),
+        kind::HELLO => (HELLO_BYTES, HELLO_BYTES, "exactly 68"),
         kind::WELCOME => (WELCOME_BYTES, WELCOME_BYTES, "exactly 40"),
         kind::REFUSE => (2, 2 + REASON_MAX_BYTES, "2 to 1026"),
         kind::SEGMENT_HEADER => (
@@ -308,6 +311,7 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 last_lsn: lsn(&body[44..52])?,
                 last_epoch: LE::read_u32(&body[52..56]),
                 listen_port: LE::read_u16(&body[56..58]),
+                last_digest: LE::read_u64(&body[60..68]),
             })
         }
         kind::WELCOME if body[2..4] != [0, 0] => {
@@ -445,6 +449,7 @@ fn encode_unchecked(out: &mut Vec<u8>, frame: &Frame<'_>) {
             put32(out, h.last_epoch);
             put16(out, h.listen_port);
             put16(out, 0);
+            put64(out, h.last_digest);
             kind::HELLO
         }
         Frame::Welcome(w) => {
@@ -554,6 +559,7 @@ mod tests {
                 last_lsn: 10,
                 last_epoch: 1,
                 listen_port: 6381,
+                last_digest: 0x0123_4567_89ab_cdef,
             }),
             Frame::Welcome(Welcome {
                 version: 1,

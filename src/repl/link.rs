@@ -110,12 +110,28 @@ fn backoff(options: &LinkOptions, failures: u32) -> Duration {
     base * (500 + permille) / 1000
 }
 
-fn connect(options: &LinkOptions) -> Result<TcpStream, ReplError> {
+/// Connects in short attempts, so a stop (shutdown, `REPLICAOF`) is noticed within a fraction
+/// of a second even when the primary's address does not answer.
+fn connect(options: &LinkOptions, status: &LinkStatus) -> Result<TcpStream, ReplError> {
+    let deadline = Instant::now() + options.timeout;
     let mut last = None;
     for addr in options.primary.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, options.timeout) {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = Some(e),
+        loop {
+            if status.stopped() {
+                return Err(ReplError::Stopped);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match TcpStream::connect_timeout(&addr, left.min(Duration::from_millis(200))) {
+                Ok(stream) => return Ok(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => last = Some(e),
+                Err(e) => {
+                    last = Some(e);
+                    break;
+                }
+            }
         }
     }
     Err(last
@@ -125,7 +141,7 @@ fn connect(options: &LinkOptions) -> Result<TcpStream, ReplError> {
 
 fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<(), ReplError> {
     status.update(|p| p.state = LinkState::Connecting);
-    let mut stream = connect(options)?;
+    let mut stream = connect(options, status)?;
     status.set_socket(Some(stream.try_clone()?));
     status.update(|p| p.state = LinkState::Handshake);
     let _ = stream.set_nodelay(true);
@@ -173,6 +189,7 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
         last_lsn,
         last_epoch,
         listen_port: options.listen_port,
+        last_digest: wal.digest_at(last_lsn)?.unwrap_or(0),
     }))?;
     match frames.read_frame()? {
         Frame::Welcome(welcome) => {

@@ -44,7 +44,8 @@ pub struct Auth<'a> {
 }
 
 /// Serves one replica on `stream` until it leaves, fails or [`ReplicaPeer::stop`] is called.
-/// `received` are bytes the replica sent after the handshake command.
+/// `received` are bytes the replica sent after the handshake command; `on_accept` is called
+/// with the replica's id and position once its hello is accepted, before anything ships.
 ///
 /// # Errors
 /// Why the session ended (a refusal is sent to the replica first).
@@ -55,6 +56,7 @@ pub fn serve(
     peer: &ReplicaPeer,
     options: ShipperOptions,
     auth: Option<Auth<'_>>,
+    on_accept: &dyn Fn(u128, u64),
 ) -> Result<(), ReplError> {
     stream.set_read_timeout(Some(options.timeout))?;
     stream.set_write_timeout(Some(options.timeout))?;
@@ -98,6 +100,9 @@ pub fn serve(
         }
         Err(e) => return Err(e.into()),
     };
+    // The caller keeps the log from `start_after` on for this replica (its retention slot)
+    // before anything ships, so even a session that ends at once leaves the slot behind.
+    on_accept(hello.replica_id, start_after);
     frames.send(&Frame::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         cluster_id: wal.cluster_id(),
@@ -220,6 +225,19 @@ fn check_hello(wal: &Wal, hello: &Hello) -> Result<u64, (RefuseCode, String)> {
             ),
         ));
     }
+    if hello.last_digest != 0
+        && let Ok(Some(mine)) = wal.digest_at(hello.last_lsn)
+        && mine != hello.last_digest
+    {
+        return Err((
+            RefuseCode::Diverged,
+            format!(
+                "the replica's log differs from this primary's in the segment holding LSN {} \
+                 (log digests {:016x} and {mine:016x}): the histories diverged",
+                hello.last_lsn, hello.last_digest
+            ),
+        ));
+    }
     match wal.read(hello.last_lsn) {
         Ok(Some(record)) if record.epoch == hello.last_epoch => Ok(hello.last_lsn),
         Ok(Some(record)) => Err((
@@ -247,7 +265,7 @@ fn ship(
     options: ShipperOptions,
     reader_failed: &AtomicBool,
 ) -> Result<(), ReplError> {
-    let mut last_sent = Instant::now()
+    let mut last_beat = Instant::now()
         .checked_sub(options.heartbeat)
         .unwrap_or_else(Instant::now);
     loop {
@@ -279,26 +297,32 @@ fn ship(
         }
         if shipped > 0 {
             frames.flush()?;
-            last_sent = Instant::now();
-            continue;
+            if last_beat.elapsed() < options.heartbeat {
+                continue;
+            }
         }
-        if last_sent.elapsed() >= options.heartbeat {
+        // Heartbeats go out when idle, and during a long backlog too, so the replica always
+        // knows how far behind it is.
+        if last_beat.elapsed() >= options.heartbeat {
             let shipped_through = position.next_lsn - 1;
             let (digest_lsn, digest) = match wal.digest_at(shipped_through)? {
                 Some(digest) => (shipped_through, digest),
                 None => (0, 0),
             };
             frames.send(&Frame::Heartbeat {
-                durable_lsn: shipped_through,
+                durable_lsn: wal.durable_lsn().max(shipped_through),
                 clock_micros: clock_micros(),
                 digest_lsn,
                 digest,
             })?;
-            last_sent = Instant::now();
+            last_beat = Instant::now();
+        }
+        if shipped > 0 {
+            continue;
         }
         let wait = options
             .heartbeat
-            .saturating_sub(last_sent.elapsed())
+            .saturating_sub(last_beat.elapsed())
             .min(Duration::from_millis(100));
         match wal.tail(position.next_lsn - 1, wait) {
             Ok(_) => {}

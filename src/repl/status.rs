@@ -61,6 +61,8 @@ pub struct ReplicaPeer {
     shipped: Mutex<VecDeque<(Lsn, Instant)>>,
     stop: AtomicBool,
     socket: Option<TcpStream>,
+    /// Set by the hello, taken by whoever tracks sessions (the retention slots).
+    fresh: AtomicBool,
 }
 
 impl ReplicaPeer {
@@ -75,7 +77,13 @@ impl ReplicaPeer {
             shipped: Mutex::default(),
             stop: AtomicBool::new(false),
             socket,
+            fresh: AtomicBool::new(false),
         }
+    }
+
+    /// Whether its session started since the last call (its hello was accepted).
+    pub fn take_fresh(&self) -> bool {
+        self.fresh.swap(false, Ordering::AcqRel)
     }
 
     /// Its progress now.
@@ -113,6 +121,8 @@ impl ReplicaPeer {
         p.received = last_lsn;
         p.durable = last_lsn;
         p.applied = last_lsn;
+        drop(p);
+        self.fresh.store(true, Ordering::Release);
     }
 
     pub(crate) fn shipped(&self, lsn: Lsn) {
@@ -125,6 +135,11 @@ impl ReplicaPeer {
     }
 
     pub(crate) fn ack(&self, received: Lsn, durable: Lsn, applied: Lsn) {
+        // Nothing beyond what was shipped counts: a replica cannot move its retention slot
+        // past the log it really holds.
+        let sent = lock(&self.progress).sent;
+        let (received, durable, applied) =
+            (received.min(sent), durable.min(sent), applied.min(sent));
         let now = Instant::now();
         *lock(&self.last_ack) = now;
         let mut shipped = lock(&self.shipped);

@@ -311,10 +311,11 @@ impl Server {
             listen,
             replication,
         });
-        shared.start_slot_keeper().map_err(ServerError::Thread)?;
+        // Read-only (and compaction held) before the slot keeper's first tick decides.
         if replica_of.is_some() {
             shared.replicate_from(replica_of);
         }
+        shared.start_slot_keeper().map_err(ServerError::Thread)?;
         let mut loops = Vec::new();
         let mut threads = Vec::new();
         for i in 0..io_threads {

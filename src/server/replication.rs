@@ -21,6 +21,8 @@ use crate::repl::{LinkState, LinkStatus, ReplicaPeer};
 const REPLICA_ID_FILE: &str = "replica-id";
 /// File in the data directory holding the retention slots of this primary's replicas.
 const SLOTS_FILE: &str = "replica-slots";
+/// Most shipping sessions at once (also at most `--max-clients`).
+const MAX_SHIPPING_SESSIONS: usize = 64;
 /// How often slots follow their replicas' progress (and how stale the file may be).
 const SLOT_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -33,6 +35,8 @@ struct SlotTable {
     retained: Vec<u64>,
     /// The file lags `slots`.
     dirty: bool,
+    /// Replicas whose slot was dropped over the cap, until they start a new session.
+    dropped: Vec<u128>,
     saved_at: std::time::Instant,
 }
 
@@ -57,6 +61,7 @@ impl SlotTable {
             retained: vec![0; slots.len()],
             slots,
             dirty: false,
+            dropped: Vec::new(),
             saved_at: std::time::Instant::now(),
         })
     }
@@ -140,6 +145,8 @@ pub struct Replication {
     max_retained_bytes: u64,
     keeper: Mutex<Option<JoinHandle<()>>>,
     stop_keeper: AtomicBool,
+    /// Links stopped by `REPLICAOF NO ONE`, joined at shutdown.
+    stopping: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Replication {
@@ -148,8 +155,16 @@ impl Replication {
     /// # Errors
     /// I/O errors, or an identity file that is not 32 hex digits.
     pub fn open(dir: &Path, max_retained_bytes: u64) -> std::io::Result<Self> {
+        // The identity is the file's random id bound to this very directory (device and
+        // inode): a copied directory, the usual way to seed a replica by hand, is another
+        // replica with a slot of its own, not a twin that moves the first one's slot.
+        let meta = std::fs::metadata(dir)?;
+        let place = {
+            use std::os::unix::fs::MetadataExt;
+            u128::from(splitmix(meta.dev())) << 64 | u128::from(splitmix(meta.ino()))
+        };
         Ok(Self {
-            replica_id: replica_id(dir)?,
+            replica_id: replica_id(dir)? ^ place,
             read_only: AtomicBool::new(false),
             link: Mutex::new(None),
             replicas: Mutex::new(Vec::new()),
@@ -157,6 +172,7 @@ impl Replication {
             max_retained_bytes,
             keeper: Mutex::new(None),
             stop_keeper: AtomicBool::new(false),
+            stopping: Mutex::new(Vec::new()),
         })
     }
 
@@ -165,6 +181,13 @@ impl Replication {
     pub fn is_read_only(&self) -> bool {
         self.read_only.load(Ordering::Acquire)
     }
+}
+
+/// `SplitMix64`'s finaliser: a fixed bijection that spreads small numbers over 64 bits.
+fn splitmix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn replica_id(dir: &Path) -> std::io::Result<u128> {
@@ -195,16 +218,30 @@ impl Shared {
     pub fn replicate_from(self: &Arc<Self>, primary: Option<String>) -> bool {
         let replication = &self.replication;
         let mut link = lock(&replication.link);
+        if self.is_shutting_down() {
+            // `stop_replication` takes this lock after the flag is set: nothing started now
+            // could outlive it.
+            return false;
+        }
         if link.as_ref().map(|l| &l.primary) == primary.as_ref() {
             return false;
         }
-        if let Some(old) = link.take() {
+        // The old link is stopped here but joined elsewhere (by the new link's thread, or at
+        // shutdown): it may be in a connect or a read for a while, and this runs on an event
+        // loop. Every receive call checks continuity under the log's lock, so a late call
+        // of the old link cannot add anything.
+        let previous = link.take().map(|old| {
             old.status.stop();
-            let _ = old.thread.join();
             tracing::info!(primary = %old.primary, "stopped replicating");
-        }
+            old.thread
+        });
         let Some(primary) = primary else {
+            if let Some(previous) = previous {
+                lock(&replication.stopping).push(previous);
+            }
             replication.read_only.store(false, Ordering::Release);
+            // Compaction again, as on any primary (the slot keeper keeps it off replicas).
+            self.keyspace.db().set_compaction_hold(u64::MAX);
             tracing::warn!(
                 "this node now accepts writes as a primary (same epoch: fencing of the old \
                  primary is not built yet)"
@@ -212,8 +249,9 @@ impl Shared {
             return true;
         };
         // Read-only before the first shipped record arrives, and before this node's own
-        // replicas are told anything.
+        // replicas are told anything; no compaction of a log that is a copy of another.
         replication.read_only.store(true, Ordering::Release);
+        self.keyspace.db().set_compaction_hold(0);
         for shipping in lock(&replication.replicas).iter() {
             shipping.peer.stop();
         }
@@ -223,11 +261,19 @@ impl Shared {
         options.masterauth.clone_from(&self.options.masterauth);
         let me = Arc::clone(self);
         let for_thread = Arc::clone(&status);
+        let (handoff_tx, handoff_rx) = std::sync::mpsc::channel::<Option<JoinHandle<()>>>();
         let spawned = std::thread::Builder::new()
             .name("replica-link".into())
-            .spawn(move || link::run(me.keyspace.db(), &options, &for_thread));
+            .spawn(move || {
+                // One link at a time writes into the log: wait for the old one to end.
+                if let Ok(Some(previous)) = handoff_rx.recv() {
+                    let _ = previous.join();
+                }
+                link::run(me.keyspace.db(), &options, &for_thread);
+            });
         match spawned {
             Ok(thread) => {
+                let _ = handoff_tx.send(previous);
                 tracing::info!(%primary, "replicating from a primary");
                 *link = Some(Link {
                     primary,
@@ -235,7 +281,12 @@ impl Shared {
                     thread,
                 });
             }
-            Err(e) => tracing::error!(error = %e, "cannot start the replication thread"),
+            Err(e) => {
+                if let Some(previous) = previous {
+                    lock(&replication.stopping).push(previous);
+                }
+                tracing::error!(error = %e, "cannot start the replication thread");
+            }
         }
         true
     }
@@ -248,20 +299,28 @@ impl Shared {
             addr,
             challenge,
         } = handoff;
+        // IMPORTANT: the list stays locked until the session is in it. A session can end at
+        // once (bytes pipelined with the handshake command are already received); its thread
+        // then removes it from the list as its last step, and must find it there, or the
+        // entry, holding a clone of the socket, would stay forever: the peer never sees the
+        // connection close, and the descriptor leaks. Checked under the same lock that
+        // `stop_replication` takes after setting the shutdown flag.
+        let mut replicas = lock(&self.replication.replicas);
         if self.replication.is_read_only() || self.is_shutting_down() {
             // A replica does not ship (cascading is not supported); the peer sees the close.
             tracing::info!(%addr, "refusing a replica: this node is not a primary");
             return;
         }
+        // Shipping sessions leave the client count when handed over; they have a cap of their
+        // own, so `SHIPLOG.SHIP` (allowed before `AUTH`) cannot pile up threads.
+        let cap = self.options.max_clients.min(MAX_SHIPPING_SESSIONS);
+        if replicas.len() >= cap {
+            tracing::warn!(%addr, sessions = replicas.len(), cap, "refusing a replica: too many shipping sessions");
+            return;
+        }
         let peer = Arc::new(ReplicaPeer::new(addr, stream.try_clone().ok()));
         let me = Arc::clone(self);
         let for_thread = Arc::clone(&peer);
-        // IMPORTANT: the list stays locked until the session is in it. A session can end at
-        // once (bytes pipelined with the handshake command are already received); its thread
-        // then removes it from the list as its last step, and must find it there, or the
-        // entry, holding a clone of the socket, would stay forever: the peer never sees the
-        // connection close, and the descriptor leaks.
-        let mut replicas = lock(&self.replication.replicas);
         let spawned = std::thread::Builder::new()
             .name("shipper".into())
             .spawn(move || {
@@ -282,6 +341,7 @@ impl Shared {
                     &for_thread,
                     ShipperOptions::default(),
                     auth,
+                    &|replica_id, lsn| me.register_slot(replica_id, lsn),
                 ) {
                     if for_thread.stopped() {
                         tracing::info!(replica = %addr, "replica session ended");
@@ -315,6 +375,40 @@ impl Shared {
         Ok(())
     }
 
+    /// A replica's session starts at `lsn`: its slot is there from now on (created, or moved
+    /// there even backwards: a replica restored from an older copy needs that log), saved and
+    /// holding compaction before anything ships.
+    fn register_slot(&self, replica_id: u128, lsn: u64) {
+        let db = self.keyspace.db();
+        let mut table = lock(&self.replication.slots);
+        table.dropped.retain(|id| *id != replica_id);
+        if let Some(slot) = table.slots.iter_mut().find(|s| s.replica_id == replica_id) {
+            if slot.lsn == lsn {
+                return;
+            }
+            slot.lsn = lsn;
+        } else if table.slots.len() < SLOTS_MAX {
+            table.slots.push(Slot { replica_id, lsn });
+            tracing::info!(
+                replica = format!("{replica_id:032x}"),
+                lsn,
+                "retention slot created"
+            );
+        } else {
+            tracing::warn!("{SLOTS_MAX} retention slots in use; a new replica gets none");
+            return;
+        }
+        if !self.replication.is_read_only() {
+            let hold = table.slots.iter().map(|s| s.lsn).min().unwrap_or(u64::MAX);
+            db.set_compaction_hold(hold);
+        }
+        let count = table.slots.len();
+        table.retained.resize(count, 0);
+        if let Err(e) = table.save() {
+            tracing::error!(error = %e, "cannot save the retention slots");
+        }
+    }
+
     /// Moves each slot to its replica's durable LSN, drops slots over the retention cap, holds
     /// compaction at the oldest slot and saves the file when it changed.
     fn tick_slots(&self) {
@@ -322,21 +416,46 @@ impl Shared {
         let replication = &self.replication;
         let mut table = lock(&replication.slots);
         let mut added = false;
-        for peer in self.peers() {
+        let peers = self.peers();
+        for (i, peer) in peers.iter().enumerate() {
             let p = peer.progress();
+            if peers[i + 1..]
+                .iter()
+                .any(|later| later.progress().replica_id == p.replica_id)
+            {
+                // Two sessions under one identity: the newer one is the replica now (it
+                // reconnected before the old session timed out), or two replicas share a
+                // copied `replica-id` file, which the log line makes visible.
+                tracing::warn!(
+                    replica = format!("{:032x}", p.replica_id),
+                    addr = %peer.addr,
+                    "a replica with this id connected again; closing its older session (if two \
+                     replicas share DIR/replica-id, a copied directory, delete the file on one)"
+                );
+                peer.stop();
+                continue;
+            }
+            let fresh = peer.take_fresh();
             let count = table.slots.len();
+            let was_dropped = table.dropped.contains(&p.replica_id);
             match table
                 .slots
                 .iter_mut()
                 .find(|s| s.replica_id == p.replica_id)
             {
                 Some(slot) => {
-                    if p.durable > slot.lsn {
+                    // A new session starts where the replica says it stands, even below the
+                    // slot (a replica restored from an older copy needs that log).
+                    if p.durable > slot.lsn || (fresh && p.durable != slot.lsn) {
                         slot.lsn = p.durable;
                         table.dirty = true;
                     }
                 }
+                // A slot dropped over the cap comes back only with a new session, so a
+                // replica still connected and behind is not dropped and re-created each tick.
+                None if !fresh && was_dropped => {}
                 None if count < SLOTS_MAX => {
+                    table.dropped.retain(|id| *id != p.replica_id);
                     table.slots.push(Slot {
                         replica_id: p.replica_id,
                         lsn: p.durable,
@@ -364,9 +483,11 @@ impl Shared {
         };
         let cap = replication.max_retained_bytes;
         let before = table.slots.len();
+        let mut dropped_ids = Vec::new();
         table.slots.retain(|slot| {
             let bytes = retained(slot.lsn);
             if bytes > cap {
+                dropped_ids.push(slot.replica_id);
                 tracing::warn!(
                     replica = format!("{:032x}", slot.replica_id),
                     lsn = slot.lsn,
@@ -379,8 +500,18 @@ impl Shared {
             true
         });
         let dropped = table.slots.len() != before;
+        table.dropped.extend(dropped_ids);
+        if table.dropped.len() > SLOTS_MAX {
+            let excess = table.dropped.len() - SLOTS_MAX;
+            table.dropped.drain(..excess);
+        }
         table.retained = table.slots.iter().map(|s| retained(s.lsn)).collect();
-        let hold = table.slots.iter().map(|s| s.lsn).min().unwrap_or(u64::MAX);
+        // A replica compacts nothing: its log is a copy of its primary's.
+        let hold = if replication.is_read_only() {
+            0
+        } else {
+            table.slots.iter().map(|s| s.lsn).min().unwrap_or(u64::MAX)
+        };
         db.set_compaction_hold(hold);
         let due = table.dirty && table.saved_at.elapsed() >= std::time::Duration::from_secs(1);
         if (added || dropped || due)
@@ -406,9 +537,14 @@ impl Shared {
                 tracing::error!(error = %e, "cannot save the retention slots");
             }
         }
-        if let Some(link) = lock(&self.replication.link).take() {
+        let link = lock(&self.replication.link).take();
+        if let Some(link) = link {
             link.status.stop();
             let _ = link.thread.join();
+        }
+        let stopping: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.replication.stopping));
+        for thread in stopping {
+            let _ = thread.join();
         }
         let sessions: Vec<Shipping> = std::mem::take(&mut *lock(&self.replication.replicas));
         for shipping in &sessions {
@@ -549,6 +685,10 @@ impl Shared {
             &p.behind_since.map_or(0, |t| t.elapsed().as_millis()),
         );
         line("replica_sessions", &p.sessions);
+        line(
+            "replica_id",
+            &format!("{:032x}", self.replication.replica_id),
+        );
         if let Some((lsn, matched)) = p.digest_checked {
             line("replica_digest_checked_lsn", &lsn);
             line("replica_digest_match", &if matched { "yes" } else { "no" });

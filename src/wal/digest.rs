@@ -1,6 +1,6 @@
-//! The running log digest of this log (see `format::digest`), computed incrementally: a cache
-//! remembers the last digest computed, so asking again a little further costs only the records
-//! in between.
+//! The running log digest of this log (see `format::digest`), computed incrementally: a small
+//! cache remembers recent digests (one per shipping replica, in practice), so asking again a
+//! little further costs only the records in between.
 
 use std::sync::{Arc, PoisonError};
 
@@ -12,7 +12,10 @@ use crate::format::digest::{digest_chain, digest_seed};
 use super::Wal;
 use super::error::Result;
 
-/// The last digest computed: segment (first LSN and salt), LSN and digest there.
+/// Digests remembered: one per replica shipping at once is enough to keep each incremental.
+pub(crate) const DIGEST_CACHE_ENTRIES: usize = 16;
+
+/// A digest computed: segment (first LSN and salt), LSN and digest there.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct DigestCache {
     segment: Lsn,
@@ -49,12 +52,17 @@ impl Wal {
             .digest
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (mut at, mut digest) = match *cache {
-            c if c.segment == segment.first_lsn() && c.salt == salt && c.lsn <= lsn => {
-                (c.lsn, c.digest)
-            }
-            _ => (segment.first_lsn() - 1, digest_seed(salt)),
-        };
+        // The furthest usable entry: each replica's shipper advances its own.
+        let usable = cache
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.segment == segment.first_lsn() && c.salt == salt && c.lsn <= lsn)
+            .max_by_key(|(_, c)| c.lsn)
+            .map(|(i, _)| i);
+        let (mut at, mut digest) = usable
+            .map_or((segment.first_lsn() - 1, digest_seed(salt)), |i| {
+                (cache[i].lsn, cache[i].digest)
+            });
         if at < lsn {
             for record in self.read_range(at + 1, lsn)? {
                 let record = record?;
@@ -64,13 +72,32 @@ impl Wal {
                 at = record.lsn;
             }
         }
+        // Compaction may have swapped the segment out while it was read (the reader follows
+        // the live list): then these records were not all the pinned segment's.
+        if !self
+            .shared
+            .segments()
+            .iter()
+            .any(|s| Arc::ptr_eq(s, &segment))
+        {
+            cache.clear();
+            return Ok(None);
+        }
         debug_assert_eq!(at, lsn, "every LSN of an uncompacted segment is a record");
-        *cache = DigestCache {
+        let entry = DigestCache {
             segment: segment.first_lsn(),
             salt,
             lsn: at,
             digest,
         };
+        if let Some(i) = usable {
+            cache[i] = entry;
+        } else {
+            if cache.len() == DIGEST_CACHE_ENTRIES {
+                cache.remove(0);
+            }
+            cache.push(entry);
+        }
         Ok(Some(digest))
     }
 }

@@ -164,7 +164,7 @@ pub(crate) struct Shared {
     /// Segments replaced by compaction, still readable at their old offsets until released.
     retired: RwLock<Vec<Arc<Segment>>>,
     /// The last log digest computed (`Wal::digest_at`).
-    digest: Mutex<digest::DigestCache>,
+    digest: Mutex<Vec<digest::DigestCache>>,
 }
 
 impl Shared {

@@ -157,6 +157,15 @@ impl Daemon {
         let _ = self.signal_and_wait(Signal::SIGKILL);
     }
 
+    /// Names of the daemon's threads.
+    pub fn thread_names(&self) -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+            .map(|s| s.trim().to_owned())
+            .collect()
+    }
+
     /// Resident memory of the daemon, in KiB.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
