@@ -160,6 +160,11 @@ impl Store {
         if dropped == 0 && group.len() == 1 {
             return Ok(());
         }
+        // A pass can run for seconds (it is throttled): a replica that attached since it began
+        // holds its position now, so look at the hold again before each rewrite.
+        if last.last_lsn >= self.compaction_hold.load(Ordering::Acquire) {
+            return Ok(());
+        }
         self.forget_checkpoint()?;
         let mut kept_puts: Vec<(Vec<u8>, Lsn)> = Vec::new();
         let outcome = self.wal.compact_range(

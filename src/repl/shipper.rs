@@ -89,8 +89,9 @@ pub fn serve(
         Err(WalError::NotRetained { lsn, first }) => {
             let code = RefuseCode::NeedsSnapshot;
             let reason = format!(
-                "the replica needs LSN {lsn}, but this primary's log starts at LSN {first}; \
-                 the replica must be bootstrapped from a snapshot"
+                "the replica needs LSN {lsn}, which this primary no longer holds as it was \
+                 (compacted, or before its log's start at LSN {first}); the replica must be \
+                 bootstrapped from a snapshot"
             );
             let _ = frames.send(&Frame::Refuse {
                 code,
