@@ -11,6 +11,10 @@ use super::error::LoadError;
 
 /// Longest wait for the replica to catch up.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_mins(10);
+/// A replica whose applied LSN does not move for this long has stopped catching up (its link
+/// is refused or broken); the measurement fails at once with the replica's last error rather
+/// than waiting out [`CATCH_UP_TIMEOUT`].
+pub const CATCH_UP_STALL: Duration = Duration::from_secs(30);
 /// Interval of `INFO replication` polls of the replica while it catches up: short against any
 /// catch-up worth measuring, long enough that answering costs the replica little.
 pub const CATCH_UP_POLL: Duration = Duration::from_millis(1);
@@ -119,20 +123,31 @@ pub fn attach_and_wait(
     let attached = Instant::now();
     replica.replicaof(primary_addr)?;
     let mut polls = 0;
+    let mut progress = (0, attached);
     loop {
         polls += 1;
         // Missing until the link has started: the node answers as a primary for a moment.
         let info = replica.info("replication")?;
-        let applied = info_field(&info, "replica_applied_lsn").and_then(|v| v.parse::<u64>().ok());
-        if applied.is_some_and(|a| a >= target_lsn) {
+        let applied = info_field(&info, "replica_applied_lsn")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if applied >= target_lsn {
             return Ok((attached.elapsed(), polls));
         }
-        if attached.elapsed() >= CATCH_UP_TIMEOUT {
+        let now = Instant::now();
+        if applied > progress.0 {
+            progress = (applied, now);
+        }
+        let stalled = now - progress.1 >= CATCH_UP_STALL;
+        if stalled || now - attached >= CATCH_UP_TIMEOUT {
             return Err(LoadError::CatchUpTimeout {
                 addr: replica.addr().to_owned(),
-                applied: applied.unwrap_or(0),
+                applied,
                 target: target_lsn,
-                timeout_secs: CATCH_UP_TIMEOUT.as_secs(),
+                waited_secs: (now - attached).as_secs(),
+                last_error: info_field(&info, "replica_last_error")
+                    .unwrap_or("none")
+                    .to_owned(),
             });
         }
         std::thread::sleep(CATCH_UP_POLL);

@@ -61,10 +61,10 @@ pub enum LoadError {
         /// The field looked for.
         field: &'static str,
     },
-    /// The replica did not reach the primary's LSN in time.
+    /// The replica stopped making progress, or did not reach the primary's LSN in time.
     #[error(
-        "{addr}: the replica applied LSN {applied} of {target} within {timeout_secs} s; is it \
-         following the primary?"
+        "{addr}: the replica applied LSN {applied} of {target} and stopped there ({waited_secs} s \
+         after it was attached); its last replication error: {last_error}"
     )]
     CatchUpTimeout {
         /// The replica's address.
@@ -73,8 +73,10 @@ pub enum LoadError {
         applied: u64,
         /// Where it had to get to.
         target: u64,
-        /// How long it was given.
-        timeout_secs: u64,
+        /// How long it was waited for.
+        waited_secs: u64,
+        /// `replica_last_error` from its `INFO replication`.
+        last_error: String,
     },
     /// A worker thread could not be started or panicked.
     #[error("load thread: {0}")]
