@@ -3,7 +3,8 @@
 //!
 //! The layers, bottom up: [`format`] (pure encoding of bytes on disk), [`io`] (the file-system
 //! boundary, real or simulated), [`wal`] (the segmented write-ahead log with group commit) and
-//! [`engine`] (the key-value store on the log).
+//! [`engine`] (the key-value store on the log); [`loadgen`] drives a running server from
+//! outside (`shiplog load`).
 //!
 //! ```
 //! use shiplog::{Durability, RecordKind, Wal, wal::Options};
@@ -38,6 +39,7 @@ pub mod engine;
 pub mod format;
 pub mod fuzzing;
 pub mod io;
+pub mod loadgen;
 pub mod repl;
 pub mod server;
 pub mod wal;
