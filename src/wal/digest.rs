@@ -6,8 +6,8 @@ use std::sync::{Arc, PoisonError};
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
-use crate::format::Lsn;
 use crate::format::digest::{digest_chain, digest_seed};
+use crate::format::{Lsn, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 
 use super::Wal;
 use super::error::Result;
@@ -21,6 +21,8 @@ pub(crate) struct DigestCache {
     segment: Lsn,
     salt: u32,
     lsn: Lsn,
+    /// Offset just past record `lsn`.
+    offset: u64,
     digest: u64,
 }
 
@@ -59,35 +61,43 @@ impl Wal {
             .filter(|(_, c)| c.segment == segment.first_lsn() && c.salt == salt && c.lsn <= lsn)
             .max_by_key(|(_, c)| c.lsn)
             .map(|(i, _)| i);
-        let (mut at, mut digest) = usable
-            .map_or((segment.first_lsn() - 1, digest_seed(salt)), |i| {
-                (cache[i].lsn, cache[i].digest)
-            });
+        let (mut at, mut offset, mut digest) = usable.map_or(
+            (
+                segment.first_lsn() - 1,
+                SEGMENT_HEADER_BYTES as u64,
+                digest_seed(salt),
+            ),
+            |i| (cache[i].lsn, cache[i].offset, cache[i].digest),
+        );
         if at < lsn {
-            for record in self.read_range(at + 1, lsn)? {
-                let record = record?;
-                let header_at = record.payload.start - crate::format::RECORD_HEADER_BYTES;
-                let crc = LE::read_u32(&record.payload.mapping.bytes()[header_at..header_at + 4]);
-                digest = digest_chain(digest, record.lsn, crc);
-                at = record.lsn;
+            // Only the record headers are read: every record here was checked whole when it
+            // was appended or received, and shippers call this every heartbeat.
+            let end = segment.records_end();
+            let mapping = segment.view_covering(end)?;
+            let bytes = mapping.bytes();
+            while at < lsn {
+                let Some(header) = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| bytes.get(o..o + RECORD_HEADER_BYTES))
+                    .filter(|_| offset + RECORD_HEADER_BYTES as u64 <= end)
+                else {
+                    return Ok(None);
+                };
+                let record_lsn = LE::read_u64(&header[8..16]);
+                if record_lsn != at + 1 {
+                    return Ok(None);
+                }
+                digest = digest_chain(digest, record_lsn, LE::read_u32(&header[0..4]));
+                offset += RECORD_HEADER_BYTES as u64 + u64::from(LE::read_u32(&header[4..8]));
+                at = record_lsn;
             }
-        }
-        // Compaction may have swapped the segment out while it was read (the reader follows
-        // the live list): then these records were not all the pinned segment's.
-        if !self
-            .shared
-            .segments()
-            .iter()
-            .any(|s| Arc::ptr_eq(s, &segment))
-        {
-            cache.clear();
-            return Ok(None);
         }
         debug_assert_eq!(at, lsn, "every LSN of an uncompacted segment is a record");
         let entry = DigestCache {
             segment: segment.first_lsn(),
             salt,
             lsn: at,
+            offset,
             digest,
         };
         if let Some(i) = usable {
