@@ -310,3 +310,44 @@ pub fn replica_files(data: &[u8]) {
         assert_eq!(parse_replica_id(encode_replica_id(id).as_bytes()), Ok(id));
     }
 }
+
+/// Reads arbitrary bytes as an uncompressed snapshot image (header, entries, trailer): must
+/// never panic; what decodes must re-encode to the same bytes; entries are checked against the
+/// header's declarations.
+///
+/// # Panics
+/// When decoding panics or breaks one of those properties: a bug for the fuzzer to find.
+pub fn snapshot(data: &[u8]) {
+    use crate::format::snapshot::{
+        EntryCheck, SNAPSHOT_HEADER_BYTES, SNAPSHOT_TRAILER_BYTES, SnapshotHeader, SnapshotTrailer,
+        decode_entry, encode_entry,
+    };
+    if let Ok(trailer) =
+        SnapshotTrailer::decode(&data[data.len().saturating_sub(SNAPSHOT_TRAILER_BYTES)..])
+    {
+        assert_eq!(
+            trailer.encode()[..],
+            data[data.len() - SNAPSHOT_TRAILER_BYTES..]
+        );
+    }
+    let Ok(header) = SnapshotHeader::decode(data) else {
+        return;
+    };
+    assert_eq!(header.encode()[..], data[..SNAPSHOT_HEADER_BYTES]);
+    let mut check = EntryCheck::new(&header);
+    let mut rest = &data[SNAPSHOT_HEADER_BYTES..];
+    while let Ok(Some((entry, used))) = decode_entry(rest) {
+        let mut again = Vec::new();
+        encode_entry(&mut again, entry.key, entry.value);
+        assert_eq!(
+            again,
+            rest[..used],
+            "an entry does not re-encode to its bytes"
+        );
+        if check.next(&entry, used).is_err() {
+            return;
+        }
+        rest = &rest[used..];
+    }
+    let _ = check.finish();
+}

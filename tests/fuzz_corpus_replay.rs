@@ -115,9 +115,14 @@ fn replica_files_seeds_do_not_panic() {
     replay("replica_files", fuzzing::replica_files);
 }
 
+#[test]
+fn snapshot_seeds_do_not_panic() {
+    replay("snapshot", fuzzing::snapshot);
+}
+
 /// Every target replayed above; `every_fuzz_target_is_replayed` keeps it in step with
 /// `fuzz/Cargo.toml`.
-const REPLAYED_TARGETS: [&str; 9] = [
+const REPLAYED_TARGETS: [&str; 10] = [
     "record",
     "segment_recovery",
     "kv_payload",
@@ -127,6 +132,7 @@ const REPLAYED_TARGETS: [&str; 9] = [
     "http_request",
     "repl_frame",
     "replica_files",
+    "snapshot",
 ];
 
 /// A cargo-fuzz target added without seeds and a replay test would only be fuzzed, never tested.
@@ -325,7 +331,56 @@ fn generated_seeds() -> Vec<(&'static str, Seeds)> {
         ("record", record),
         ("segment_recovery", segment),
         ("repl_frame", repl),
+        ("snapshot", snapshot_seeds()),
     ]
+}
+
+/// An uncompressed snapshot image, and damaged and lying ones.
+fn snapshot_seeds() -> Seeds {
+    use shiplog::format::snapshot::{SnapshotHeader, SnapshotTrailer, encode_entry};
+    let mut body = Vec::new();
+    for (key, value) in [
+        (&b"alpha"[..], &b"1"[..]),
+        (b"beta", b""),
+        (b"gamma", &[0xff; 40]),
+    ] {
+        encode_entry(&mut body, key, value);
+    }
+    let header = SnapshotHeader {
+        cluster_id: CLUSTER_ID,
+        lsn: FIRST_LSN,
+        epoch: EPOCH,
+        key_count: 3,
+        uncompressed_bytes: body.len() as u64,
+    };
+    let mut image = header.encode().to_vec();
+    image.extend_from_slice(&body);
+    let crc = crc32fast::hash(&image);
+    image.extend_from_slice(
+        &SnapshotTrailer {
+            body_bytes: body.len() as u64,
+            crc,
+        }
+        .encode(),
+    );
+    let mut seeds: Seeds = vec![("gen_snapshot", image.clone())];
+    let lying = SnapshotHeader {
+        key_count: 2,
+        ..header
+    };
+    let mut short = lying.encode().to_vec();
+    short.extend_from_slice(&body);
+    seeds.push(("gen_snapshot_count_lie", short));
+    let mut unordered = header.encode().to_vec();
+    let mut reversed = Vec::new();
+    encode_entry(&mut reversed, b"beta", b"");
+    encode_entry(&mut reversed, b"alpha", b"1");
+    unordered.extend_from_slice(&reversed);
+    seeds.push(("gen_snapshot_unordered", unordered));
+    let mut damaged = image;
+    damaged[20] ^= 1;
+    seeds.push(("gen_snapshot_bad_header_crc", damaged));
+    seeds
 }
 
 /// One of each shipping frame, a stream of several, and damaged ones.

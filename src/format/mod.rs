@@ -12,6 +12,7 @@ pub mod resp;
 pub mod scan;
 pub mod segment;
 pub mod slots;
+pub mod snapshot;
 
 pub use error::FormatError;
 pub use record::{
