@@ -9,7 +9,6 @@ mod resp_client;
 #[path = "shiplog/status.rs"]
 mod status;
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +21,7 @@ use shiplog::format::{
     decode_record,
 };
 use shiplog::io::{FileSystem, RealFs};
+use shiplog::loadgen::report::json_string;
 use shiplog::loadgen::{self, LoadOptions};
 use shiplog::wal::{
     Comparison, Divergence, Options, SegmentComparison, SegmentOutcome, SegmentReport,
@@ -250,23 +250,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn print_header(path: &Path, header: &SegmentHeader, file_bytes: usize, json: bool) {

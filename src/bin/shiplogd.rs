@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use nix::sys::signal::{SigSet, Signal};
 use shiplog::engine::{Db, DbOptions};
-use shiplog::server::config::{FileConfig, parse_config};
+use shiplog::server::config::{FileConfig, parse_config, read_password_file};
 use shiplog::server::{
     DEFAULT_ARGS_MAX, DEFAULT_BULK_MAX_BYTES, DEFAULT_IO_THREADS, DEFAULT_LISTEN,
     DEFAULT_MAX_CLIENTS, DEFAULT_MAX_RETAINED_BYTES, DEFAULT_OUTPUT_MAX_BYTES, Keyspace, Server,
@@ -199,23 +199,14 @@ fn settings(flags: Flags) -> Result<Settings, String> {
 }
 
 fn read_password(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
-    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-    let password = first.strip_suffix(b"\r").unwrap_or(first);
-    if password.is_empty() {
-        return Err(format!(
-            "the password file {} is empty: put the password on its first line",
-            path.display()
-        ));
-    }
+    let password = read_password_file(path)?;
     if let Ok(meta) = std::fs::metadata(path) {
         use std::os::unix::fs::PermissionsExt;
         if meta.permissions().mode() & 0o004 != 0 {
             tracing::warn!(file = %path.display(), "the password file is readable by every user: chmod 600 it");
         }
     }
-    Ok(password.to_vec())
+    Ok(password)
 }
 
 fn main() -> ExitCode {

@@ -88,7 +88,10 @@ pub struct Report {
     pub catch_up: Option<CatchUp>,
 }
 
-fn json_string(s: &str) -> String {
+/// `s` as a JSON string literal, quoted and escaped (the tools print JSON by hand, without a
+/// serializer dependency).
+#[must_use]
+pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -47,6 +47,16 @@ pub enum ReplError {
     Stopped,
 }
 
+impl ReplError {
+    /// The peer's refusal frame, as an error.
+    pub(crate) fn refused(code: RefuseCode, reason: &str) -> Self {
+        Self::Refused {
+            code,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
 impl From<io::Error> for ReplError {
     fn from(e: io::Error) -> Self {
         Self::Io(Arc::new(e))

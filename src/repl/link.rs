@@ -207,12 +207,7 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
                 p.last_error = None;
             });
         }
-        Frame::Refuse { code, reason } => {
-            return Err(ReplError::Refused {
-                code,
-                reason: reason.to_owned(),
-            });
-        }
+        Frame::Refuse { code, reason } => return Err(ReplError::refused(code, reason)),
         other => {
             return Err(ReplError::Protocol(format!(
                 "expected a welcome, got {other:?}"
@@ -265,10 +260,7 @@ fn authenticate(
                 ))
             }
         }
-        Frame::Refuse { code, reason } => Err(ReplError::Refused {
-            code,
-            reason: reason.to_owned(),
-        }),
+        Frame::Refuse { code, reason } => Err(ReplError::refused(code, reason)),
         other => Err(ReplError::Protocol(format!(
             "expected the primary's proof, got {other:?}"
         ))),
@@ -332,12 +324,7 @@ fn receive(
                     pending_digest = Some((digest_lsn, digest));
                 }
             }
-            Frame::Refuse { code, reason } => {
-                return Err(ReplError::Refused {
-                    code,
-                    reason: reason.to_owned(),
-                });
-            }
+            Frame::Refuse { code, reason } => return Err(ReplError::refused(code, reason)),
             other => {
                 return Err(ReplError::Protocol(format!(
                     "the primary sent {other:?} during shipping"

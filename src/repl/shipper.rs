@@ -342,12 +342,7 @@ fn read_acks(mut acks: FrameStream, peer: &ReplicaPeer) -> Result<(), ReplError>
                 applied,
                 ..
             } => peer.ack(received, durable, applied),
-            Frame::Refuse { code, reason } => {
-                return Err(ReplError::Refused {
-                    code,
-                    reason: reason.to_owned(),
-                });
-            }
+            Frame::Refuse { code, reason } => return Err(ReplError::refused(code, reason)),
             other => {
                 return Err(ReplError::Protocol(format!(
                     "a replica sent {other:?}; only acknowledgements are expected"

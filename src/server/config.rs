@@ -63,6 +63,25 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Reads a password file (`--requirepass-file`, `--masterauth-file`): its first line, without
+/// a trailing `\r`.
+///
+/// # Errors
+/// An unreadable file, or an empty first line; the message names the file.
+pub fn read_password_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let password = first.strip_suffix(b"\r").unwrap_or(first);
+    if password.is_empty() {
+        return Err(format!(
+            "the password file {} is empty: put the password on its first line",
+            path.display()
+        ));
+    }
+    Ok(password.to_vec())
+}
+
 /// Parses a config file's bytes.
 ///
 /// # Errors

@@ -430,15 +430,7 @@ impl Wal {
         let batch_bytes = self.check_batch(entries)?;
         let commit = &self.shared.commit;
         let mut state = commit.lock();
-        if let Some((op, source)) = &state.poisoned {
-            return Err(WalError::Poisoned {
-                op,
-                source: Arc::clone(source),
-            });
-        }
-        if state.closed {
-            return Err(WalError::Closed);
-        }
+        state.check_open()?;
         if state.active_end + batch_bytes > state.active.capacity_bytes {
             self.rotate(&mut state, batch_bytes)?;
         }

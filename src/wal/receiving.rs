@@ -191,15 +191,7 @@ impl Wal {
         state: &WriterState,
         decoded: &SegmentHeader,
     ) -> Result<Placement> {
-        if let Some((op, source)) = &state.poisoned {
-            return Err(WalError::Poisoned {
-                op,
-                source: Arc::clone(source),
-            });
-        }
-        if state.closed {
-            return Err(WalError::Closed);
-        }
+        state.check_open()?;
         let empty_log = state.next_lsn == 1 && self.shared.segments().len() == 1;
         if !empty_log && decoded.cluster_id != self.shared.cluster_id() {
             return Err(refusal(
@@ -301,15 +293,7 @@ impl Wal {
     ) -> Result<(usize, Lsn)> {
         let commit = &self.shared.commit;
         let mut state = commit.lock();
-        if let Some((op, source)) = &state.poisoned {
-            return Err(WalError::Poisoned {
-                op,
-                source: Arc::clone(source),
-            });
-        }
-        if state.closed {
-            return Err(WalError::Closed);
-        }
+        state.check_open()?;
         let refuse = |at: u64, reason: String| WalError::Shipment {
             segment,
             offset: at,

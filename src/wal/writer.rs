@@ -60,6 +60,23 @@ pub(crate) struct WriterState {
     pub to_wake: Vec<Thread>,
 }
 
+impl WriterState {
+    /// Whether the log still takes records: not poisoned by a failed write or sync, not
+    /// closed.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if let Some((op, source)) = &self.poisoned {
+            return Err(WalError::Poisoned {
+                op,
+                source: Arc::clone(source),
+            });
+        }
+        if self.closed {
+            return Err(WalError::Closed);
+        }
+        Ok(())
+    }
+}
+
 /// An appender parked in [`GroupCommit::complete`].
 #[derive(Debug)]
 pub(crate) struct Waiter {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::json_string;
 use super::resp_client::{Client, Reply};
+use shiplog::server::config::read_password_file;
 
 /// Bound on connecting and on each read and write: a node that takes longer is not answering.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -256,7 +257,7 @@ impl Status {
 /// `shiplog status`: exit status 0 when the node answered, an `Err` (exit 1) when it could not
 /// be reached or refused the commands.
 pub fn status(target: &str, json: bool, password_file: Option<&Path>) -> Result<ExitCode, String> {
-    let password = password_file.map(read_password).transpose()?;
+    let password = password_file.map(read_password_file).transpose()?;
     let mut client = Client::connect(target, TIMEOUT).map_err(|e| e.to_string())?;
     if let Some(password) = &password {
         match client
@@ -288,21 +289,6 @@ pub fn status(target: &str, json: bool, password_file: Option<&Path>) -> Result<
         print!("{}", render_human(&status));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The first line of `path`, as `shiplogd --requirepass-file` reads it.
-fn read_password(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
-    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-    let password = first.strip_suffix(b"\r").unwrap_or(first);
-    if password.is_empty() {
-        return Err(format!(
-            "the password file {} is empty: put the password on its first line",
-            path.display()
-        ));
-    }
-    Ok(password.to_vec())
 }
 
 fn or_dash<T: ToString>(value: Option<T>) -> String {
