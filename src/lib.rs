@@ -42,6 +42,7 @@ pub mod io;
 pub mod loadgen;
 pub mod repl;
 pub mod server;
+pub mod snapshot;
 pub mod wal;
 
 pub use engine::{Db, DbError, DbOptions, Value, WriteBatch};

@@ -6,6 +6,7 @@ mod batch;
 mod checkpoint;
 mod compaction;
 mod error;
+mod frozen;
 mod index;
 mod key;
 mod value;
@@ -24,6 +25,7 @@ pub use batch::WriteBatch;
 pub use checkpoint::{CHECKPOINT_FILE_NAME, CheckpointStatus};
 pub use compaction::{CompactionOptions, CompactionStats};
 pub use error::{DbError, Result};
+pub use frozen::FrozenState;
 pub use value::Value;
 pub use verify::{CheckpointVerdict, SegmentUsage, StoreReport, verify_store};
 

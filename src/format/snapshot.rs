@@ -129,6 +129,13 @@ impl SnapshotHeader {
                 max: SNAPSHOT_UNCOMPRESSED_MAX_BYTES,
             });
         }
+        // Every live key was put by a record at or before the snapshot's LSN.
+        if key_count > lsn {
+            return Err(FormatError::CountMismatch {
+                declared: key_count,
+                found: lsn,
+            });
+        }
         // Every entry takes at least its fixed bytes: a count the size cannot hold is a lie.
         if key_count > uncompressed_bytes / SNAPSHOT_ENTRY_FIXED_BYTES as u64 {
             return Err(FormatError::CountMismatch {
@@ -152,10 +159,19 @@ impl SnapshotHeader {
 /// When the key or value exceeds the snapshot limits (the engine's own limits are lower or
 /// equal, so a caller bug).
 pub fn encode_entry(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    encode_entry_head(out, key, value.len());
+    out.extend_from_slice(value);
+}
+
+/// Appends an entry's fixed bytes and key; its `value_len` bytes of value must follow.
+///
+/// # Panics
+/// When the key or value exceeds the snapshot limits (a caller bug, as for [`encode_entry`]).
+pub fn encode_entry_head(out: &mut Vec<u8>, key: &[u8], value_len: usize) {
     let key_len = u32::try_from(key.len())
         .ok()
         .filter(|&l| l <= SNAPSHOT_KEY_MAX_BYTES);
-    let value_len = u32::try_from(value.len())
+    let value_len = u32::try_from(value_len)
         .ok()
         .filter(|&l| l <= SNAPSHOT_VALUE_MAX_BYTES);
     let (Some(key_len), Some(value_len)) = (key_len, value_len) else {
@@ -164,7 +180,6 @@ pub fn encode_entry(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.extend_from_slice(&key_len.to_le_bytes());
     out.extend_from_slice(&value_len.to_le_bytes());
     out.extend_from_slice(key);
-    out.extend_from_slice(value);
 }
 
 /// Decodes the entry at the start of `bytes`: `Ok(None)` when more bytes are needed (the

@@ -5,6 +5,7 @@ mod compaction;
 mod compare;
 mod digest;
 mod error;
+mod pinned;
 mod preparer;
 mod reader;
 mod receiving;
@@ -29,6 +30,7 @@ use crate::io::{DirLock, FileSystem, RealFs};
 pub use compaction::{Compacted, SealedSegment};
 pub use compare::{Comparison, Divergence, SegmentComparison, SegmentOutcome, compare_dirs};
 pub use error::{Result, WalError};
+pub use pinned::{PinnedLog, PinnedRecords};
 pub use reader::{Payload, Record, RecordLocation, WalIter};
 pub use receiving::PayloadCheck;
 pub use recovery::{SegmentReport, SegmentStatus};
@@ -630,6 +632,12 @@ impl Wal {
             .iter()
             .map(|s| (s.first_lsn(), s.capacity_bytes))
             .collect()
+    }
+
+    /// The rotation size of segment files.
+    #[must_use]
+    pub fn segment_bytes(&self) -> u64 {
+        self.shared.options.segment_bytes
     }
 
     /// The log's directory.

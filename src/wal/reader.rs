@@ -197,7 +197,7 @@ impl WalIter {
 
     /// Decodes the record expected at `offset` — LSN `lsn`, or with `at_least` (compacted
     /// segments) the first LSN not below it — remapping if the view predates it.
-    fn decode(
+    pub(super) fn decode(
         segment: &Segment,
         mapping: &mut Arc<dyn Mapping>,
         offset: u64,

@@ -1,0 +1,203 @@
+//! Restoring a snapshot: its entries become the base of a new log, compacted segments that
+//! together cover LSNs `1..=S` (entry `i` in key order is a put record at LSN `i`, which the
+//! header check `key_count <= S` makes possible), after which the log goes on at `S + 1` just
+//! as the primary's does. The base goes through the same checked path as a compacted segment
+//! shipped by a primary (`Wal::receive_compacted`).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::format::kv::{KIND_PUT, decode_kv, encode_put};
+use crate::format::snapshot::{SnapshotEntry, SnapshotHeader};
+use crate::format::{
+    Lsn, RECORD_PAYLOAD_MAX_BYTES, RecordMeta, SEGMENT_HEADER_BYTES, SegmentHeader, encode_record,
+};
+use crate::wal::{self, Wal};
+
+use super::error::{Result, SnapshotError};
+use super::read::{SnapshotInfo, read_header, read_snapshot};
+
+/// Builds the base segments of a restored log from a snapshot's entries, one segment at a
+/// time (memory: one segment's records).
+#[derive(Debug)]
+pub struct BaseSegments {
+    header: SnapshotHeader,
+    segment_bytes: u64,
+    segment: SegmentHeader,
+    records: Vec<u8>,
+    next_lsn: Lsn,
+    payload: Vec<u8>,
+}
+
+/// Receives each base segment: its header, file size and records.
+pub type BaseSink<'a> = &'a mut dyn FnMut(&[u8; SEGMENT_HEADER_BYTES], u64, &[u8]) -> Result<()>;
+
+impl BaseSegments {
+    /// A builder for the base described by `header`, in segments of about `segment_bytes`.
+    #[must_use]
+    pub fn new(header: &SnapshotHeader, segment_bytes: u64) -> Self {
+        Self {
+            header: *header,
+            segment_bytes,
+            segment: Self::segment_header(header, 1),
+            records: Vec::new(),
+            next_lsn: 1,
+            payload: Vec::new(),
+        }
+    }
+
+    fn segment_header(header: &SnapshotHeader, first_lsn: Lsn) -> SegmentHeader {
+        SegmentHeader {
+            cluster_id: header.cluster_id,
+            first_lsn,
+            epoch: header.epoch,
+            salt: crate::wal::random_u32(),
+            compacted_through: Some(first_lsn),
+        }
+    }
+
+    /// Adds the next entry, handing a full segment to `sink` first when it would not fit.
+    ///
+    /// # Errors
+    /// An error of `sink`.
+    pub fn push(&mut self, entry: SnapshotEntry<'_>, sink: BaseSink<'_>) -> Result<()> {
+        self.payload.clear();
+        encode_put(&mut self.payload, entry.key, entry.value);
+        let record_bytes = crate::format::encoded_record_bytes(self.payload.len()) as u64;
+        let full = SEGMENT_HEADER_BYTES as u64 + self.records.len() as u64 + record_bytes
+            > self.segment_bytes;
+        if full && !self.records.is_empty() {
+            self.emit(self.next_lsn - 1, sink)?;
+            self.segment = Self::segment_header(&self.header, self.next_lsn);
+        }
+        let meta = RecordMeta {
+            lsn: self.next_lsn,
+            epoch: self.header.epoch,
+            kind: KIND_PUT,
+            batch_continues: false,
+            durable_lsn: self.next_lsn - 1,
+        };
+        encode_record(&mut self.records, self.segment.salt, &meta, &self.payload);
+        self.next_lsn += 1;
+        Ok(())
+    }
+
+    /// Hands the last segment, which runs to the snapshot's LSN, to `sink`.
+    ///
+    /// # Errors
+    /// An error of `sink`.
+    pub fn finish(mut self, sink: BaseSink<'_>) -> Result<()> {
+        if self.header.lsn >= self.segment.first_lsn {
+            self.emit(self.header.lsn, sink)?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, through: Lsn, sink: BaseSink<'_>) -> Result<()> {
+        debug_assert!(through >= self.segment.first_lsn);
+        self.segment.compacted_through = Some(through);
+        let capacity = SEGMENT_HEADER_BYTES as u64 + self.records.len() as u64;
+        sink(&self.segment.encode(), capacity, &self.records)?;
+        self.records.clear();
+        Ok(())
+    }
+}
+
+/// Reads the snapshot from `source` into `wal`, which must hold no records: its entries
+/// become the log's base, LSNs `1..=S`, each segment installed durably as it is complete.
+/// Nothing here checks the snapshot's trailer before installing: a caller that must not
+/// install a damaged snapshot verifies it first ([`super::verify_snapshot`]).
+///
+/// # Errors
+/// A damaged snapshot, or the log refusing or failing to take the base.
+pub fn install_base(
+    wal: &Wal,
+    source: &mut dyn Read,
+    progress: &mut dyn FnMut(u64),
+) -> Result<SnapshotInfo> {
+    let check = |kind, payload: &[u8]| {
+        decode_kv(kind, payload, RECORD_PAYLOAD_MAX_BYTES)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let mut sink = |header: &[u8; SEGMENT_HEADER_BYTES], capacity: u64, records: &[u8]| {
+        wal.receive_compacted(header, capacity, records, &check)
+            .map_err(SnapshotError::from)
+    };
+    let segment_bytes = wal.segment_bytes();
+    let mut base: Option<BaseSegments> = None;
+    let info = read_snapshot(
+        source,
+        &mut |header, entry| {
+            base.get_or_insert_with(|| BaseSegments::new(header, segment_bytes))
+                .push(entry, &mut sink)
+        },
+        progress,
+    )?;
+    base.unwrap_or_else(|| BaseSegments::new(&info.header, segment_bytes))
+        .finish(&mut sink)?;
+    Ok(info)
+}
+
+/// Restores the snapshot file at `snapshot` as a new store in `dir`, which must not exist or
+/// be empty. Everything is written into a temporary directory beside `dir`, synced, and
+/// renamed to `dir` only once the whole snapshot has been verified; on any error `dir` is
+/// left as it was.
+///
+/// # Errors
+/// A damaged snapshot (nothing is left behind then), a non-empty `dir`, or I/O errors.
+pub fn restore_snapshot(
+    snapshot: &Path,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<SnapshotInfo> {
+    if let Ok(mut entries) = std::fs::read_dir(dir)
+        && entries.next().is_some()
+    {
+        return Err(SnapshotError::TargetNotEmpty {
+            dir: dir.to_owned(),
+        });
+    }
+    let file = std::fs::File::open(snapshot).map_err(SnapshotError::io("open", snapshot))?;
+    let mut source = std::io::BufReader::with_capacity(1 << 20, file);
+    let header = read_header(&mut source)?;
+    let mut source = std::io::Cursor::new(header.encode()).chain(source);
+    let temp = temp_dir_beside(dir);
+    if temp.exists() {
+        std::fs::remove_dir_all(&temp).map_err(SnapshotError::io("remove", &temp))?;
+    }
+    let result = (|| {
+        let options = wal::Options {
+            cluster_id: Some(header.cluster_id),
+            prepare_next_segment: false,
+            ..wal::Options::default()
+        };
+        let wal = Wal::open(&temp, options)?;
+        let info = install_base(&wal, &mut source, progress)?;
+        wal.close()?;
+        sync_dir(&temp)?;
+        std::fs::rename(&temp, dir).map_err(SnapshotError::io("rename into place", dir))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        debug_assert_eq!(info.header, header);
+        Ok(info)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&temp);
+    }
+    result
+}
+
+fn temp_dir_beside(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
+    dir.with_file_name(format!(".{name}.restore-{}", std::process::id()))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(SnapshotError::io("fsync directory", dir))
+}
