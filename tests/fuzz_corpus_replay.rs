@@ -385,6 +385,7 @@ fn snapshot_seeds() -> Seeds {
 
 /// One of each shipping frame, a stream of several, and damaged ones.
 fn repl_frame_seeds() -> Seeds {
+    static SNAPSHOT_HEADER: [u8; 64] = [0x33; 64];
     use shiplog::format::repl::{Frame, Hello, RefuseCode, Welcome, encode_frame};
     let header = SegmentHeader {
         cluster_id: CLUSTER_ID,
@@ -472,6 +473,24 @@ fn repl_frame_seeds() -> Seeds {
             Frame::Auth {
                 nonce: &[0x5a; 32],
                 proof: &[0xa5; 32],
+            },
+        ),
+        (
+            "gen_snapshot_offer",
+            Frame::SnapshotOffer {
+                header: &SNAPSHOT_HEADER,
+                file_bytes: 1 << 20,
+            },
+        ),
+        (
+            "gen_snapshot_resume",
+            Frame::SnapshotResume { offset: 4096 },
+        ),
+        (
+            "gen_snapshot_bytes",
+            Frame::SnapshotBytes {
+                offset: 64,
+                bytes: b"(zstd frame bytes)",
             },
         ),
     ];

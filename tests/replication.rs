@@ -416,7 +416,7 @@ fn a_retention_slot_keeps_the_log_for_a_stopped_replica_across_restarts_up_to_th
     primary.stop();
 
     // With a cap smaller than what the away replica needs, its slot is dropped, compaction
-    // takes the log, and the replica is told it needs a snapshot.
+    // takes the log, and the replica is bootstrapped again from a snapshot.
     let primary = Daemon::start(
         &pdir,
         &[
@@ -439,15 +439,26 @@ fn a_retention_slot_keeps_the_log_for_a_stopped_replica_across_restarts_up_to_th
     let replica = start_replica(&rdir, &target);
     let mut r = replica.client();
     assert!(
+        wait_caught_up(&primary, &replica, 60),
+        "the replica re-bootstraps and catches up: {:?}",
+        info_field(&mut r, "replication", "replica_last_error")
+    );
+    assert!(
         wait_until(30, || info_field(
             &mut r,
             "replication",
-            "replica_last_error"
+            "replica_bootstraps"
         )
-        .is_some_and(|e| e.contains("snapshot"))),
-        "the replica reports it needs a snapshot: {:?}",
-        info_field(&mut r, "replication", "replica_last_error")
+        .as_deref()
+            == Some("1")),
+        "the replica says it bootstrapped once"
     );
+    assert!(primary.wait_for_log("bootstrapping a replica from a snapshot"));
+    assert_eq!(dump(&mut r), dump(&mut p));
+    // It follows the log again, from the snapshot on.
+    churn(&mut p, 20);
+    assert!(wait_caught_up(&primary, &replica, 30));
+    assert_eq!(dump(&mut r), dump(&mut p));
     drop((p, r));
     replica.stop();
     primary.stop();

@@ -228,3 +228,46 @@ fn large_values_and_many_segments_round_trip() {
         assert_eq!(&*restored.get(key).unwrap().unwrap(), value.as_slice());
     }
 }
+
+#[test]
+fn a_restore_in_place_interrupted_at_any_point_leaves_an_empty_marked_store_never_a_partial_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Db::open(dir.path().join("source"), options()).unwrap();
+    for i in 0..300u32 {
+        source
+            .put(format!("k{i:04}").as_bytes(), &vec![7u8; 900])
+            .unwrap();
+    }
+    let path = dir.path().join("snap");
+    create_snapshot_file(&source.freeze().unwrap(), &path, 1, &mut |_| {}).unwrap();
+    let target_dir = dir.path().join("target");
+    {
+        let target = Db::open(&target_dir, options()).unwrap();
+        target.put(b"old", b"state").unwrap();
+        target.begin_restore().unwrap();
+        assert!(target.restoring());
+        assert!(target.get(b"old").unwrap().is_none());
+        // Half of the base arrives, then the process dies.
+        let bytes = std::fs::read(&path).unwrap();
+        let half = &bytes[..bytes.len() / 2];
+        assert!(install_base(target.wal(), &mut &half[..], &mut |_| {}).is_err());
+    }
+    let reopened = Db::open(&target_dir, options()).unwrap();
+    assert!(
+        reopened.restoring(),
+        "the store is still marked as restoring"
+    );
+    assert!(reopened.is_empty(), "nothing of the partial base is served");
+    assert!(reopened.get(b"old").unwrap().is_none());
+    // A complete restore clears the mark.
+    reopened.begin_restore().unwrap();
+    let mut file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+    install_base(reopened.wal(), &mut file, &mut |_| {}).unwrap();
+    reopened.finish_restore().unwrap();
+    assert!(!reopened.restoring());
+    assert_eq!(reopened.len(), 300);
+    drop(reopened);
+    let again = Db::open(&target_dir, options()).unwrap();
+    assert!(!again.restoring());
+    assert_eq!(again.len(), 300);
+}

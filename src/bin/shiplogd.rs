@@ -98,6 +98,13 @@ struct Flags {
     /// challenge–response, never sending it.
     #[arg(long, env = "SHIPLOG_MASTERAUTH_FILE")]
     masterauth_file: Option<PathBuf>,
+    /// zstd level of the snapshots this node builds to bootstrap replicas [default: 1].
+    #[arg(long, env = "SHIPLOG_SNAPSHOT_LEVEL")]
+    snapshot_level: Option<i32>,
+    /// An empty replica is bootstrapped from a snapshot, instead of being sent the whole log,
+    /// when the log is larger than this many bytes [default: 67108864].
+    #[arg(long, env = "SHIPLOG_SNAPSHOT_BOOTSTRAP_BYTES")]
+    snapshot_bootstrap_bytes: Option<u64>,
 }
 
 /// The merged settings.
@@ -120,6 +127,8 @@ struct Settings {
     replica_of: Option<String>,
     max_retained_bytes: u64,
     masterauth_file: Option<PathBuf>,
+    snapshot_level: i32,
+    snapshot_bootstrap_bytes: u64,
 }
 
 fn settings(flags: Flags) -> Result<Settings, String> {
@@ -195,6 +204,14 @@ fn settings(flags: Flags) -> Result<Settings, String> {
             .or(file.max_retained_bytes)
             .unwrap_or(DEFAULT_MAX_RETAINED_BYTES),
         masterauth_file: flags.masterauth_file.or(file.masterauth_file),
+        snapshot_level: flags
+            .snapshot_level
+            .or(file.snapshot_level)
+            .unwrap_or(shiplog::snapshot::DEFAULT_LEVEL),
+        snapshot_bootstrap_bytes: flags
+            .snapshot_bootstrap_bytes
+            .or(file.snapshot_bootstrap_bytes)
+            .unwrap_or(shiplog::server::DEFAULT_SNAPSHOT_BOOTSTRAP_BYTES),
     })
 }
 
@@ -255,6 +272,25 @@ fn db_options(settings: &Settings, durability: Durability) -> DbOptions {
     }
 }
 
+/// Logs each torn tail that recovery cut back.
+fn report_torn_tails(db: &Db) {
+    for report in db.wal().recovery_report() {
+        if let SegmentStatus::TornTail {
+            cut_offset,
+            dropped_records,
+            ..
+        } = report.status
+        {
+            tracing::warn!(
+                segment = %report.path.display(),
+                cut_offset,
+                dropped_records,
+                "recovered a torn tail (records of an unfinished batch dropped)"
+            );
+        }
+    }
+}
+
 fn run(settings: &Settings) -> Result<(), String> {
     // Signals are taken by one thread with sigwait; every other thread (all started after this
     // point) inherits the blocked mask, so no handler ever runs in signal context.
@@ -298,21 +334,7 @@ fn run(settings: &Settings) -> Result<(), String> {
         // (the server keeps it so while the node follows a primary).
         db.set_compaction_hold(0);
     }
-    for report in db.wal().recovery_report() {
-        if let SegmentStatus::TornTail {
-            cut_offset,
-            dropped_records,
-            ..
-        } = report.status
-        {
-            tracing::warn!(
-                segment = %report.path.display(),
-                cut_offset,
-                dropped_records,
-                "recovered a torn tail (records of an unfinished batch dropped)"
-            );
-        }
-    }
+    report_torn_tails(&db);
     let stats = db.stats();
     tracing::info!(
         dir = %settings.dir.display(),
@@ -338,6 +360,8 @@ fn run(settings: &Settings) -> Result<(), String> {
         replica_of: settings.replica_of.clone(),
         max_retained_bytes: settings.max_retained_bytes,
         masterauth,
+        snapshot_level: settings.snapshot_level,
+        snapshot_bootstrap_bytes: settings.snapshot_bootstrap_bytes,
     };
     let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
     let server = Server::start(

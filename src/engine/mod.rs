@@ -9,12 +9,13 @@ mod error;
 mod frozen;
 mod index;
 mod key;
+mod restore;
 mod value;
 mod verify;
 
 use std::ops::{Bound, Deref, RangeBounds};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 
 use crate::format::kv::{KIND_DELETE, KIND_PUT, KvOp, decode_kv, encode_delete, encode_put};
@@ -26,6 +27,7 @@ pub use checkpoint::{CHECKPOINT_FILE_NAME, CheckpointStatus};
 pub use compaction::{CompactionOptions, CompactionStats};
 pub use error::{DbError, Result};
 pub use frozen::FrozenState;
+pub use restore::RESTORE_MARKER_FILE_NAME;
 pub use value::Value;
 pub use verify::{CheckpointVerdict, SegmentUsage, StoreReport, verify_store};
 
@@ -155,6 +157,8 @@ pub struct Store {
     maintenance: Mutex<()>,
     /// Compaction leaves alone every segment holding this LSN or later (replicas' retention).
     compaction_hold: AtomicU64,
+    /// A restore from a snapshot is under way or was interrupted (`restore.rs`).
+    restoring: AtomicBool,
 }
 
 impl Store {
@@ -174,6 +178,7 @@ impl Store {
                 "key and value together must fit in 1 GiB",
             ));
         }
+        let restoring = restore::clear_unfinished(options.wal.fs.as_ref(), dir.as_ref())?;
         let wal = Wal::open(dir, options.wal.clone())?;
         let (loaded, checkpoint_status) = checkpoint::load(wal.fs().as_ref(), wal.dir(), &wal);
         if matches!(checkpoint_status, CheckpointStatus::Ignored(_)) {
@@ -191,6 +196,7 @@ impl Store {
             checkpoint_status,
             maintenance: Mutex::new(()),
             compaction_hold: AtomicU64::new(Lsn::MAX),
+            restoring: AtomicBool::new(restoring),
         };
         let replayed_from = db.applied_lsn.load(Ordering::Acquire);
         db.catch_up(db.wal.written_lsn())?;

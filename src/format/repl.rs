@@ -36,6 +36,9 @@ pub const REASON_MAX_BYTES: usize = 1024;
 pub const SEGMENT_CAPACITY_MIN: u64 = 4096;
 
 const HELLO_BYTES: usize = 68;
+/// Smallest snapshot file: header, an empty zstd frame, trailer.
+const SNAPSHOT_MIN_FILE_BYTES: u64 =
+    (SNAPSHOT_HEADER_BYTES + super::snapshot::SNAPSHOT_TRAILER_BYTES) as u64;
 const WELCOME_BYTES: usize = 40;
 const HEARTBEAT_BYTES: usize = 32;
 const ACK_BYTES: usize = 32;
@@ -52,7 +55,16 @@ mod kind {
     pub const HEARTBEAT: u8 = 6;
     pub const ACK: u8 = 7;
     pub const AUTH: u8 = 8;
+    pub const SNAPSHOT_OFFER: u8 = 9;
+    pub const SNAPSHOT_RESUME: u8 = 10;
+    pub const SNAPSHOT_BYTES: u8 = 11;
 }
+
+/// Bytes of a snapshot file's header, as carried by a snapshot offer.
+pub const SNAPSHOT_HEADER_BYTES: usize = super::snapshot::SNAPSHOT_HEADER_BYTES;
+/// Largest snapshot file a primary may offer: its declared body cap, twice over (zstd never
+/// grows incompressible data by that much), plus header and trailer.
+pub const SNAPSHOT_FILE_MAX_BYTES: u64 = 2 * super::snapshot::SNAPSHOT_UNCOMPRESSED_MAX_BYTES;
 
 /// A replica introducing itself (the first frame it sends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +188,29 @@ pub enum Frame<'a> {
         /// The sender's proof.
         proof: &'a [u8; AUTH_BYTES],
     },
+    /// Primary → replica, instead of a welcome: the replica must be bootstrapped from this
+    /// snapshot (its header, as in the file, and the file's size); the replica answers with
+    /// [`Frame::SnapshotResume`].
+    SnapshotOffer {
+        /// The snapshot file's header.
+        header: &'a [u8; SNAPSHOT_HEADER_BYTES],
+        /// Bytes of the whole file.
+        file_bytes: u64,
+    },
+    /// Replica → primary: send the offered snapshot from this byte on (what the replica kept
+    /// of the same snapshot from an interrupted transfer, or 0).
+    SnapshotResume {
+        /// First byte wanted.
+        offset: u64,
+    },
+    /// Primary → replica: bytes of the offered snapshot file, in order; after the last, a
+    /// welcome follows and the log is shipped from just after the snapshot's LSN.
+    SnapshotBytes {
+        /// Offset of `bytes` in the file.
+        offset: u64,
+        /// The bytes.
+        bytes: &'a [u8],
+    },
     /// Replica → primary: progress (the write, flush and replay positions of `PostgreSQL`).
     Ack {
         /// Last LSN received and written.
@@ -239,6 +274,13 @@ fn allowed(kind: u8) -> Option<(usize, usize, &'static str)> {
         kind::HEARTBEAT => (HEARTBEAT_BYTES, HEARTBEAT_BYTES, "exactly 32"),
         kind::ACK => (ACK_BYTES, ACK_BYTES, "exactly 32"),
         kind::AUTH => (2 * AUTH_BYTES, 2 * AUTH_BYTES, "exactly 64"),
+        kind::SNAPSHOT_OFFER => (
+            SNAPSHOT_HEADER_BYTES + 8,
+            SNAPSHOT_HEADER_BYTES + 8,
+            "exactly 72",
+        ),
+        kind::SNAPSHOT_RESUME => (8, 8, "exactly 8"),
+        kind::SNAPSHOT_BYTES => (9, 8 + SEGMENT_BYTES_MAX, "9 to 4 MiB + 8"),
         _ => return None,
     })
 }
@@ -369,6 +411,9 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 bytes: &body[24..],
             }
         }
+        kind::SNAPSHOT_OFFER | kind::SNAPSHOT_RESUME | kind::SNAPSHOT_BYTES => {
+            decode_snapshot_frame(kind, body)?
+        }
         kind::HEARTBEAT if LE::read_u64(&body[16..24]) == 0 && LE::read_u64(&body[24..32]) != 0 => {
             return Err(FrameError::Invalid("heartbeat digest without an LSN"));
         }
@@ -380,20 +425,63 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
         },
         _ => {
             debug_assert_eq!(kind, kind::ACK);
-            let (received, durable, applied) =
-                (lsn(&body[0..8])?, lsn(&body[8..16])?, lsn(&body[16..24])?);
-            if durable > received || applied > received {
+            decode_ack(body)?
+        }
+    })
+}
+
+fn decode_ack(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let (received, durable, applied) = (lsn(&body[0..8])?, lsn(&body[8..16])?, lsn(&body[16..24])?);
+    if durable > received || applied > received {
+        return Err(FrameError::Invalid(
+            "ack with durable or applied past received",
+        ));
+    }
+    Ok(Frame::Ack {
+        received,
+        durable,
+        applied,
+        clock_micros: LE::read_u64(&body[24..32]),
+    })
+}
+
+fn decode_snapshot_frame(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    Ok(match kind {
+        kind::SNAPSHOT_OFFER => {
+            let file_bytes = LE::read_u64(&body[SNAPSHOT_HEADER_BYTES..]);
+            if !(SNAPSHOT_MIN_FILE_BYTES..=SNAPSHOT_FILE_MAX_BYTES).contains(&file_bytes) {
                 return Err(FrameError::Invalid(
-                    "ack with durable or applied past received",
+                    "snapshot file size outside what a snapshot can be",
                 ));
             }
-            Frame::Ack {
-                received,
-                durable,
-                applied,
-                clock_micros: LE::read_u64(&body[24..32]),
+            Frame::SnapshotOffer {
+                header: body[..SNAPSHOT_HEADER_BYTES]
+                    .try_into()
+                    .map_err(|_| FrameError::Invalid("snapshot header size"))?,
+                file_bytes,
             }
         }
+        kind::SNAPSHOT_RESUME => {
+            let offset = LE::read_u64(body);
+            if offset > SNAPSHOT_FILE_MAX_BYTES {
+                return Err(FrameError::Invalid("snapshot offset beyond any snapshot"));
+            }
+            Frame::SnapshotResume { offset }
+        }
+        kind::SNAPSHOT_BYTES => {
+            let offset = LE::read_u64(&body[..8]);
+            if offset
+                .checked_add(body.len() as u64 - 8)
+                .is_none_or(|end| end > SNAPSHOT_FILE_MAX_BYTES)
+            {
+                return Err(FrameError::Invalid("snapshot bytes beyond any snapshot"));
+            }
+            Frame::SnapshotBytes {
+                offset,
+                bytes: &body[8..],
+            }
+        }
+        _ => unreachable!("called for snapshot frames only"),
     })
 }
 
@@ -494,6 +582,9 @@ fn encode_unchecked(out: &mut Vec<u8>, frame: &Frame<'_>) {
             out.extend_from_slice(bytes);
             kind::SEGMENT_BYTES
         }
+        Frame::SnapshotOffer { .. }
+        | Frame::SnapshotResume { .. }
+        | Frame::SnapshotBytes { .. } => encode_snapshot_frame(out, frame),
         Frame::Heartbeat {
             durable_lsn,
             clock_micros,
@@ -532,6 +623,31 @@ fn encode_unchecked(out: &mut Vec<u8>, frame: &Frame<'_>) {
     LE::write_u32(&mut out[start + 8..start + 12], crc);
 }
 
+fn encode_snapshot_frame(out: &mut Vec<u8>, frame: &Frame<'_>) -> u8 {
+    match frame {
+        Frame::SnapshotOffer { header, file_bytes } => {
+            out.extend_from_slice(&header[..]);
+            put64(out, *file_bytes);
+            kind::SNAPSHOT_OFFER
+        }
+        Frame::SnapshotResume { offset } => {
+            put64(out, *offset);
+            kind::SNAPSHOT_RESUME
+        }
+        Frame::SnapshotBytes { offset, bytes } => {
+            assert!(
+                !bytes.is_empty() && bytes.len() <= SEGMENT_BYTES_MAX,
+                "snapshot bytes of {} bytes",
+                bytes.len()
+            );
+            put64(out, *offset);
+            out.extend_from_slice(bytes);
+            kind::SNAPSHOT_BYTES
+        }
+        _ => unreachable!("called for snapshot frames only"),
+    }
+}
+
 fn put16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_le_bytes());
 }
@@ -551,6 +667,7 @@ mod tests {
 
     fn examples() -> Vec<Frame<'static>> {
         static HEADER: [u8; SEGMENT_HEADER_BYTES] = [7; SEGMENT_HEADER_BYTES];
+        static SNAPSHOT: [u8; SNAPSHOT_HEADER_BYTES] = [9; SNAPSHOT_HEADER_BYTES];
         vec![
             Frame::Hello(Hello {
                 version: PROTOCOL_VERSION,
@@ -593,6 +710,15 @@ mod tests {
                 durable: 4,
                 applied: 3,
                 clock_micros: 1,
+            },
+            Frame::SnapshotOffer {
+                header: &SNAPSHOT,
+                file_bytes: 1 << 20,
+            },
+            Frame::SnapshotResume { offset: 4096 },
+            Frame::SnapshotBytes {
+                offset: 4096,
+                bytes: b"zstd frame bytes",
             },
         ]
     }
@@ -639,8 +765,8 @@ mod tests {
             Err(FrameError::BadLength { .. })
         ));
         assert_eq!(
-            decode_frame(b"SF\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
-            Err(FrameError::UnknownType(9))
+            decode_frame(b"SF\x0c\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
+            Err(FrameError::UnknownType(12))
         );
     }
 }

@@ -42,6 +42,9 @@ pub enum ReplError {
         /// This replica's.
         replica: u64,
     },
+    /// The store failed while a snapshot was restored into it.
+    #[error("restoring the primary's snapshot: {0}")]
+    Store(String),
     /// The session was stopped (shutdown or `REPLICAOF`).
     #[error("replication stopped")]
     Stopped,
@@ -54,6 +57,12 @@ impl ReplError {
             code,
             reason: reason.to_owned(),
         }
+    }
+}
+
+impl From<crate::engine::DbError> for ReplError {
+    fn from(e: crate::engine::DbError) -> Self {
+        Self::Store(e.to_string())
     }
 }
 

@@ -4,17 +4,24 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::auth::{self, Prover};
 use super::error::ReplError;
 use super::receiver::Receiver;
-use super::status::{LinkState, LinkStatus, clock_micros};
+use super::status::{BootstrapProgress, LinkState, LinkStatus, clock_micros};
 use super::wire::FrameStream;
 use crate::engine::Store;
-use crate::format::repl::{AUTH_BYTES, Frame, Hello, PROTOCOL_VERSION};
+use crate::format::repl::{AUTH_BYTES, Frame, Hello, PROTOCOL_VERSION, SNAPSHOT_HEADER_BYTES};
+use crate::format::snapshot::SnapshotHeader;
 use crate::wal::random_u64;
+
+/// Subdirectory of a replica's data directory holding a snapshot being received.
+pub const BOOTSTRAP_DIR: &str = "bootstrap";
+/// The snapshot being received, kept across interrupted transfers.
+const PARTIAL_SNAPSHOT_FILE: &str = "snapshot.partial";
 
 /// The command that turns a client connection into a shipping session.
 pub const HANDSHAKE_COMMAND: &str = "SHIPLOG.SHIP";
@@ -172,7 +179,12 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
         },
     };
     let wal = store.wal();
-    let last_lsn = wal.written_lsn();
+    // A store whose restore did not complete holds nothing usable, whatever its log shows.
+    let last_lsn = if store.restoring() {
+        0
+    } else {
+        wal.written_lsn()
+    };
     let last_epoch = if last_lsn == 0 {
         0
     } else {
@@ -191,7 +203,18 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
         listen_port: options.listen_port,
         last_digest: wal.digest_at(last_lsn)?.unwrap_or(0),
     }))?;
-    match frames.read_frame()? {
+    let mut reply = frames.read_frame()?;
+    if let Frame::SnapshotOffer { header, file_bytes } = reply {
+        let header = *header;
+        bootstrap(store, status, &mut frames, &header, file_bytes)?;
+        reply = frames.read_frame()?;
+    } else if matches!(reply, Frame::Welcome(_)) && store.restoring() {
+        // The whole log follows instead of a snapshot: start it from an empty log.
+        store
+            .begin_restore()
+            .and_then(|()| store.finish_restore())?;
+    }
+    match reply {
         Frame::Welcome(welcome) => {
             tracing::info!(
                 primary = %options.primary,
@@ -227,6 +250,116 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
         });
         result.and(ack_result)
     })
+}
+
+/// Receives the snapshot the primary offers into `DIR/bootstrap/` (resuming a transfer of the
+/// same file that was interrupted), verifies all of it, and only then replaces this store's
+/// state with it (`Store::begin_restore`, marked durably until complete).
+fn bootstrap(
+    store: &Store,
+    status: &LinkStatus,
+    frames: &mut FrameStream,
+    header_bytes: &[u8; SNAPSHOT_HEADER_BYTES],
+    file_bytes: u64,
+) -> Result<(), ReplError> {
+    let header = SnapshotHeader::decode(header_bytes)
+        .map_err(|e| ReplError::Protocol(format!("the primary offered a bad snapshot: {e}")))?;
+    let dir = store.wal().dir().join(BOOTSTRAP_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let partial = dir.join(PARTIAL_SNAPSHOT_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&partial)?;
+    let held = file.metadata()?.len();
+    let mut first_bytes = [0u8; SNAPSHOT_HEADER_BYTES];
+    let same = held >= SNAPSHOT_HEADER_BYTES as u64
+        && held <= file_bytes
+        && file.read_exact_at(&mut first_bytes, 0).is_ok()
+        && first_bytes == *header_bytes;
+    let mut at = if same { held } else { 0 };
+    file.set_len(at)?;
+    frames.send(&Frame::SnapshotResume { offset: at })?;
+    tracing::info!(
+        lsn = header.lsn,
+        file_bytes,
+        resume_at = at,
+        "bootstrapping from the primary's snapshot"
+    );
+    let mut progress = BootstrapProgress {
+        lsn: header.lsn,
+        file_bytes,
+        received: at,
+        resumed_at: at,
+        installing: false,
+    };
+    status.update(|p| p.bootstrap = Some(progress));
+    while at < file_bytes {
+        if status.stopped() {
+            return Err(ReplError::Stopped);
+        }
+        match frames.read_frame()? {
+            Frame::SnapshotBytes { offset, bytes }
+                if offset == at && bytes.len() as u64 <= file_bytes - at =>
+            {
+                file.write_all_at(bytes, at)?;
+                at += bytes.len() as u64;
+            }
+            Frame::Refuse { code, reason } => return Err(ReplError::refused(code, reason)),
+            other => {
+                return Err(ReplError::Protocol(format!(
+                    "expected snapshot bytes at offset {at}, got {other:?}"
+                )));
+            }
+        }
+        progress.received = at;
+        status.update(|p| {
+            p.bootstrap = Some(progress);
+            p.last_io = Some(Instant::now());
+        });
+    }
+    file.sync_all()?;
+    progress.installing = true;
+    status.update(|p| p.bootstrap = Some(progress));
+    // IMPORTANT: all of it is verified before the store's state is touched: a damaged
+    // transfer costs a new transfer, never the state this replica holds.
+    let verified = crate::snapshot::verify_snapshot(&partial, &mut |_| {});
+    match verified {
+        Ok(info) if info.header == header => {}
+        Ok(_) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(ReplError::Protocol(
+                "the snapshot received is not the one offered".into(),
+            ));
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(ReplError::Protocol(format!(
+                "the snapshot received failed verification, it will be sent again: {e}"
+            )));
+        }
+    }
+    let started = Instant::now();
+    store.begin_restore()?;
+    let mut source = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&partial)?);
+    crate::snapshot::install_base(store.wal(), &mut source, &mut |_| {})
+        .map_err(|e| ReplError::Protocol(format!("installing the snapshot: {e}")))?;
+    store.finish_restore()?;
+    std::fs::remove_file(&partial)?;
+    std::fs::File::open(&dir)?.sync_all()?;
+    tracing::info!(
+        lsn = header.lsn,
+        keys = header.key_count,
+        install_ms = started.elapsed().as_millis(),
+        "snapshot installed; following the log from its LSN"
+    );
+    status.update(|p| {
+        p.bootstrap = None;
+        p.bootstraps += 1;
+    });
+    Ok(())
 }
 
 /// Answers the primary's challenge, then checks the primary's own proof: a node that does

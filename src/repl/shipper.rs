@@ -3,6 +3,7 @@
 //! while idle; a second thread reads the replica's acknowledgements.
 
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,10 @@ use super::auth::{Prover, proof, verify};
 use super::error::ReplError;
 use super::status::{ReplicaPeer, clock_micros};
 use super::wire::FrameStream;
-use crate::format::repl::{AUTH_BYTES, Frame, Hello, PROTOCOL_VERSION, RefuseCode, Welcome};
+use crate::format::repl::{
+    AUTH_BYTES, Frame, Hello, PROTOCOL_VERSION, RefuseCode, SEGMENT_BYTES_MAX, Welcome,
+};
+use crate::snapshot::SnapshotFile;
 use crate::wal::{Wal, WalError};
 
 /// How a primary ships.
@@ -34,6 +38,49 @@ impl Default for ShipperOptions {
     }
 }
 
+/// How a primary bootstraps replicas that cannot be served from its log.
+#[derive(Clone, Copy)]
+pub struct Bootstrap<'a> {
+    /// A snapshot the log continues from (built now or shared with other replicas), with the
+    /// replica's id: the caller holds the log after the snapshot for that replica.
+    pub snapshot: &'a dyn Fn(u128) -> Result<Arc<SnapshotFile>, String>,
+    /// An empty replica is bootstrapped from a snapshot when the log it would be sent instead
+    /// is larger than this (bytes of segment files).
+    pub empty_replica_min_log_bytes: u64,
+}
+
+impl std::fmt::Debug for Bootstrap<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bootstrap")
+            .field(
+                "empty_replica_min_log_bytes",
+                &self.empty_replica_min_log_bytes,
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a shipping session calls on: authentication, slot registration, bootstrap.
+#[derive(Clone, Copy)]
+pub struct SessionHooks<'a> {
+    /// The password and challenge, when the primary has a password.
+    pub auth: Option<Auth<'a>>,
+    /// Called with the replica's id and position once its hello is accepted (or its
+    /// snapshot's LSN, for a bootstrap), before anything ships.
+    pub on_accept: &'a dyn Fn(u128, u64),
+    /// Snapshot bootstrap; without it, a replica that needs one is refused.
+    pub bootstrap: Option<Bootstrap<'a>>,
+}
+
+impl std::fmt::Debug for SessionHooks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHooks")
+            .field("auth", &self.auth.is_some())
+            .field("bootstrap", &self.bootstrap)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The primary's password and the challenge it sent with the handshake reply.
 #[derive(Debug, Clone, Copy)]
 pub struct Auth<'a> {
@@ -44,8 +91,7 @@ pub struct Auth<'a> {
 }
 
 /// Serves one replica on `stream` until it leaves, fails or [`ReplicaPeer::stop`] is called.
-/// `received` are bytes the replica sent after the handshake command; `on_accept` is called
-/// with the replica's id and position once its hello is accepted, before anything ships.
+/// `received` are bytes the replica sent after the handshake command.
 ///
 /// # Errors
 /// Why the session ended (a refusal is sent to the replica first).
@@ -55,15 +101,14 @@ pub fn serve(
     received: &[u8],
     peer: &ReplicaPeer,
     options: ShipperOptions,
-    auth: Option<Auth<'_>>,
-    on_accept: &dyn Fn(u128, u64),
+    hooks: SessionHooks<'_>,
 ) -> Result<(), ReplError> {
     stream.set_read_timeout(Some(options.timeout))?;
     stream.set_write_timeout(Some(options.timeout))?;
     let _ = stream.set_nodelay(true);
     let acks = FrameStream::new(stream.try_clone()?, &[]);
     let mut frames = FrameStream::new(stream, received);
-    if let Some(auth) = auth {
+    if let Some(auth) = hooks.auth {
         authenticate(&mut frames, auth)?;
     }
     let hello = match frames.read_frame()? {
@@ -74,7 +119,7 @@ pub fn serve(
             )));
         }
     };
-    let start_after = match check_hello(wal, &hello) {
+    let mut start_after = match check_hello(wal, &hello) {
         Ok(after) => after,
         Err((code, reason)) => {
             let _ = frames.send(&Frame::Refuse {
@@ -84,6 +129,19 @@ pub fn serve(
             return Err(ReplError::Refused { code, reason });
         }
     };
+    let log_bytes = || wal.segment_extents().iter().map(|(_, b)| b).sum::<u64>();
+    let mut needs_snapshot = hooks.bootstrap.is_some_and(|b| {
+        start_after == 0 && wal.written_lsn() > 0 && log_bytes() > b.empty_replica_min_log_bytes
+    });
+    if !needs_snapshot && hooks.bootstrap.is_some() {
+        needs_snapshot = matches!(
+            wal.ship_position_after(start_after),
+            Err(WalError::NotRetained { .. })
+        );
+    }
+    if let Some(bootstrap) = hooks.bootstrap.filter(|_| needs_snapshot) {
+        start_after = send_snapshot(&mut frames, peer, &hello, bootstrap, options, hooks)?;
+    }
     let mut position = match wal.ship_position_after(start_after) {
         Ok(position) => position,
         Err(WalError::NotRetained { lsn, first }) => {
@@ -103,7 +161,7 @@ pub fn serve(
     };
     // The caller keeps the log from `start_after` on for this replica (its retention slot)
     // before anything ships, so even a session that ends at once leaves the slot behind.
-    on_accept(hello.replica_id, start_after);
+    (hooks.on_accept)(hello.replica_id, start_after);
     frames.send(&Frame::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         cluster_id: wal.cluster_id(),
@@ -142,6 +200,78 @@ pub fn serve(
         peer.stop();
         result
     })
+}
+
+/// Offers the replica a snapshot and sends it from where the replica asks (the part it kept
+/// of an interrupted transfer of the same file); returns the snapshot's LSN, after which the
+/// log follows.
+fn send_snapshot(
+    frames: &mut FrameStream,
+    peer: &ReplicaPeer,
+    hello: &Hello,
+    bootstrap: Bootstrap<'_>,
+    options: ShipperOptions,
+    hooks: SessionHooks<'_>,
+) -> Result<u64, ReplError> {
+    let snapshot = match (bootstrap.snapshot)(hello.replica_id) {
+        Ok(snapshot) => snapshot,
+        Err(reason) => {
+            let code = RefuseCode::NeedsSnapshot;
+            let reason = format!("the replica needs a snapshot, and building one failed: {reason}");
+            let _ = frames.send(&Frame::Refuse {
+                code,
+                reason: &reason,
+            });
+            return Err(ReplError::Refused { code, reason });
+        }
+    };
+    let lsn = snapshot.header.lsn;
+    // The log after the snapshot is held for this replica from now on.
+    (hooks.on_accept)(hello.replica_id, lsn);
+    peer.hello(hello.replica_id, hello.listen_port, lsn);
+    peer.bootstrap(snapshot.file_bytes);
+    frames.send(&Frame::SnapshotOffer {
+        header: &snapshot.header_bytes,
+        file_bytes: snapshot.file_bytes,
+    })?;
+    let offset = match frames.read_frame()? {
+        Frame::SnapshotResume { offset } if offset <= snapshot.file_bytes => offset,
+        other => {
+            return Err(ReplError::Protocol(format!(
+                "expected where to resume the snapshot, got {other:?}"
+            )));
+        }
+    };
+    tracing::info!(
+        replica = %peer.addr,
+        lsn,
+        file_bytes = snapshot.file_bytes,
+        resume_at = offset,
+        "bootstrapping a replica from a snapshot"
+    );
+    let path = &snapshot.path;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| ReplError::Protocol(format!("opening {}: {e}", path.display())))?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))?;
+    let mut buffer = vec![0u8; options.chunk_bytes.clamp(1, SEGMENT_BYTES_MAX)];
+    let mut at = offset;
+    while at < snapshot.file_bytes {
+        if peer.stopped() {
+            return Err(ReplError::Stopped);
+        }
+        let want = usize::try_from(snapshot.file_bytes - at)
+            .unwrap_or(usize::MAX)
+            .min(buffer.len());
+        std::io::Read::read_exact(&mut file, &mut buffer[..want])?;
+        frames.send(&Frame::SnapshotBytes {
+            offset: at,
+            bytes: &buffer[..want],
+        })?;
+        at += want as u64;
+        peer.bootstrap_sent(at);
+    }
+    tracing::info!(replica = %peer.addr, lsn, "snapshot sent; the log follows");
+    Ok(lsn)
 }
 
 /// Checks the replica's proof, then proves this primary knows the password too.

@@ -48,6 +48,10 @@ pub struct PeerProgress {
     pub flush_lag_micros: u64,
     /// See `write_lag_micros`.
     pub replay_lag_micros: u64,
+    /// Bytes of the snapshot file it is being bootstrapped from (0: no bootstrap).
+    pub snapshot_bytes: u64,
+    /// Bytes of that file sent so far.
+    pub snapshot_sent: u64,
 }
 
 /// One replica connected to this primary.
@@ -123,6 +127,16 @@ impl ReplicaPeer {
         p.applied = last_lsn;
         drop(p);
         self.fresh.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn bootstrap(&self, file_bytes: u64) {
+        let mut p = lock(&self.progress);
+        p.snapshot_bytes = file_bytes;
+        p.snapshot_sent = 0;
+    }
+
+    pub(crate) fn bootstrap_sent(&self, bytes: u64) {
+        lock(&self.progress).snapshot_sent = bytes;
     }
 
     pub(crate) fn shipped(&self, lsn: Lsn) {
@@ -212,6 +226,25 @@ pub struct LinkProgress {
     pub digest_checked: Option<(Lsn, bool)>,
     /// Set when the logs diverged: the link stopped for good (until `REPLICAOF` or restart).
     pub diverged: Option<String>,
+    /// A bootstrap from the primary's snapshot under way.
+    pub bootstrap: Option<BootstrapProgress>,
+    /// Bootstraps completed since this link started.
+    pub bootstraps: u64,
+}
+
+/// A replica's bootstrap from its primary's snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootstrapProgress {
+    /// The snapshot's LSN.
+    pub lsn: Lsn,
+    /// Bytes of the snapshot file.
+    pub file_bytes: u64,
+    /// Bytes of it held here (kept across interrupted transfers).
+    pub received: u64,
+    /// Where it was resumed from in this session.
+    pub resumed_at: u64,
+    /// Received whole, and being verified and installed.
+    pub installing: bool,
 }
 
 /// The replica's link status, shared with the server.

@@ -429,6 +429,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         Kind::Other,
     ),
     spec(
+        "shiplog.snapshot",
+        1,
+        &["admin", "noscript"],
+        NONE,
+        "server",
+        "Replies with a snapshot of the whole store as one bulk string (`shiplog snapshot create --from`).",
+        Kind::Other,
+    ),
+    spec(
         "config",
         -2,
         &[],
@@ -846,6 +855,18 @@ fn run(
         }
         "role" => shared.role_reply(reply),
         "replicaof" | "slaveof" => replicaof(shared, args, reply)?,
+        "shiplog.snapshot" => {
+            if shared.replication.is_read_only() {
+                return Err(err(
+                    "ERR a replica does not build snapshots (its log mirrors its primary's): take \
+                     it from the primary",
+                ));
+            }
+            // The reply, possibly gigabytes, is streamed by a thread of its own once the
+            // event loop lets the connection go.
+            session.wants_snapshot = true;
+            *flow = Flow::Ship;
+        }
         "shiplog.ship" => {
             // The connection now speaks shipping frames (`docs/format.md`); the event loop
             // hands it to a shipping thread once this reply is out. With a password, the

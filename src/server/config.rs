@@ -46,6 +46,10 @@ pub struct FileConfig {
     pub max_retained_bytes: Option<u64>,
     /// File holding the primary's password, for a replica.
     pub masterauth_file: Option<PathBuf>,
+    /// zstd level of bootstrap snapshots.
+    pub snapshot_level: Option<i32>,
+    /// Log size past which an empty replica is bootstrapped from a snapshot.
+    pub snapshot_bootstrap_bytes: Option<u64>,
 }
 
 /// Why a config file was rejected.

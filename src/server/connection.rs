@@ -397,6 +397,12 @@ impl Connection {
             reply.error("NOAUTH Authentication required.");
         } else if spec.flags.contains(&"write") && shared.replication.is_read_only() {
             reply.error("READONLY You can't write against a read only replica.");
+        } else if spec.kind == Kind::Read && shared.keyspace.db().restoring() {
+            // Redis' reply while a replica loads its primary's dataset.
+            reply.error(
+                "LOADING shiplog is restoring a snapshot from its primary; reads resume when it \
+                 completes",
+            );
         } else if spec.kind != Kind::Write && !self.session.uncommitted.is_empty() {
             // It may read what this connection wrote: commit first, run it afterwards.
             return Next::NeedsCommit;
@@ -465,6 +471,7 @@ impl Connection {
             stream: self.stream,
             addr: self.session.addr,
             challenge: self.session.ship_challenge,
+            snapshot: self.session.wants_snapshot,
         }
     }
 }

@@ -76,7 +76,14 @@ pub struct ServerOptions {
     pub max_retained_bytes: u64,
     /// The password this node proves it knows to its primary (`--masterauth-file`).
     pub masterauth: Option<Vec<u8>>,
+    /// zstd level of the snapshots built to bootstrap replicas.
+    pub snapshot_level: i32,
+    /// An empty replica gets a snapshot instead of the log when the log is larger than this.
+    pub snapshot_bootstrap_bytes: u64,
 }
+
+/// Default of [`ServerOptions::snapshot_bootstrap_bytes`]: 64 MiB, one segment.
+pub const DEFAULT_SNAPSHOT_BOOTSTRAP_BYTES: u64 = 64 << 20;
 
 impl Default for ServerOptions {
     fn default() -> Self {
@@ -93,6 +100,8 @@ impl Default for ServerOptions {
             replica_of: None,
             max_retained_bytes: DEFAULT_MAX_RETAINED_BYTES,
             masterauth: None,
+            snapshot_level: crate::snapshot::DEFAULT_LEVEL,
+            snapshot_bootstrap_bytes: DEFAULT_SNAPSHOT_BOOTSTRAP_BYTES,
         }
     }
 }
@@ -293,8 +302,12 @@ impl Server {
     ) -> Result<Self, ServerError> {
         let listen = listener.local_addr().map_err(ServerError::Listen)?;
         let io_threads = options.io_threads.max(1);
-        let replication = replication::Replication::open(&options.dir, options.max_retained_bytes)
-            .map_err(ServerError::ReplicaId)?;
+        let replication = replication::Replication::open(
+            &options.dir,
+            options.max_retained_bytes,
+            options.snapshot_level,
+        )
+        .map_err(ServerError::ReplicaId)?;
         let replica_of = options.replica_of.clone();
         let shared = Arc::new(Shared {
             keyspace,

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
@@ -14,8 +14,9 @@ use crate::format::slots::{
     SLOTS_MAX, Slot, encode_replica_id, encode_slots, parse_replica_id, parse_slots,
 };
 use crate::repl::link::{self, LinkOptions};
-use crate::repl::shipper::{self, ShipperOptions};
+use crate::repl::shipper::{self, Bootstrap, SessionHooks, ShipperOptions};
 use crate::repl::{LinkState, LinkStatus, ReplicaPeer};
+use crate::snapshot::{SnapshotBuilds, SnapshotFile};
 
 /// File in the data directory holding this node's replica identity.
 const REPLICA_ID_FILE: &str = "replica-id";
@@ -111,6 +112,8 @@ pub struct Handoff {
     pub addr: SocketAddr,
     /// The challenge sent with the handshake reply, when a password is set.
     pub challenge: Option<[u8; crate::format::repl::AUTH_BYTES]>,
+    /// The connection asked for a snapshot (`SHIPLOG.SNAPSHOT`), not for shipping.
+    pub snapshot: bool,
 }
 
 /// A replica this primary ships to.
@@ -147,6 +150,11 @@ pub struct Replication {
     stop_keeper: AtomicBool,
     /// Links stopped by `REPLICAOF NO ONE`, joined at shutdown.
     stopping: Mutex<Vec<JoinHandle<()>>>,
+    /// Snapshots built for bootstrapping replicas (and `SHIPLOG.SNAPSHOT`).
+    snapshots: SnapshotBuilds,
+    /// Snapshot builds under way: compaction waits for them, so the log right after a
+    /// snapshot stays as it was until the replica's slot holds it.
+    building: AtomicUsize,
 }
 
 impl Replication {
@@ -154,7 +162,7 @@ impl Replication {
     ///
     /// # Errors
     /// I/O errors, or an identity file that is not 32 hex digits.
-    pub fn open(dir: &Path, max_retained_bytes: u64) -> std::io::Result<Self> {
+    pub fn open(dir: &Path, max_retained_bytes: u64, snapshot_level: i32) -> std::io::Result<Self> {
         // The identity is the file's random id bound to this very directory (device and
         // inode): a copied directory, the usual way to seed a replica by hand, is another
         // replica with a slot of its own, not a twin that moves the first one's slot.
@@ -173,6 +181,9 @@ impl Replication {
             keeper: Mutex::new(None),
             stop_keeper: AtomicBool::new(false),
             stopping: Mutex::new(Vec::new()),
+            snapshots: SnapshotBuilds::open(dir, snapshot_level)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            building: AtomicUsize::new(0),
         })
     }
 
@@ -293,11 +304,16 @@ impl Shared {
 
     /// Turns a client connection that sent the handshake command into a shipping session.
     pub fn start_shipping(self: &Arc<Self>, handoff: Handoff) {
+        if handoff.snapshot {
+            self.start_snapshot_sender(handoff);
+            return;
+        }
         let Handoff {
             stream,
             received,
             addr,
             challenge,
+            ..
         } = handoff;
         // IMPORTANT: the list stays locked until the session is in it. A session can end at
         // once (bytes pipelined with the handshake command are already received); its thread
@@ -334,14 +350,23 @@ impl Shared {
                         // A password set means the command sent a challenge.
                         challenge: challenge.unwrap_or_else(crate::repl::auth::nonce),
                     });
+                let on_accept = |replica_id, lsn| me.register_slot(replica_id, lsn);
+                let snapshot = |replica_id| me.bootstrap_snapshot(replica_id);
+                let hooks = SessionHooks {
+                    auth,
+                    on_accept: &on_accept,
+                    bootstrap: Some(Bootstrap {
+                        snapshot: &snapshot,
+                        empty_replica_min_log_bytes: me.options.snapshot_bootstrap_bytes,
+                    }),
+                };
                 if let Err(e) = shipper::serve(
                     wal,
                     stream,
                     &received,
                     &for_thread,
                     ShipperOptions::default(),
-                    auth,
-                    &|replica_id, lsn| me.register_slot(replica_id, lsn),
+                    hooks,
                 ) {
                     if for_thread.stopped() {
                         tracing::info!(replica = %addr, "replica session ended");
@@ -399,8 +424,7 @@ impl Shared {
             return;
         }
         if !self.replication.is_read_only() {
-            let hold = table.slots.iter().map(|s| s.lsn).min().unwrap_or(u64::MAX);
-            db.set_compaction_hold(hold);
+            db.set_compaction_hold(self.compaction_hold(&table));
         }
         let count = table.slots.len();
         table.retained.resize(count, 0);
@@ -506,18 +530,100 @@ impl Shared {
             table.dropped.drain(..excess);
         }
         table.retained = table.slots.iter().map(|s| retained(s.lsn)).collect();
-        // A replica compacts nothing: its log is a copy of its primary's.
-        let hold = if replication.is_read_only() {
-            0
-        } else {
-            table.slots.iter().map(|s| s.lsn).min().unwrap_or(u64::MAX)
-        };
-        db.set_compaction_hold(hold);
+        db.set_compaction_hold(self.compaction_hold(&table));
         let due = table.dirty && table.saved_at.elapsed() >= std::time::Duration::from_secs(1);
         if (added || dropped || due)
             && let Err(e) = table.save()
         {
             tracing::error!(error = %e, "cannot save the retention slots");
+        }
+    }
+
+    /// Where compaction must stop: nowhere on a replica (its log is a copy of its primary's),
+    /// nowhere while a snapshot is built, else at the oldest slot.
+    fn compaction_hold(&self, table: &SlotTable) -> u64 {
+        if self.replication.is_read_only() || self.replication.building.load(Ordering::Acquire) > 0
+        {
+            0
+        } else {
+            table.slots.iter().map(|s| s.lsn).min().unwrap_or(u64::MAX)
+        }
+    }
+
+    /// A snapshot that replica `replica_id` can bootstrap from: the log right after it is still
+    /// here as it was (a segment starts there), so shipping goes on from it. Shared with
+    /// other replicas; built when none is usable. The replica's slot holds that log from now.
+    fn bootstrap_snapshot(&self, replica_id: u128) -> Result<Arc<SnapshotFile>, String> {
+        let db = self.keyspace.db();
+        let wal = db.wal();
+        let usable = |file: &SnapshotFile| {
+            let lsn = file.header.lsn;
+            file.header.cluster_id == wal.cluster_id()
+                && lsn > 0
+                && lsn <= wal.durable_lsn()
+                && wal
+                    .segment_extents()
+                    .iter()
+                    .any(|(first, _)| *first == lsn + 1)
+                && wal.ship_position_after(lsn).is_ok()
+        };
+        self.replication.building.fetch_add(1, Ordering::AcqRel);
+        db.set_compaction_hold(0);
+        let result = self
+            .replication
+            .snapshots
+            .get_or_build(db, &usable)
+            .map_err(|e| e.to_string());
+        if let Ok(file) = &result {
+            self.register_slot(replica_id, file.header.lsn);
+        }
+        self.replication.building.fetch_sub(1, Ordering::AcqRel);
+        let table = lock(&self.replication.slots);
+        db.set_compaction_hold(self.compaction_hold(&table));
+        result
+    }
+
+    /// Streams a fresh snapshot to a client that sent `SHIPLOG.SNAPSHOT`, as one RESP bulk
+    /// string, in a thread of its own.
+    fn start_snapshot_sender(self: &Arc<Self>, handoff: Handoff) {
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-sender".into())
+            .spawn(move || {
+                let Handoff {
+                    mut stream, addr, ..
+                } = handoff;
+                let written = me.keyspace.db().wal().written_lsn();
+                let fresh = |file: &SnapshotFile| file.header.lsn >= written;
+                me.replication.building.fetch_add(1, Ordering::AcqRel);
+                me.keyspace.db().set_compaction_hold(0);
+                let result = me
+                    .replication
+                    .snapshots
+                    .get_or_build(me.keyspace.db(), &fresh);
+                me.replication.building.fetch_sub(1, Ordering::AcqRel);
+                {
+                    let table = lock(&me.replication.slots);
+                    me.keyspace
+                        .db()
+                        .set_compaction_hold(me.compaction_hold(&table));
+                }
+                let sent = match result {
+                    Ok(file) => send_file_as_bulk(&mut stream, &file),
+                    Err(e) => {
+                        let text = format!("-ERR building the snapshot failed: {e}\r\n");
+                        std::io::Write::write_all(&mut stream, text.as_bytes())
+                    }
+                };
+                match sent {
+                    Ok(()) => tracing::info!(client = %addr, "snapshot sent"),
+                    Err(e) => {
+                        tracing::warn!(client = %addr, error = %e, "sending a snapshot failed");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a snapshot sender thread");
         }
     }
 
@@ -646,7 +752,8 @@ impl Shared {
     ) {
         let db = self.keyspace.db();
         let wal = db.wal();
-        let applied = db.applied_lsn();
+        // Nothing is served while a snapshot is installed: nothing counts as applied.
+        let applied = if db.restoring() { 0 } else { db.applied_lsn() };
         let (host, port) = split_host_port(primary);
         line("role", &"slave");
         line("master_host", &host);
@@ -659,7 +766,28 @@ impl Shared {
                 i64::try_from(t.elapsed().as_secs()).unwrap_or(i64::MAX)
             }),
         );
-        line("master_sync_in_progress", &0);
+        // Redis' names for a full sync in progress, then shiplog's own detail.
+        line("master_sync_in_progress", &u8::from(p.bootstrap.is_some()));
+        if let Some(b) = &p.bootstrap {
+            line("master_sync_total_bytes", &b.file_bytes);
+            line("master_sync_read_bytes", &b.received);
+            line(
+                "master_sync_left_bytes",
+                &(b.file_bytes - b.received.min(b.file_bytes)),
+            );
+            line("replica_bootstrap_lsn", &b.lsn);
+            line("replica_bootstrap_resumed_at", &b.resumed_at);
+            line(
+                "replica_bootstrap_state",
+                &if b.installing {
+                    "installing"
+                } else {
+                    "receiving"
+                },
+            );
+        }
+        line("replica_bootstraps", &p.bootstraps);
+        line("replica_restoring", &u8::from(db.restoring()));
         line("slave_read_repl_offset", &wal.written_lsn());
         line("slave_repl_offset", &applied);
         line("slave_priority", &100);
@@ -720,9 +848,15 @@ impl Shared {
             line(
                 &format!("slave{i}"),
                 &format!(
-                    "ip={},port={},state=online,offset={},lag={},id={:032x},write_lsn={},flush_lsn={},replay_lsn={},write_lag_ms={},flush_lag_ms={},replay_lag_ms={},lag_lsns={}",
+                    "ip={},port={},state={},offset={},lag={},id={:032x},write_lsn={},flush_lsn={},replay_lsn={},write_lag_ms={},flush_lag_ms={},replay_lag_ms={},lag_lsns={},snapshot_sent_bytes={},snapshot_bytes={}",
                     peer.addr.ip(),
                     p.listen_port,
+                    // Redis' state while a replica receives its full sync.
+                    if p.snapshot_bytes > 0 && p.snapshot_sent < p.snapshot_bytes {
+                        "send_bulk"
+                    } else {
+                        "online"
+                    },
                     p.durable,
                     peer.since_last_ack().as_secs(),
                     p.replica_id,
@@ -733,6 +867,8 @@ impl Shared {
                     ms(p.flush_lag_micros),
                     ms(p.replay_lag_micros),
                     durable.saturating_sub(p.applied),
+                    p.snapshot_sent,
+                    p.snapshot_bytes,
                 ),
             );
         }
@@ -775,4 +911,22 @@ fn split_host_port(target: &str) -> (String, u16) {
         ),
         None => (target.to_owned(), 0),
     }
+}
+
+/// Writes `file` to `stream` as one RESP bulk string.
+fn send_file_as_bulk(stream: &mut TcpStream, file: &SnapshotFile) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut source = std::fs::File::open(&file.path)?;
+    stream.write_all(format!("${}\r\n", file.file_bytes).as_bytes())?;
+    let copied = std::io::copy(
+        &mut std::io::Read::take(&mut source, file.file_bytes),
+        stream,
+    )?;
+    if copied != file.file_bytes {
+        return Err(std::io::Error::other(
+            "the snapshot file is shorter than it was",
+        ));
+    }
+    stream.write_all(b"\r\n")?;
+    stream.flush()
 }

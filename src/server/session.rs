@@ -23,6 +23,8 @@ pub struct Session {
     /// The challenge sent with `SHIPLOG.SHIP` when a password is set: the replica must answer
     /// it before anything is shipped.
     pub ship_challenge: Option<[u8; crate::format::repl::AUTH_BYTES]>,
+    /// `SHIPLOG.SNAPSHOT` asked for the connection to be handed to a snapshot sender.
+    pub wants_snapshot: bool,
 }
 
 impl Session {
@@ -37,6 +39,7 @@ impl Session {
             authenticated: !password_required,
             uncommitted: Uncommitted::default(),
             ship_challenge: None,
+            wants_snapshot: false,
         }
     }
 

@@ -5,11 +5,13 @@
 //! writes a new store into a temporary directory that is renamed into place only once the
 //! whole file has been verified.
 
+mod builds;
 mod error;
 mod read;
 mod restore;
 mod write;
 
+pub use builds::{SNAPSHOTS_DIR, SnapshotBuilds, SnapshotFile};
 pub use error::{Result, SnapshotError};
 pub use read::{SnapshotInfo, read_header, read_snapshot, verify_snapshot};
 pub use restore::{BaseSegments, install_base, restore_snapshot};

@@ -10,6 +10,7 @@ mod preparer;
 mod reader;
 mod receiving;
 mod recovery;
+mod reset;
 mod segment;
 mod shipping;
 mod writer;

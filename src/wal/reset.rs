@@ -1,0 +1,87 @@
+//! Emptying a replica's log in place, for a restore from its primary's snapshot: every segment
+//! goes, and the log starts again at LSN 1, ready to take a base
+//! ([`Wal::receive_compacted`]). The caller records durably that a restore is under way
+//! first, so a crash part-way never leaves a log that merely looks shorter.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use crate::format::{SEGMENT_HEADER_BYTES, SegmentHeader};
+
+use super::error::{Result, WalError};
+use super::segment::{Segment, parse_segment_file_name};
+use super::{Wal, random_u32};
+
+impl Wal {
+    /// Removes every record and segment file and starts an empty log at LSN 1 (keeping the
+    /// cluster id until a base adopts another). Waits for writes and syncs in flight.
+    ///
+    /// # Errors
+    /// A poisoned or closed log, or I/O errors (the log is then poisoned: reopen it).
+    pub fn reset(&self) -> Result<()> {
+        let _serial = self
+            .shared
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.sync()?;
+        let commit = &self.shared.commit;
+        let mut state = loop {
+            let state = commit.lock();
+            state.check_open()?;
+            if !state.writing && !state.syncing && state.pending.is_empty() {
+                break state;
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let fs = self.shared.options.fs.as_ref();
+        let dir = &self.shared.dir;
+        let io = |op, e| WalError::io(op, dir, e);
+        for name in fs.list(dir).map_err(|e| io("list", e))? {
+            if parse_segment_file_name(&name).is_some() {
+                let path = dir.join(&name);
+                fs.remove(&path)
+                    .map_err(|e| WalError::io("remove", &path, e))?;
+            }
+        }
+        fs.sync_dir(dir).map_err(|e| io("fsync directory", e))?;
+        let header = SegmentHeader {
+            cluster_id: self.shared.cluster_id(),
+            first_lsn: 1,
+            epoch: 1,
+            salt: random_u32(),
+            compacted_through: None,
+        };
+        let options = &self.shared.options;
+        let segment = Arc::new(Segment::create(
+            fs,
+            dir,
+            header,
+            options.segment_bytes,
+            options.zero_fill_segments,
+        )?);
+        *self.shared.segments_mut() = vec![Arc::clone(&segment)];
+        self.shared
+            .retired
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.shared
+            .digest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        state.next_lsn = 1;
+        state.epoch = 1;
+        state.active = segment;
+        state.active_end = SEGMENT_HEADER_BYTES as u64;
+        state.dirty.clear();
+        state.last_written_segment = None;
+        commit.written_lsn.store(0, Ordering::Release);
+        commit.durable_lsn.store(0, Ordering::Release);
+        commit.notify(&mut state);
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! Bootstrapping replicas from the primary's snapshot, as users meet it: real `shiplogd`
+//! processes on loopback, a fault proxy to slow the transfer down, kill -9 of the replica in
+//! the middle of it and of the primary while it builds one.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::pedantic,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod daemon;
+
+use std::path::Path;
+use std::time::Duration;
+
+use daemon::proxy::Proxy;
+use daemon::{Daemon, dump, free_port, info_field, wait_caught_up, wait_until};
+
+fn start_primary(dir: &Path, port: u16) -> Daemon {
+    let listen = format!("127.0.0.1:{port}");
+    Daemon::start(
+        dir,
+        &[
+            "--listen",
+            &listen,
+            "--segment-bytes",
+            "65536",
+            "--snapshot-bootstrap-bytes",
+            "0",
+        ],
+    )
+}
+
+/// Writes `count` keys (values of `value_bytes` pseudo-random bytes), overwrites a third and
+/// deletes a tenth of them, so the log is bigger than the state.
+fn load(con: &mut redis::Connection, count: usize, value_bytes: usize, seed: u64) {
+    let mut x = seed | 1;
+    let mut value = || {
+        (0..value_bytes)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect::<Vec<u8>>()
+    };
+    for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            pipe.set(format!("key:{i:06}"), value()).ignore();
+            if i % 3 == 0 {
+                pipe.set(format!("key:{:06}", i / 2), value()).ignore();
+            }
+            if i % 10 == 0 {
+                pipe.del(format!("key:{:06}", i / 3)).ignore();
+            }
+        }
+        let _: () = pipe.query(con).unwrap();
+    }
+}
+
+fn replication_field(node: &Daemon, field: &str) -> Option<String> {
+    info_field(&mut node.client(), "replication", field)
+}
+
+#[test]
+fn an_empty_replica_bootstraps_from_a_snapshot_then_follows_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pdir, rdir) = (dir.path().join("p"), dir.path().join("r"));
+    let port = free_port();
+    let primary = start_primary(&pdir, port);
+    let mut p = primary.client();
+    load(&mut p, 3000, 200, 7);
+    let replica = Daemon::start(&rdir, &["--replica-of", &format!("127.0.0.1:{port}")]);
+    assert!(wait_caught_up(&primary, &replica, 60));
+    assert!(wait_until(30, || replication_field(
+        &replica,
+        "replica_bootstraps"
+    )
+    .as_deref()
+        == Some("1")));
+    let mut r = replica.client();
+    assert_eq!(dump(&mut r), dump(&mut p));
+    assert!(primary.wait_for_log("bootstrapping a replica from a snapshot"));
+    assert!(replica.wait_for_log("snapshot installed"));
+    assert_eq!(
+        replication_field(&replica, "replica_restoring").as_deref(),
+        Some("0")
+    );
+    assert!(
+        !rdir.join("bootstrap/snapshot.partial").exists(),
+        "the received snapshot is removed once installed"
+    );
+
+    // The log follows from the snapshot on, and a restart resumes from the log.
+    load(&mut p, 500, 100, 11);
+    assert!(wait_caught_up(&primary, &replica, 30));
+    assert_eq!(dump(&mut r), dump(&mut p));
+    drop(r);
+    replica.stop();
+    load(&mut p, 300, 100, 13);
+    let replica = Daemon::start(&rdir, &["--replica-of", &format!("127.0.0.1:{port}")]);
+    assert!(wait_caught_up(&primary, &replica, 30));
+    assert_eq!(dump(&mut replica.client()), dump(&mut p));
+    assert!(
+        !replica
+            .log()
+            .contains("bootstrapping from the primary's snapshot"),
+        "a restarted replica follows the log: {}",
+        replica.log()
+    );
+
+    // A second new replica shares the snapshot already built, as long as it is usable.
+    let rdir2 = dir.path().join("r2");
+    let second = Daemon::start(&rdir2, &["--replica-of", &format!("127.0.0.1:{port}")]);
+    assert!(wait_caught_up(&primary, &second, 60));
+    assert_eq!(dump(&mut second.client()), dump(&mut p));
+    drop(p);
+    second.stop();
+    replica.stop();
+    primary.stop();
+}
+
+#[test]
+fn a_replica_killed_mid_transfer_resumes_it_and_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pdir, rdir) = (dir.path().join("p"), dir.path().join("r"));
+    let port = free_port();
+    let primary = start_primary(&pdir, port);
+    let mut p = primary.client();
+    // Incompressible values: a snapshot of about 8 MB.
+    load(&mut p, 2000, 4096, 3);
+    let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap());
+    proxy.delay(Duration::from_millis(15));
+    let replica = Daemon::start(&rdir, &["--replica-of", &proxy.addr.to_string()]);
+    assert!(
+        wait_until(60, || {
+            let read: u64 = replication_field(&replica, "master_sync_read_bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let total: u64 = replication_field(&replica, "master_sync_total_bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u64::MAX);
+            read > total / 4
+        }),
+        "the transfer is under way"
+    );
+    let mut r = replica.client();
+    assert_eq!(
+        info_field(&mut r, "replication", "master_sync_in_progress").as_deref(),
+        Some("1")
+    );
+    drop(r);
+    replica.kill();
+    let held = std::fs::metadata(rdir.join("bootstrap/snapshot.partial"))
+        .unwrap()
+        .len();
+    assert!(held > 0, "the part received is kept");
+
+    proxy.delay(Duration::ZERO);
+    load(&mut p, 200, 100, 5);
+    let replica = Daemon::start(&rdir, &["--replica-of", &proxy.addr.to_string()]);
+    assert!(wait_caught_up(&primary, &replica, 60));
+    assert_eq!(dump(&mut replica.client()), dump(&mut p));
+    let log = replica.log();
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("bootstrapping from the primary's snapshot"))
+        .unwrap_or_else(|| panic!("no bootstrap in the replica's log: {log}"));
+    assert!(
+        !resumed.contains("resume_at=0"),
+        "the transfer resumes where it stopped: {resumed}"
+    );
+    drop(p);
+    replica.stop();
+    primary.stop();
+}
+
+#[test]
+fn a_primary_killed_while_building_a_snapshot_recovers_and_its_replica_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pdir, rdir) = (dir.path().join("p"), dir.path().join("r"));
+    let port = free_port();
+    let primary = start_primary(&pdir, port);
+    let mut p = primary.client();
+    load(&mut p, 4000, 2048, 9);
+    drop(p);
+    let replica = Daemon::start(&rdir, &["--replica-of", &format!("127.0.0.1:{port}")]);
+    assert!(primary.wait_for_log("building a snapshot"));
+    primary.kill();
+    let primary = start_primary(&pdir, port);
+    let leftovers: Vec<String> = std::fs::read_dir(pdir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "unfinished builds are removed: {leftovers:?}"
+    );
+    let mut p = primary.client();
+    assert!(wait_caught_up(&primary, &replica, 60));
+    assert_eq!(dump(&mut replica.client()), dump(&mut p));
+    drop(p);
+    replica.stop();
+    primary.stop();
+}
+
+#[test]
+fn a_snapshot_can_be_taken_from_a_running_primary_but_not_from_a_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pdir, rdir) = (dir.path().join("p"), dir.path().join("r"));
+    let port = free_port();
+    let primary = start_primary(&pdir, port);
+    let mut p = primary.client();
+    load(&mut p, 500, 100, 1);
+    let snapshot = {
+        use std::io::{BufRead, Read, Write};
+        let mut stream = std::net::TcpStream::connect(primary.addr).unwrap();
+        stream
+            .write_all(b"*1\r\n$16\r\nSHIPLOG.SNAPSHOT\r\n")
+            .unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with('$'), "a bulk reply: {line}");
+        let len: usize = line[1..].trim_end().parse().unwrap();
+        let mut body = vec![0u8; len + 2];
+        reader.read_exact(&mut body).unwrap();
+        assert_eq!(&body[len..], b"\r\n");
+        body.truncate(len);
+        body
+    };
+    let mut keys = 0u64;
+    let info = shiplog::snapshot::read_snapshot(
+        &mut snapshot.as_slice(),
+        &mut |_, _| {
+            keys += 1;
+            Ok(())
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(keys, dump(&mut p).len() as u64);
+    assert_eq!(info.header.key_count, keys);
+    let replica = Daemon::start(&rdir, &["--replica-of", &format!("127.0.0.1:{port}")]);
+    assert!(wait_caught_up(&primary, &replica, 60));
+    let mut r = replica.client();
+    let refused: redis::RedisResult<Vec<u8>> = redis::cmd("SHIPLOG.SNAPSHOT").query(&mut r);
+    let text = refused.unwrap_err().to_string();
+    assert!(text.contains("from the primary"), "{text}");
+    drop((p, r));
+    replica.stop();
+    primary.stop();
+}
