@@ -254,3 +254,58 @@ fn a_snapshot_can_be_taken_from_a_running_primary_but_not_from_a_replica() {
     replica.stop();
     primary.stop();
 }
+
+/// Dual-channel sync: while a slow snapshot transfer runs, the primary keeps writing; the log
+/// after the snapshot travels along and waits in the replica's buffer, the replica's
+/// retention slot follows that buffered log (the primary need not keep the log for the whole
+/// transfer), and the replica is current once its restore ends.
+#[test]
+fn the_log_written_during_a_slow_transfer_travels_along_and_the_slot_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pdir, rdir) = (dir.path().join("p"), dir.path().join("r"));
+    let port = free_port();
+    let primary = start_primary(&pdir, port);
+    let mut p = primary.client();
+    load(&mut p, 2000, 4096, 21);
+    let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap());
+    proxy.delay(Duration::from_millis(15));
+    let replica = Daemon::start(&rdir, &["--replica-of", &proxy.addr.to_string()]);
+    let mut round = 0u64;
+    let mut slot_passed_snapshot = false;
+    while replication_field(&replica, "replica_bootstraps").as_deref() != Some("1") {
+        load(&mut p, 50, 300, 1000 + round);
+        round += 1;
+        let snapshot_lsn: Option<u64> =
+            replication_field(&replica, "replica_bootstrap_lsn").and_then(|v| v.parse().ok());
+        let slot_lsn: Option<u64> = info_field(&mut p, "replication", "slot0").and_then(|s| {
+            s.split(',')
+                .find_map(|f| f.strip_prefix("lsn="))
+                .and_then(|v| v.parse().ok())
+        });
+        if let (Some(snapshot), Some(slot)) = (snapshot_lsn, slot_lsn) {
+            slot_passed_snapshot |= slot > snapshot;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(round < 3000, "the bootstrap ends");
+    }
+    assert!(
+        slot_passed_snapshot,
+        "during the transfer, the slot moved past the snapshot's LSN with the buffered log"
+    );
+    assert!(wait_caught_up(&primary, &replica, 60));
+    assert_eq!(dump(&mut replica.client()), dump(&mut p));
+    assert!(replica.wait_for_log("taking the log buffered during the transfer"));
+    let log = replica.log();
+    let taken = log
+        .lines()
+        .find(|l| l.contains("taking the log buffered during the transfer"))
+        .unwrap();
+    assert!(!taken.contains("bytes=0 "), "log was buffered: {taken}");
+    assert_eq!(
+        replication_field(&replica, "replica_bootstraps").as_deref(),
+        Some("1")
+    );
+    drop(p);
+    replica.stop();
+    primary.stop();
+}

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::auth::{self, Prover};
@@ -22,6 +22,8 @@ use crate::wal::random_u64;
 pub const BOOTSTRAP_DIR: &str = "bootstrap";
 /// The snapshot being received, kept across interrupted transfers.
 const PARTIAL_SNAPSHOT_FILE: &str = "snapshot.partial";
+/// The log received during a snapshot transfer, for after the restore.
+const LOG_BUFFER_FILE: &str = "log.buffer";
 
 /// The command that turns a client connection into a shipping session.
 pub const HANDSHAKE_COMMAND: &str = "SHIPLOG.SHIP";
@@ -146,6 +148,32 @@ fn connect(options: &LinkOptions, status: &LinkStatus) -> Result<TcpStream, Repl
         .into())
 }
 
+/// Sends the handshake command; returns the primary's challenge, when it has a password.
+fn handshake(stream: &mut TcpStream) -> Result<Option<[u8; AUTH_BYTES]>, ReplError> {
+    let command = format!(
+        "*1\r\n${}\r\n{HANDSHAKE_COMMAND}\r\n",
+        HANDSHAKE_COMMAND.len()
+    );
+    stream.write_all(command.as_bytes())?;
+    // The reply is one RESP line; read it byte by byte so nothing after it is consumed.
+    let mut line = Vec::new();
+    BufReader::with_capacity(1, Read::take(&*stream, 1024)).read_until(b'\n', &mut line)?;
+    let line = line.strip_suffix(b"\r\n").unwrap_or(&line);
+    match line {
+        b"+OK" => Ok(None),
+        _ => match line
+            .strip_prefix(b"+OK AUTH ")
+            .and_then(auth::parse_challenge)
+        {
+            Some(challenge) => Ok(Some(challenge)),
+            None => Err(ReplError::Protocol(format!(
+                "the primary answered the handshake with {:?}",
+                String::from_utf8_lossy(line)
+            ))),
+        },
+    }
+}
+
 fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<(), ReplError> {
     status.update(|p| p.state = LinkState::Connecting);
     let mut stream = connect(options, status)?;
@@ -154,30 +182,7 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
     let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(options.timeout))?;
     stream.set_write_timeout(Some(options.timeout))?;
-    let command = format!(
-        "*1\r\n${}\r\n{HANDSHAKE_COMMAND}\r\n",
-        HANDSHAKE_COMMAND.len()
-    );
-    stream.write_all(command.as_bytes())?;
-    // The reply is one RESP line; read it byte by byte so nothing after it is consumed.
-    let mut line = Vec::new();
-    BufReader::with_capacity(1, Read::take(&stream, 1024)).read_until(b'\n', &mut line)?;
-    let line = line.strip_suffix(b"\r\n").unwrap_or(&line);
-    let challenge = match line {
-        b"+OK" => None,
-        _ => match line
-            .strip_prefix(b"+OK AUTH ")
-            .and_then(auth::parse_challenge)
-        {
-            Some(challenge) => Some(challenge),
-            None => {
-                return Err(ReplError::Protocol(format!(
-                    "the primary answered the handshake with {:?}",
-                    String::from_utf8_lossy(line)
-                )));
-            }
-        },
-    };
+    let challenge = handshake(&mut stream)?;
     let wal = store.wal();
     // A store whose restore did not complete holds nothing usable, whatever its log shows.
     let last_lsn = if store.restoring() {
@@ -204,9 +209,16 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
         last_digest: wal.digest_at(last_lsn)?.unwrap_or(0),
     }))?;
     let mut reply = frames.read_frame()?;
+    let mut transfer = None;
     if let Frame::SnapshotOffer { header, file_bytes } = reply {
         let header = *header;
-        bootstrap(store, status, &mut frames, &header, file_bytes)?;
+        transfer = Some(Transfer::start(
+            store,
+            status,
+            &mut frames,
+            &header,
+            file_bytes,
+        )?);
         reply = frames.read_frame()?;
     } else if matches!(reply, Frame::Welcome(_)) && store.restoring() {
         // The whole log follows instead of a snapshot: start it from an empty log.
@@ -238,9 +250,23 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
         }
     }
     let done = AtomicBool::new(false);
+    let buffered = AtomicU64::new(0);
     std::thread::scope(|scope| {
-        let acker = scope.spawn(|| acknowledge(store, stream, &done));
-        let result = receive(store, options, status, &mut frames, acker.thread());
+        let acker = scope.spawn(|| acknowledge(store, stream, &done, &buffered));
+        let mut receiving = Receiving {
+            store,
+            status,
+            acker: acker.thread(),
+            receiver: Receiver::with_payload_check(options.carry_max_bytes, |kind, payload| {
+                crate::format::kv::decode_kv(kind, payload, crate::format::RECORD_PAYLOAD_MAX_BYTES)
+                    .map(|_| ())
+                    .map_err(|e| format!("not a valid key-value operation: {e}"))
+            }),
+            transfer,
+            buffered: &buffered,
+            pending_digest: None,
+        };
+        let result = receiving.run(&mut frames);
         done.store(true, Ordering::Release);
         acker.thread().unpark();
         let ack_result = acker.join().unwrap_or_else(|_| {
@@ -252,114 +278,155 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
     })
 }
 
-/// Receives the snapshot the primary offers into `DIR/bootstrap/` (resuming a transfer of the
-/// same file that was interrupted), verifies all of it, and only then replaces this store's
-/// state with it (`Store::begin_restore`, marked durably until complete).
-fn bootstrap(
-    store: &Store,
-    status: &LinkStatus,
-    frames: &mut FrameStream,
-    header_bytes: &[u8; SNAPSHOT_HEADER_BYTES],
-    file_bytes: u64,
-) -> Result<(), ReplError> {
-    let header = SnapshotHeader::decode(header_bytes)
-        .map_err(|e| ReplError::Protocol(format!("the primary offered a bad snapshot: {e}")))?;
-    let dir = store.wal().dir().join(BOOTSTRAP_DIR);
-    std::fs::create_dir_all(&dir)?;
-    let partial = dir.join(PARTIAL_SNAPSHOT_FILE);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&partial)?;
-    let held = file.metadata()?.len();
-    let mut first_bytes = [0u8; SNAPSHOT_HEADER_BYTES];
-    let same = held >= SNAPSHOT_HEADER_BYTES as u64
-        && held <= file_bytes
-        && file.read_exact_at(&mut first_bytes, 0).is_ok()
-        && first_bytes == *header_bytes;
-    let mut at = if same { held } else { 0 };
-    file.set_len(at)?;
-    frames.send(&Frame::SnapshotResume { offset: at })?;
-    tracing::info!(
-        lsn = header.lsn,
-        file_bytes,
-        resume_at = at,
-        "bootstrapping from the primary's snapshot"
-    );
-    let mut progress = BootstrapProgress {
-        lsn: header.lsn,
-        file_bytes,
-        received: at,
-        resumed_at: at,
-        installing: false,
-    };
-    status.update(|p| p.bootstrap = Some(progress));
-    while at < file_bytes {
-        if status.stopped() {
-            return Err(ReplError::Stopped);
+/// A snapshot being received from the primary into `DIR/bootstrap/`, with the log after it,
+/// which the primary sends in between (dual-channel sync on one connection) and which waits
+/// in a buffer file until the snapshot is restored.
+struct Transfer {
+    header: SnapshotHeader,
+    dir: std::path::PathBuf,
+    partial: std::path::PathBuf,
+    file: std::fs::File,
+    buffer_path: std::path::PathBuf,
+    buffer: std::io::BufWriter<std::fs::File>,
+    progress: BootstrapProgress,
+}
+
+impl Transfer {
+    /// Answers the primary's offer: where to resume (what is kept of an interrupted transfer
+    /// of the same file, or 0).
+    fn start(
+        store: &Store,
+        status: &LinkStatus,
+        frames: &mut FrameStream,
+        header_bytes: &[u8; SNAPSHOT_HEADER_BYTES],
+        file_bytes: u64,
+    ) -> Result<Self, ReplError> {
+        let header = SnapshotHeader::decode(header_bytes)
+            .map_err(|e| ReplError::Protocol(format!("the primary offered a bad snapshot: {e}")))?;
+        let dir = store.wal().dir().join(BOOTSTRAP_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let partial = dir.join(PARTIAL_SNAPSHOT_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial)?;
+        let held = file.metadata()?.len();
+        let mut first_bytes = [0u8; SNAPSHOT_HEADER_BYTES];
+        let same = held >= SNAPSHOT_HEADER_BYTES as u64
+            && held <= file_bytes
+            && file.read_exact_at(&mut first_bytes, 0).is_ok()
+            && first_bytes == *header_bytes;
+        let at = if same { held } else { 0 };
+        file.set_len(at)?;
+        // The log buffered by an interrupted transfer is not resumed: the primary sends the
+        // log after the snapshot again.
+        let buffer_path = dir.join(LOG_BUFFER_FILE);
+        let buffer =
+            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&buffer_path)?);
+        frames.send(&Frame::SnapshotResume { offset: at })?;
+        tracing::info!(
+            lsn = header.lsn,
+            file_bytes,
+            resume_at = at,
+            "bootstrapping from the primary's snapshot"
+        );
+        let progress = BootstrapProgress {
+            lsn: header.lsn,
+            file_bytes,
+            received: at,
+            resumed_at: at,
+            installing: false,
+        };
+        status.update(|p| p.bootstrap = Some(progress));
+        Ok(Self {
+            header,
+            dir,
+            partial,
+            file,
+            buffer_path,
+            buffer,
+            progress,
+        })
+    }
+
+    /// Writes bytes of the snapshot; returns whether it is complete.
+    fn write(&mut self, offset: u64, bytes: &[u8], status: &LinkStatus) -> Result<bool, ReplError> {
+        let at = self.progress.received;
+        if offset != at || bytes.len() as u64 > self.progress.file_bytes - at {
+            return Err(ReplError::Protocol(format!(
+                "snapshot bytes at offset {offset} where offset {at} comes next"
+            )));
         }
-        match frames.read_frame()? {
-            Frame::SnapshotBytes { offset, bytes }
-                if offset == at && bytes.len() as u64 <= file_bytes - at =>
-            {
-                file.write_all_at(bytes, at)?;
-                at += bytes.len() as u64;
+        self.file.write_all_at(bytes, at)?;
+        self.progress.received = at + bytes.len() as u64;
+        let progress = self.progress;
+        status.update(|p| p.bootstrap = Some(progress));
+        Ok(self.progress.received == self.progress.file_bytes)
+    }
+
+    /// Keeps a log frame for after the restore.
+    fn buffer(&mut self, frame: &Frame<'_>) -> Result<(), ReplError> {
+        let mut bytes = Vec::new();
+        crate::format::repl::encode_frame(&mut bytes, frame);
+        self.buffer.write_all(&bytes)?;
+        Ok(())
+    }
+
+    /// Verifies all of the snapshot, and only then replaces the store's state with it
+    /// (`Store::begin_restore`, marked durably until complete). Returns the buffered log.
+    fn install(mut self, store: &Store, status: &LinkStatus) -> Result<std::fs::File, ReplError> {
+        self.file.sync_all()?;
+        self.progress.installing = true;
+        let progress = self.progress;
+        status.update(|p| p.bootstrap = Some(progress));
+        // IMPORTANT: all of it is verified before the store's state is touched: a damaged
+        // transfer costs a new transfer, never the state this replica holds.
+        let verified = crate::snapshot::verify_snapshot(&self.partial, &mut |_| {});
+        match verified {
+            Ok(info) if info.header == self.header => {}
+            Ok(_) => {
+                let _ = std::fs::remove_file(&self.partial);
+                return Err(ReplError::Protocol(
+                    "the snapshot received is not the one offered".into(),
+                ));
             }
-            Frame::Refuse { code, reason } => return Err(ReplError::refused(code, reason)),
-            other => {
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.partial);
                 return Err(ReplError::Protocol(format!(
-                    "expected snapshot bytes at offset {at}, got {other:?}"
+                    "the snapshot received failed verification, it will be sent again: {e}"
                 )));
             }
         }
-        progress.received = at;
+        let started = Instant::now();
+        store.begin_restore()?;
+        let mut source =
+            std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&self.partial)?);
+        crate::snapshot::install_base(store.wal(), &mut source, &mut |_| {})
+            .map_err(|e| ReplError::Protocol(format!("installing the snapshot: {e}")))?;
+        store.finish_restore()?;
+        std::fs::remove_file(&self.partial)?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        tracing::info!(
+            lsn = self.header.lsn,
+            keys = self.header.key_count,
+            install_ms = started.elapsed().as_millis(),
+            "snapshot installed; following the log from its LSN"
+        );
+        self.buffer.flush()?;
+        let buffered = std::fs::File::open(&self.buffer_path)?;
+        std::fs::remove_file(&self.buffer_path)?;
+        tracing::info!(
+            bytes = buffered.metadata()?.len(),
+            "taking the log buffered during the transfer"
+        );
         status.update(|p| {
-            p.bootstrap = Some(progress);
-            p.last_io = Some(Instant::now());
+            p.bootstrap = None;
+            p.bootstraps += 1;
         });
+        Ok(buffered)
     }
-    file.sync_all()?;
-    progress.installing = true;
-    status.update(|p| p.bootstrap = Some(progress));
-    // IMPORTANT: all of it is verified before the store's state is touched: a damaged
-    // transfer costs a new transfer, never the state this replica holds.
-    let verified = crate::snapshot::verify_snapshot(&partial, &mut |_| {});
-    match verified {
-        Ok(info) if info.header == header => {}
-        Ok(_) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(ReplError::Protocol(
-                "the snapshot received is not the one offered".into(),
-            ));
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(ReplError::Protocol(format!(
-                "the snapshot received failed verification, it will be sent again: {e}"
-            )));
-        }
-    }
-    let started = Instant::now();
-    store.begin_restore()?;
-    let mut source = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&partial)?);
-    crate::snapshot::install_base(store.wal(), &mut source, &mut |_| {})
-        .map_err(|e| ReplError::Protocol(format!("installing the snapshot: {e}")))?;
-    store.finish_restore()?;
-    std::fs::remove_file(&partial)?;
-    std::fs::File::open(&dir)?.sync_all()?;
-    tracing::info!(
-        lsn = header.lsn,
-        keys = header.key_count,
-        install_ms = started.elapsed().as_millis(),
-        "snapshot installed; following the log from its LSN"
-    );
-    status.update(|p| {
-        p.bootstrap = None;
-        p.bootstraps += 1;
-    });
-    Ok(())
 }
 
 /// Answers the primary's challenge, then checks the primary's own proof: a node that does
@@ -400,30 +467,78 @@ fn authenticate(
     }
 }
 
-fn receive(
-    store: &Store,
-    options: &LinkOptions,
-    status: &LinkStatus,
-    frames: &mut FrameStream,
-    acker: &std::thread::Thread,
-) -> Result<(), ReplError> {
-    let wal = store.wal();
-    let mut receiver = Receiver::with_payload_check(options.carry_max_bytes, |kind, payload| {
-        crate::format::kv::decode_kv(kind, payload, crate::format::RECORD_PAYLOAD_MAX_BYTES)
-            .map(|_| ())
-            .map_err(|e| format!("not a valid key-value operation: {e}"))
-    });
-    // The primary's digest at an LSN, compared once this replica holds that LSN.
-    let mut pending_digest: Option<(u64, u64)> = None;
-    loop {
-        if status.stopped() {
-            return Err(ReplError::Stopped);
+/// A session's receiving side: the snapshot transfer, if any, then the log.
+struct Receiving<'a> {
+    store: &'a Store,
+    status: &'a LinkStatus,
+    acker: &'a std::thread::Thread,
+    receiver: Receiver,
+    transfer: Option<Transfer>,
+    /// The last LSN buffered during a transfer (acknowledged as received).
+    buffered: &'a AtomicU64,
+    /// The primary's digest at an LSN, compared once this replica holds that LSN.
+    pending_digest: Option<(u64, u64)>,
+}
+
+impl Receiving<'_> {
+    fn run(&mut self, frames: &mut FrameStream) -> Result<(), ReplError> {
+        loop {
+            if self.status.stopped() {
+                return Err(ReplError::Stopped);
+            }
+            let frame = frames.read_frame()?;
+            let now = Instant::now();
+            match (&mut self.transfer, frame) {
+                (Some(transfer), Frame::SnapshotBytes { offset, bytes }) => {
+                    if transfer.write(offset, bytes, self.status)? {
+                        self.install()?;
+                    }
+                }
+                (
+                    Some(transfer),
+                    frame @ (Frame::SegmentHeader { .. } | Frame::SegmentBytes { .. }),
+                ) => {
+                    if let Frame::SegmentBytes { last_lsn, .. } = frame
+                        && last_lsn != 0
+                    {
+                        self.buffered.fetch_max(last_lsn, Ordering::AcqRel);
+                        self.acker.unpark();
+                    }
+                    transfer.buffer(&frame)?;
+                }
+                (_, frame) => self.handle(frame)?,
+            }
+            let applied = self.store.applied_lsn();
+            self.status.update(|p| {
+                p.last_io = Some(now);
+                if applied >= p.primary_durable {
+                    p.behind_since = None;
+                } else if p.behind_since.is_none() {
+                    p.behind_since = Some(now);
+                }
+            });
         }
-        let frame = frames.read_frame()?;
-        let now = Instant::now();
+    }
+
+    /// Restores the snapshot, then takes the log buffered meanwhile as if it arrived now.
+    fn install(&mut self) -> Result<(), ReplError> {
+        let Some(transfer) = self.transfer.take() else {
+            return Ok(());
+        };
+        let buffered = transfer.install(self.store, self.status)?;
+        let mut replay = FrameStream::from_file(buffered);
+        while let Some(frame) = replay.read_frame_or_end()? {
+            self.handle(frame)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, frame: Frame<'_>) -> Result<(), ReplError> {
+        let (store, status) = (self.store, self.status);
+        let wal = store.wal();
         match frame {
             Frame::SegmentHeader { header, capacity } => {
-                receiver.segment_header(wal, header, capacity)?;
+                self.receiver.segment_header(wal, header, capacity)?;
             }
             Frame::SegmentBytes {
                 segment,
@@ -431,7 +546,9 @@ fn receive(
                 last_lsn,
                 bytes,
             } => {
-                let queued = receiver.segment_bytes(wal, segment, offset, bytes, last_lsn)?;
+                let queued = self
+                    .receiver
+                    .segment_bytes(wal, segment, offset, bytes, last_lsn)?;
                 if last_lsn != 0 {
                     // Only durable records ship: the primary's durable LSN is at least this.
                     status.update(|p| p.primary_durable = p.primary_durable.max(last_lsn));
@@ -443,7 +560,7 @@ fn receive(
                     store.apply_written().map_err(|e| {
                         ReplError::Protocol(format!("applying shipped records: {e}"))
                     })?;
-                    acker.unpark();
+                    self.acker.unpark();
                 }
             }
             Frame::Heartbeat {
@@ -454,7 +571,7 @@ fn receive(
             } => {
                 status.update(|p| p.primary_durable = p.primary_durable.max(durable_lsn));
                 if digest_lsn != 0 {
-                    pending_digest = Some((digest_lsn, digest));
+                    self.pending_digest = Some((digest_lsn, digest));
                 }
             }
             Frame::Refuse { code, reason } => return Err(ReplError::refused(code, reason)),
@@ -464,10 +581,11 @@ fn receive(
                 )));
             }
         }
-        if let Some((lsn, primary)) = pending_digest
+        if self.transfer.is_none()
+            && let Some((lsn, primary)) = self.pending_digest
             && wal.written_lsn() >= lsn
         {
-            pending_digest = None;
+            self.pending_digest = None;
             if let Some(replica) = wal.digest_at(lsn)? {
                 status.update(|p| p.digest_checked = Some((lsn, replica == primary)));
                 if replica != primary {
@@ -479,21 +597,18 @@ fn receive(
                 }
             }
         }
-        let applied = store.applied_lsn();
-        status.update(|p| {
-            p.last_io = Some(now);
-            if applied >= p.primary_durable {
-                p.behind_since = None;
-            } else if p.behind_since.is_none() {
-                p.behind_since = Some(now);
-            }
-        });
+        Ok(())
     }
 }
 
 /// Syncs what was received and acknowledges received, durable and applied LSNs: at once
 /// after each batch, and at least every 100 ms, so the primary sees a live replica.
-fn acknowledge(store: &Store, stream: TcpStream, done: &AtomicBool) -> Result<(), ReplError> {
+fn acknowledge(
+    store: &Store,
+    stream: TcpStream,
+    done: &AtomicBool,
+    buffered: &AtomicU64,
+) -> Result<(), ReplError> {
     let wal = store.wal();
     let mut frames = FrameStream::new(stream, &[]);
     let mut sent = (u64::MAX, 0, 0);
@@ -502,7 +617,10 @@ fn acknowledge(store: &Store, stream: TcpStream, done: &AtomicBool) -> Result<()
         if wal.durable_lsn() < wal.written_lsn() {
             wal.sync()?;
         }
-        let now = (wal.written_lsn(), wal.durable_lsn(), store.applied_lsn());
+        // During a bootstrap, the log buffered for after the restore counts as received
+        // (the primary's retention follows it), but not as durable or applied.
+        let received = wal.written_lsn().max(buffered.load(Ordering::Acquire));
+        let now = (received, wal.durable_lsn(), store.applied_lsn());
         if now != sent || last_sent.elapsed() >= Duration::from_millis(100) {
             frames.send(&Frame::Ack {
                 received: now.0,

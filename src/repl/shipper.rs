@@ -139,8 +139,11 @@ pub fn serve(
             Err(WalError::NotRetained { .. })
         );
     }
+    let mut transfer = None;
     if let Some(bootstrap) = hooks.bootstrap.filter(|_| needs_snapshot) {
-        start_after = send_snapshot(&mut frames, peer, &hello, bootstrap, options, hooks)?;
+        let offered = offer_snapshot(&mut frames, peer, &hello, bootstrap, hooks)?;
+        start_after = offered.lsn;
+        transfer = Some(offered);
     }
     let mut position = match wal.ship_position_after(start_after) {
         Ok(position) => position,
@@ -196,23 +199,32 @@ pub fn serve(
             peer,
             options,
             &reader_failed,
+            transfer,
         );
         peer.stop();
         result
     })
 }
 
-/// Offers the replica a snapshot and sends it from where the replica asks (the part it kept
-/// of an interrupted transfer of the same file); returns the snapshot's LSN, after which the
-/// log follows.
-fn send_snapshot(
+/// A snapshot file being sent to a replica, interleaved with the live log after it (as
+/// Valkey's dual-channel sync does, on one connection): the replica buffers that log while the
+/// snapshot arrives, so it is current the moment its restore ends.
+struct Transfer {
+    lsn: u64,
+    file: std::fs::File,
+    at: u64,
+    file_bytes: u64,
+}
+
+/// Offers the replica a snapshot and learns where to start sending it (what the replica kept
+/// of an interrupted transfer of the same file, or 0).
+fn offer_snapshot(
     frames: &mut FrameStream,
     peer: &ReplicaPeer,
     hello: &Hello,
     bootstrap: Bootstrap<'_>,
-    options: ShipperOptions,
     hooks: SessionHooks<'_>,
-) -> Result<u64, ReplError> {
+) -> Result<Transfer, ReplError> {
     let snapshot = match (bootstrap.snapshot)(hello.replica_id) {
         Ok(snapshot) => snapshot,
         Err(reason) => {
@@ -230,6 +242,11 @@ fn send_snapshot(
     (hooks.on_accept)(hello.replica_id, lsn);
     peer.hello(hello.replica_id, hello.listen_port, lsn);
     peer.bootstrap(snapshot.file_bytes);
+    // Opened before the offer: a newer build may replace the file, and this descriptor keeps
+    // the one offered.
+    let path = &snapshot.path;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| ReplError::Protocol(format!("opening {}: {e}", path.display())))?;
     frames.send(&Frame::SnapshotOffer {
         header: &snapshot.header_bytes,
         file_bytes: snapshot.file_bytes,
@@ -249,29 +266,42 @@ fn send_snapshot(
         resume_at = offset,
         "bootstrapping a replica from a snapshot"
     );
-    let path = &snapshot.path;
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| ReplError::Protocol(format!("opening {}: {e}", path.display())))?;
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))?;
-    let mut buffer = vec![0u8; options.chunk_bytes.clamp(1, SEGMENT_BYTES_MAX)];
-    let mut at = offset;
-    while at < snapshot.file_bytes {
-        if peer.stopped() {
-            return Err(ReplError::Stopped);
-        }
-        let want = usize::try_from(snapshot.file_bytes - at)
-            .unwrap_or(usize::MAX)
-            .min(buffer.len());
-        std::io::Read::read_exact(&mut file, &mut buffer[..want])?;
-        frames.send(&Frame::SnapshotBytes {
-            offset: at,
-            bytes: &buffer[..want],
-        })?;
-        at += want as u64;
-        peer.bootstrap_sent(at);
+    peer.bootstrap_sent(offset);
+    Ok(Transfer {
+        lsn,
+        file,
+        at: offset,
+        file_bytes: snapshot.file_bytes,
+    })
+}
+
+/// Queues the next piece of the snapshot; returns whether any is left after it.
+fn queue_snapshot_bytes(
+    frames: &mut FrameStream,
+    transfer: &mut Transfer,
+    buffer: &mut Vec<u8>,
+    chunk_bytes: usize,
+    peer: &ReplicaPeer,
+) -> Result<bool, ReplError> {
+    let want = usize::try_from(transfer.file_bytes - transfer.at)
+        .unwrap_or(usize::MAX)
+        .min(chunk_bytes.clamp(1, SEGMENT_BYTES_MAX));
+    if want > 0 {
+        buffer.resize(want, 0);
+        std::io::Read::read_exact(&mut transfer.file, buffer)?;
+        frames.queue(&Frame::SnapshotBytes {
+            offset: transfer.at,
+            bytes: buffer,
+        });
+        transfer.at += want as u64;
+        peer.bootstrap_sent(transfer.at);
     }
-    tracing::info!(replica = %peer.addr, lsn, "snapshot sent; the log follows");
-    Ok(lsn)
+    if transfer.at < transfer.file_bytes {
+        return Ok(true);
+    }
+    tracing::info!(replica = %peer.addr, lsn = transfer.lsn, "snapshot sent");
+    Ok(false)
 }
 
 /// Checks the replica's proof, then proves this primary knows the password too.
@@ -388,6 +418,10 @@ fn check_hello(wal: &Wal, hello: &Hello) -> Result<u64, (RefuseCode, String)> {
     }
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the session's state, passed down from `serve`"
+)]
 fn ship(
     wal: &Wal,
     frames: &mut FrameStream,
@@ -395,15 +429,31 @@ fn ship(
     peer: &ReplicaPeer,
     options: ShipperOptions,
     reader_failed: &AtomicBool,
+    mut transfer: Option<Transfer>,
 ) -> Result<(), ReplError> {
     let mut last_beat = Instant::now()
         .checked_sub(options.heartbeat)
         .unwrap_or_else(Instant::now);
+    let mut snapshot_buffer = Vec::new();
     loop {
         if peer.stopped() || reader_failed.load(Ordering::Acquire) {
             return Err(ReplError::Stopped);
         }
         let mut shipped = 0;
+        if let Some(sending) = transfer.as_mut() {
+            let more = queue_snapshot_bytes(
+                frames,
+                sending,
+                &mut snapshot_buffer,
+                options.chunk_bytes,
+                peer,
+            )?;
+            shipped += snapshot_buffer.len();
+            if !more {
+                transfer = None;
+                snapshot_buffer = Vec::new();
+            }
+        }
         while let Some(chunk) = wal.ship_chunk(position, options.chunk_bytes)? {
             if let Some(header) = &chunk.header {
                 frames.queue(&Frame::SegmentHeader {

@@ -10,10 +10,15 @@ use crate::format::repl::{Frame, decode_frame, encode_frame};
 /// Initial size of the read buffer; it grows to the largest frame received.
 const READ_BUFFER_BYTES: usize = 64 << 10;
 
+/// What frames travel over: a socket, or a file of frames kept for later.
+trait Channel: Read + Write + Send + std::fmt::Debug {}
+
+impl<T: Read + Write + Send + std::fmt::Debug> Channel for T {}
+
 /// A socket carrying shipping frames.
 #[derive(Debug)]
 pub struct FrameStream {
-    stream: TcpStream,
+    stream: Box<dyn Channel>,
     buffer: Vec<u8>,
     start: usize,
     end: usize,
@@ -27,10 +32,22 @@ impl FrameStream {
         let mut buffer = vec![0; READ_BUFFER_BYTES.max(received.len())];
         buffer[..received.len()].copy_from_slice(received);
         Self {
-            stream,
+            stream: Box::new(stream),
             buffer,
             start: 0,
             end: received.len(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Reads frames from a file of frames (the log buffered during a snapshot transfer).
+    #[must_use]
+    pub fn from_file(file: std::fs::File) -> Self {
+        Self {
+            stream: Box::new(file),
+            buffer: vec![0; READ_BUFFER_BYTES],
+            start: 0,
+            end: 0,
             out: Vec::new(),
         }
     }
@@ -40,6 +57,21 @@ impl FrameStream {
     /// # Errors
     /// A bad frame, end of stream, or socket errors (a read timeout among them).
     pub fn read_frame(&mut self) -> Result<Frame<'_>, ReplError> {
+        match self.next_frame(false)? {
+            Some(frame) => Ok(frame),
+            None => unreachable!("end of stream is an error here"),
+        }
+    }
+
+    /// Reads the next frame, or `None` at the end of the stream between frames.
+    ///
+    /// # Errors
+    /// A bad frame, a stream that ends inside a frame, or read errors.
+    pub fn read_frame_or_end(&mut self) -> Result<Option<Frame<'_>>, ReplError> {
+        self.next_frame(true)
+    }
+
+    fn next_frame(&mut self, end_ok: bool) -> Result<Option<Frame<'_>>, ReplError> {
         let len = loop {
             if let Some((_, len)) = decode_frame(&self.buffer[self.start..self.end])? {
                 break len;
@@ -55,6 +87,9 @@ impl FrameStream {
                 self.buffer.resize(grown, 0);
             }
             let n = self.stream.read(&mut self.buffer[self.end..])?;
+            if n == 0 && end_ok && self.start == self.end {
+                return Ok(None);
+            }
             if n == 0 {
                 return Err(ReplError::Io(std::sync::Arc::new(
                     std::io::ErrorKind::UnexpectedEof.into(),
@@ -70,7 +105,7 @@ impl FrameStream {
         }
         // Decoded twice (the CRC runs twice): the borrow of the buffer cannot outlive the loop.
         match decode_frame(&self.buffer[at..at + len])? {
-            Some((frame, _)) => Ok(frame),
+            Some((frame, _)) => Ok(Some(frame)),
             None => unreachable!("a whole frame decoded a moment ago"),
         }
     }

@@ -469,9 +469,16 @@ impl Shared {
             {
                 Some(slot) => {
                     // A new session starts where the replica says it stands, even below the
-                    // slot (a replica restored from an older copy needs that log).
-                    if p.durable > slot.lsn || (fresh && p.durable != slot.lsn) {
-                        slot.lsn = p.durable;
+                    // slot (a replica restored from an older copy needs that log). While it
+                    // is bootstrapped, the log it buffers for after the restore is what it
+                    // holds: the primary need not keep that log for the whole transfer.
+                    let holds = if p.snapshot_bytes > 0 {
+                        p.durable.max(p.received)
+                    } else {
+                        p.durable
+                    };
+                    if holds > slot.lsn || (fresh && holds != slot.lsn) {
+                        slot.lsn = holds;
                         table.dirty = true;
                     }
                 }
