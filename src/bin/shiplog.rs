@@ -1,11 +1,13 @@
 //! `shiplog`: the admin tool. Inspect and verify logs, benchmark the group commit, show a
-//! running node's replication status, and drive a running server with load (`shiplog load`,
+//! running node's replication status, take, check and restore snapshots, and drive a running server with load (`shiplog load`,
 //! whose logic is in `shiplog::loadgen`).
 
 // The crate root is src/bin/shiplog.rs: its modules would otherwise be looked for beside it,
 // where Cargo takes every file for a binary of its own.
 #[path = "shiplog/resp_client.rs"]
 mod resp_client;
+#[path = "shiplog/snapshot.rs"]
+mod snapshot;
 #[path = "shiplog/status.rs"]
 mod status;
 
@@ -101,6 +103,11 @@ enum Command {
         /// File whose first line is the password to AUTH with (as shiplogd's --requirepass-file).
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+    },
+    /// Snapshots: create (from a stopped store or a running shiplogd), verify, inspect, restore.
+    Snapshot {
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
     },
     /// Drive a running server (a primary, and its replicas) with SETs and GETs over RESP:
     /// throughput and latency percentiles per operation, replica visibility lag, catch-up.
@@ -209,6 +216,7 @@ fn main() -> ExitCode {
             json,
             password_file,
         } => status::status(&addr, json, password_file.as_deref()),
+        Command::Snapshot { command } => snapshot::run(command),
         Command::Load {
             server,
             clients,

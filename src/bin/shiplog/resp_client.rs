@@ -1,6 +1,7 @@
-//! A tiny blocking RESP2 client for `shiplog status`: one connection, one command at a time,
-//! every read bounded in time and in size, so a hung or hostile server cannot hang the tool or
-//! make it allocate much.
+//! A tiny blocking RESP2 client for `shiplog status` and `shiplog snapshot create --from`: one
+//! connection, one command at a time, every read bounded in time and in size, so a hung or
+//! hostile server cannot hang the tool or make it allocate much (a snapshot's bulk body is
+//! streamed by the caller, never held).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -141,6 +142,42 @@ impl Client {
         })
     }
 
+    /// Sends one command whose reply may be a bulk string too large to hold: returns
+    /// [`Head::Bulk`] with its length, at most `bulk_max_bytes`, leaving the body and its CRLF
+    /// to be read from [`Client::body`]; any other reply is read whole.
+    ///
+    /// # Errors
+    /// As [`Client::command`].
+    pub fn command_streamed(
+        &mut self,
+        args: &[&[u8]],
+        bulk_max_bytes: u64,
+    ) -> Result<Head, ClientError> {
+        let mut exchange = || -> Result<Head, ReadError> {
+            self.writer.write_all(&encode_command(args))?;
+            self.writer.flush()?;
+            read_head(&mut self.reader, bulk_max_bytes)
+        };
+        exchange().map_err(|source| ClientError::Exchange {
+            target: self.target.clone(),
+            source,
+        })
+    }
+
+    /// The connection's reader, for the body of a [`Head::Bulk`].
+    pub fn body(&mut self) -> &mut BufReader<TcpStream> {
+        &mut self.reader
+    }
+
+    /// Bounds each later read and write (`None`: wait for ever).
+    ///
+    /// # Errors
+    /// The socket refuses the setting.
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.writer.set_read_timeout(timeout)?;
+        self.writer.set_write_timeout(timeout)
+    }
+
     fn exchange(&mut self, args: &[&[u8]]) -> Result<Reply, ReadError> {
         self.writer.write_all(&encode_command(args))?;
         self.writer.flush()?;
@@ -188,6 +225,38 @@ fn read_length(body: &[u8], max: usize) -> Result<Option<usize>, ReadError> {
         return Err(ReadError::Protocol("length over the client's bound"));
     }
     Ok(Some(n))
+}
+
+/// The start of a reply whose bulk body is streamed by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head {
+    /// `$len`: `len` bytes and a CRLF follow, unread.
+    Bulk(u64),
+    /// Any other reply, read whole (`$-1` included).
+    Other(Reply),
+}
+
+/// Reads a reply's first line: a bulk string's length (at most `bulk_max_bytes`), or the whole
+/// of any other reply.
+pub fn read_head(reader: &mut impl BufRead, bulk_max_bytes: u64) -> Result<Head, ReadError> {
+    let line = read_line(reader)?;
+    let Some((b'$', body)) = line.split_first() else {
+        // Not a bulk string: parse the line again as the start of a whole reply.
+        let mut again = line;
+        again.extend_from_slice(b"\r\n");
+        return read_reply(&mut again.as_slice().chain(reader), 0).map(Head::Other);
+    };
+    let text = std::str::from_utf8(body).map_err(|_| ReadError::Protocol("length is not text"))?;
+    if text == "-1" {
+        return Ok(Head::Other(Reply::Bulk(None)));
+    }
+    let len: u64 = text
+        .parse()
+        .map_err(|_| ReadError::Protocol("length is not a number"))?;
+    if len > bulk_max_bytes {
+        return Err(ReadError::Protocol("length over the client's bound"));
+    }
+    Ok(Head::Bulk(len))
 }
 
 /// Reads one complete reply; `depth` is how many arrays enclose it.
@@ -289,6 +358,33 @@ mod tests {
         ));
         let long = vec![b'+'; LINE_MAX_BYTES + 10];
         assert!(matches!(parse(&long), Err(ReadError::Protocol(_))));
+    }
+
+    #[test]
+    fn a_streamed_head_leaves_the_bulk_body_unread() {
+        let mut input: &[u8] = b"$5\r\nhello\r\n";
+        assert_eq!(read_head(&mut input, 5).ok(), Some(Head::Bulk(5)));
+        assert_eq!(input, b"hello\r\n");
+        let mut input: &[u8] = b"$6\r\nhello!\r\n";
+        assert!(matches!(
+            read_head(&mut input, 5),
+            Err(ReadError::Protocol(_))
+        ));
+        let mut input: &[u8] = b"-ERR no\r\n";
+        assert_eq!(
+            read_head(&mut input, 5).ok(),
+            Some(Head::Other(Reply::Error("ERR no".into())))
+        );
+        let mut input: &[u8] = b"*1\r\n:1\r\n";
+        assert_eq!(
+            read_head(&mut input, 5).ok(),
+            Some(Head::Other(Reply::Array(Some(vec![Reply::Integer(1)]))))
+        );
+        let mut input: &[u8] = b"$-1\r\n";
+        assert_eq!(
+            read_head(&mut input, 5).ok(),
+            Some(Head::Other(Reply::Bulk(None)))
+        );
     }
 
     #[test]
