@@ -309,3 +309,52 @@ fn the_log_written_during_a_slow_transfer_travels_along_and_the_slot_follows_it(
     replica.stop();
     primary.stop();
 }
+
+/// The backup path users run: `shiplog snapshot create --from` against a live primary under
+/// writes, then `shiplog snapshot restore`; the restored store holds a state the primary had.
+#[test]
+fn shiplog_snapshot_create_from_a_running_primary_restores_to_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = dir.path().join("p");
+    let port = free_port();
+    let primary = start_primary(&pdir, port);
+    let mut p = primary.client();
+    load(&mut p, 1500, 500, 31);
+    let file = dir.path().join("backup.shsnap");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiplog"))
+        .args(["snapshot", "create", "--from", &format!("127.0.0.1:{port}")])
+        .arg("--out")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = dump(&mut p);
+    // Writes after the snapshot are not in it.
+    let _: () = redis::cmd("SET")
+        .arg("later")
+        .arg("x")
+        .query(&mut p)
+        .unwrap();
+    let restored = dir.path().join("restored");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiplog"))
+        .args(["snapshot", "restore"])
+        .arg(&file)
+        .arg("--dir")
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let node = Daemon::start(&restored, &[]);
+    assert_eq!(dump(&mut node.client()), expected);
+    drop(p);
+    node.stop();
+    primary.stop();
+}
