@@ -1,5 +1,5 @@
-//! Reading a snapshot as a stream: every entry is checked against the header (order, count,
-//! bytes) as it is decompressed, decompression stops at the declared size, and the trailer's
+//! Reading a snapshot as a stream of zstd frames: every entry is checked against the header
+//! (order, count, bytes) as it is decompressed, decompression stops at the declared size, and the trailer's
 //! checksum is checked at the end. A caller must not keep anything it was handed until the
 //! whole read has succeeded.
 
@@ -8,8 +8,9 @@ use std::path::Path;
 
 use zstd::stream::raw::{DParameter, Decoder, Operation};
 
+use crate::format::FormatError;
 use crate::format::snapshot::{
-    EntryCheck, SNAPSHOT_HEADER_BYTES, SNAPSHOT_TRAILER_BYTES, SnapshotEntry, SnapshotHeader,
+    EntryCheck, SNAPSHOT_TRAILER_MAGIC, SNAPSHOT_HEADER_BYTES, SNAPSHOT_TRAILER_BYTES, SnapshotEntry, SnapshotHeader,
     SnapshotTrailer, decode_entry,
 };
 
@@ -73,7 +74,7 @@ pub fn read_snapshot(
     on_entry: &mut dyn FnMut(&SnapshotHeader, SnapshotEntry<'_>) -> Result<()>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<SnapshotInfo> {
-    let io = SnapshotError::io("read", "<snapshot>");
+    let io = |e| SnapshotError::io("read", "<snapshot>")(e);
     let header = read_header(source)?;
     let mut crc = crc32fast::Hasher::new();
     // The decoded header re-encodes to exactly the bytes read (checksum and reserved bytes
@@ -91,6 +92,7 @@ pub fn read_snapshot(
     let mut check = EntryCheck::new(&header);
     let (mut consumed, mut produced) = (0u64, 0u64);
     let mut output_full = false;
+    let mut between_frames = false;
     loop {
         if pos == filled && !output_full {
             filled = match read_full(source, &mut input) {
@@ -104,6 +106,23 @@ pub fn read_snapshot(
                     part: "body",
                 });
             }
+        }
+        if between_frames {
+            // The trailer where another frame should be: the body ended short.
+            if filled - pos < SNAPSHOT_TRAILER_MAGIC.len() {
+                input.copy_within(pos..filled, 0);
+                filled -= pos;
+                pos = 0;
+                filled += read_full(source, &mut input[filled..]).map_err(io)?;
+            }
+            if input[pos..filled].starts_with(&SNAPSHOT_TRAILER_MAGIC) {
+                return Err(FormatError::Truncated {
+                    needed: header.uncompressed_bytes,
+                    available: produced,
+                }
+                .into());
+            }
+            between_frames = false;
         }
         let status = decoder
             .run_on_buffers(&input[pos..filled], &mut output)
@@ -127,8 +146,12 @@ pub fn read_snapshot(
         }
         pending.drain(..at);
         progress(SNAPSHOT_HEADER_BYTES as u64 + consumed);
+        // A frame ended: the body ends with the frame that completes the declared bytes.
         if status.remaining == 0 && !output_full {
-            break;
+            if produced == header.uncompressed_bytes {
+                break;
+            }
+            between_frames = true;
         }
     }
     check.finish()?;

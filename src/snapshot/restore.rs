@@ -30,7 +30,7 @@ pub struct BaseSegments {
 }
 
 /// Receives each base segment: its header, file size and records.
-pub type BaseSink<'a> = &'a mut dyn FnMut(&[u8; SEGMENT_HEADER_BYTES], u64, &[u8]) -> Result<()>;
+pub type BaseSink<'a> = &'a mut dyn FnMut([u8; SEGMENT_HEADER_BYTES], u64, Vec<u8>) -> Result<()>;
 
 impl BaseSegments {
     /// A builder for the base described by `header`, in segments of about `segment_bytes`.
@@ -97,9 +97,11 @@ impl BaseSegments {
         debug_assert!(through >= self.segment.first_lsn);
         self.segment.compacted_through = Some(through);
         let capacity = SEGMENT_HEADER_BYTES as u64 + self.records.len() as u64;
-        sink(&self.segment.encode(), capacity, &self.records)?;
-        self.records.clear();
-        Ok(())
+        let records = std::mem::replace(
+            &mut self.records,
+            Vec::with_capacity(usize::try_from(self.segment_bytes).unwrap_or(0)),
+        );
+        sink(self.segment.encode(), capacity, records)
     }
 }
 
@@ -120,23 +122,51 @@ pub fn install_base(
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
-    let mut sink = |header: &[u8; SEGMENT_HEADER_BYTES], capacity: u64, records: &[u8]| {
-        wal.receive_compacted(header, capacity, records, &check)
-            .map_err(SnapshotError::from)
-    };
     let segment_bytes = wal.segment_bytes();
-    let mut base: Option<BaseSegments> = None;
-    let info = read_snapshot(
-        source,
-        &mut |header, entry| {
-            base.get_or_insert_with(|| BaseSegments::new(header, segment_bytes))
-                .push(entry, &mut sink)
-        },
-        progress,
-    )?;
-    base.unwrap_or_else(|| BaseSegments::new(&info.header, segment_bytes))
-        .finish(&mut sink)?;
-    Ok(info)
+    // Segments are installed (written, synced, named) on a second thread while this one
+    // decompresses and encodes the next: at most two are in memory.
+    std::thread::scope(|scope| {
+        let (to_install, segments) =
+            std::sync::mpsc::sync_channel::<([u8; SEGMENT_HEADER_BYTES], u64, Vec<u8>)>(1);
+        let installer = scope.spawn(move || -> Result<()> {
+            for (header, capacity, records) in segments {
+                wal.receive_compacted(&header, capacity, &records, &check)?;
+            }
+            Ok(())
+        });
+        let mut sink = move |header, capacity, records| {
+            // A send fails only when the installer stopped on an error, reported below.
+            to_install
+                .send((header, capacity, records))
+                .map_err(|_| SnapshotError::Compression("the installing thread stopped".into()))
+        };
+        let mut base: Option<BaseSegments> = None;
+        let read = read_snapshot(
+            source,
+            &mut |header, entry| {
+                base.get_or_insert_with(|| BaseSegments::new(header, segment_bytes))
+                    .push(entry, &mut sink)
+            },
+            progress,
+        )
+        .and_then(|info| {
+            base.take()
+                .unwrap_or_else(|| BaseSegments::new(&info.header, segment_bytes))
+                .finish(&mut sink)?;
+            Ok(info)
+        });
+        drop(sink);
+        let installed = installer.join().unwrap_or_else(|_| {
+            Err(SnapshotError::Compression(
+                "the installing thread panicked".into(),
+            ))
+        });
+        // The installer's own error explains a failed send better than the send does.
+        match (read, installed) {
+            (_, Err(e)) | (Err(e), Ok(())) => Err(e),
+            (Ok(info), Ok(())) => Ok(info),
+        }
+    })
 }
 
 /// Restores the snapshot file at `snapshot` as a new store in `dir`, which must not exist or
