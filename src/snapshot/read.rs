@@ -10,8 +10,8 @@ use zstd::stream::raw::{DParameter, Decoder, Operation};
 
 use crate::format::FormatError;
 use crate::format::snapshot::{
-    EntryCheck, SNAPSHOT_TRAILER_MAGIC, SNAPSHOT_HEADER_BYTES, SNAPSHOT_TRAILER_BYTES, SnapshotEntry, SnapshotHeader,
-    SnapshotTrailer, decode_entry,
+    EntryCheck, SNAPSHOT_HEADER_BYTES, SNAPSHOT_TRAILER_BYTES, SNAPSHOT_TRAILER_MAGIC,
+    SnapshotEntry, SnapshotHeader, SnapshotTrailer, decode_entry,
 };
 
 use super::WINDOW_LOG_MAX;

@@ -128,7 +128,7 @@ pub fn install_base(
     std::thread::scope(|scope| {
         let (to_install, segments) =
             std::sync::mpsc::sync_channel::<([u8; SEGMENT_HEADER_BYTES], u64, Vec<u8>)>(1);
-        let installer = scope.spawn(move || -> Result<()> {
+        let install_thread = scope.spawn(move || -> Result<()> {
             for (header, capacity, records) in segments {
                 wal.receive_compacted(&header, capacity, &records, &check)?;
             }
@@ -156,7 +156,7 @@ pub fn install_base(
             Ok(info)
         });
         drop(sink);
-        let installed = installer.join().unwrap_or_else(|_| {
+        let installed = install_thread.join().unwrap_or_else(|_| {
             Err(SnapshotError::Compression(
                 "the installing thread panicked".into(),
             ))

@@ -81,7 +81,36 @@ pub fn write_snapshot(
     compressor
         .set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))
         .map_err(compression)?;
-    let done = std::thread::scope(|scope| -> Result<u64> {
+    let done = compress_body(state, &mut counted, compressor, progress)?;
+    debug_assert_eq!(done, header.uncompressed_bytes);
+    let body_bytes = counted.bytes - header.encode().len() as u64;
+    let trailer = SnapshotTrailer {
+        body_bytes,
+        crc: counted.crc.clone().finalize(),
+    };
+    let trailer = trailer.encode();
+    counted
+        .inner
+        .write_all(&trailer)
+        .and_then(|()| counted.inner.flush())
+        .map_err(SnapshotError::io("write", stream))?;
+    Ok(SnapshotSummary {
+        header,
+        file_bytes: counted.bytes + trailer.len() as u64,
+    })
+}
+
+/// Compresses the entries into frames on a second thread while this one gathers the next
+/// chunk, and writes the frames in order; returns the uncompressed bytes.
+fn compress_body(
+    state: &FrozenState,
+    counted: &mut CrcWriter<'_>,
+    mut compressor: zstd::bulk::Compressor<'static>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64> {
+    let stream = "<snapshot stream>";
+    let compression = |e: std::io::Error| SnapshotError::Compression(e.to_string());
+    std::thread::scope(|scope| -> Result<u64> {
         // Chunks go to the compressing thread and come back compressed, with the chunk's
         // buffer for reuse; at most two are in flight, so memory stays a few frames.
         let (to_compress, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
@@ -129,20 +158,25 @@ pub fn write_snapshot(
                 encode_entry(&mut chunk, key, &value);
             }
             done += chunk.len() as u64;
-            let next = spare.pop().unwrap_or_else(|| Vec::with_capacity(FRAME_BYTES + 4096));
-            if to_compress.send(std::mem::replace(&mut chunk, next)).is_err() {
+            let next = spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(FRAME_BYTES + 4096));
+            if to_compress
+                .send(std::mem::replace(&mut chunk, next))
+                .is_err()
+            {
                 break;
             }
             in_flight += 1;
             if in_flight == 2 {
-                spare.extend(write_one(&mut counted)?);
+                spare.extend(write_one(counted)?);
                 in_flight -= 1;
             }
             progress(done);
         }
         drop(to_compress);
         while in_flight > 0 {
-            spare.extend(write_one(&mut counted)?);
+            spare.extend(write_one(counted)?);
             in_flight -= 1;
         }
         if worker.join().is_err() {
@@ -151,22 +185,6 @@ pub fn write_snapshot(
             ));
         }
         Ok(done)
-    })?;
-    debug_assert_eq!(done, header.uncompressed_bytes);
-    let body_bytes = counted.bytes - header.encode().len() as u64;
-    let trailer = SnapshotTrailer {
-        body_bytes,
-        crc: counted.crc.clone().finalize(),
-    };
-    let trailer = trailer.encode();
-    counted
-        .inner
-        .write_all(&trailer)
-        .and_then(|()| counted.inner.flush())
-        .map_err(SnapshotError::io("write", stream))?;
-    Ok(SnapshotSummary {
-        header,
-        file_bytes: counted.bytes + trailer.len() as u64,
     })
 }
 
