@@ -116,6 +116,18 @@ fn an_empty_replica_bootstraps_from_a_snapshot_then_follows_the_log() {
     let second = Daemon::start(&rdir2, &["--replica-of", &format!("127.0.0.1:{port}")]);
     assert!(wait_caught_up(&primary, &second, 60));
     assert_eq!(dump(&mut second.client()), dump(&mut p));
+    // A snapshot file removed behind the primary's back is built again, not offered.
+    for file in std::fs::read_dir(pdir.join("snapshots")).unwrap() {
+        std::fs::remove_file(file.unwrap().path()).unwrap();
+    }
+    load(&mut p, 100, 100, 17);
+    let third = Daemon::start(
+        &dir.path().join("r3"),
+        &["--replica-of", &format!("127.0.0.1:{port}")],
+    );
+    assert!(wait_caught_up(&primary, &third, 60));
+    assert_eq!(dump(&mut third.client()), dump(&mut p));
+    third.stop();
     drop(p);
     second.stop();
     replica.stop();

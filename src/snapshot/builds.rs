@@ -136,7 +136,11 @@ impl SnapshotBuilds {
     ) -> Result<Arc<SnapshotFile>> {
         let mut state = self.lock();
         loop {
-            if let Some(current) = state.current.as_ref().filter(|c| usable(c)) {
+            // A file removed or cut short behind this process's back is not offered.
+            let intact = |c: &SnapshotFile| {
+                std::fs::metadata(&c.path).is_ok_and(|m| m.len() == c.file_bytes)
+            };
+            if let Some(current) = state.current.as_ref().filter(|c| intact(c) && usable(c)) {
                 return Ok(Arc::clone(current));
             }
             if !state.building {
