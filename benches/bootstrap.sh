@@ -9,6 +9,10 @@
 #
 #   benches/bootstrap.sh
 #   KEYS=600000 VALUE_BYTES=2048 ROUNDS=3 benches/bootstrap.sh
+#   # realistic data: the 1 GiB JSON-like state of benches/snapshot.rs as the primary's state
+#   SHIPLOG_SNAPSHOT_BENCH_MB=1024 SHIPLOG_SNAPSHOT_BENCH_KEEP=/tmp/state.snap \
+#     cargo bench --bench snapshot -- none
+#   SNAPSHOT=/tmp/state.snap benches/bootstrap.sh
 #
 # Needs redis-cli (Debian: apt-get install redis-tools).
 set -euo pipefail
@@ -31,13 +35,20 @@ trap cleanup EXIT
 field() { redis-cli -p "$1" INFO replication 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"; }
 wait_port() { for _ in $(seq 1 600); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.05; done; return 1; }
 
+if [ -n "${SNAPSHOT:-}" ]; then
+  echo "the primary's state: restored from $SNAPSHOT"
+  "$bin/shiplog" snapshot restore "$SNAPSHOT" --dir "$BENCH_DIR/primary"
+fi
 "$bin/shiplogd" --dir "$BENCH_DIR/primary" --listen "127.0.0.1:$PRIMARY_PORT" \
   --durability buffered >"$BENCH_DIR/primary.log" 2>&1 &
 pids+=($!)
 wait_port "$PRIMARY_PORT"
-echo "filling the primary: $KEYS keys of $VALUE_BYTES bytes"
-"$bin/shiplog" load --server "127.0.0.1:$PRIMARY_PORT" --clients 8 --pipeline 32 \
-  --keys "$KEYS" --value-bytes "$VALUE_BYTES" --ops $((KEYS * 2)) --json >"$BENCH_DIR/fill.json"
+if [ -z "${SNAPSHOT:-}" ]; then
+  # shiplog load writes the same byte over and over: such a state compresses ~500:1.
+  echo "filling the primary: $KEYS keys of $VALUE_BYTES bytes"
+  "$bin/shiplog" load --server "127.0.0.1:$PRIMARY_PORT" --clients 8 --pipeline 32 \
+    --keys "$KEYS" --value-bytes "$VALUE_BYTES" --ops $((KEYS * 2)) --json >"$BENCH_DIR/fill.json"
+fi
 redis-cli -p "$PRIMARY_PORT" INFO keyspace | tr -d '\r' | grep '^db0' || true
 du -sh "$BENCH_DIR/primary"
 key=$(redis-cli -p "$PRIMARY_PORT" SCAN 0 COUNT 10 | sed -n 2p)

@@ -5,7 +5,9 @@
 //!
 //! Run: `cargo bench --bench snapshot`; `SHIPLOG_SNAPSHOT_BENCH_MB` sets the live data (default
 //! 64); `SHIPLOG_BENCH_DIR` where the store and files go (default `.`);
-//! `SHIPLOG_SNAPSHOT_BENCH_RAW=FILE` also writes the decompressed body there, for `zstd -b`.
+//! `SHIPLOG_SNAPSHOT_BENCH_RAW=FILE` also writes the decompressed body there, for `zstd -b`;
+//! `SHIPLOG_SNAPSHOT_BENCH_KEEP=FILE` keeps a level-1 snapshot of the state there (for
+//! `benches/bootstrap.sh`; add a filter that matches no benchmark, `-- none`, to skip timing).
 //! Figures go to docs/benchmarks.md, "Snapshots".
 
 #![allow(clippy::unwrap_used, clippy::pedantic, reason = "benchmark code")]
@@ -121,6 +123,11 @@ fn main() {
         }
         out.flush().unwrap();
         println!("raw body written to {}", Path::new(&raw).display());
+    }
+    if let Some(keep) = std::env::var_os("SHIPLOG_SNAPSHOT_BENCH_KEEP") {
+        // A level-1 snapshot of this state, for `benches/bootstrap.sh SNAPSHOT=...`.
+        shiplog::snapshot::create_snapshot_file(&state, Path::new(&keep), 1, &mut |_| {}).unwrap();
+        println!("snapshot kept at {}", Path::new(&keep).display());
     }
 
     let mut c = Criterion::default()

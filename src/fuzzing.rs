@@ -351,3 +351,31 @@ pub fn snapshot(data: &[u8]) {
     }
     let _ = check.finish();
 }
+
+/// Reads arbitrary bytes as a whole snapshot file, zstd body included, through the streaming
+/// reader a restore uses: must never panic; what it accepts must hold exactly the entries and
+/// bytes its header declares, in key order.
+///
+/// # Panics
+/// When reading panics or accepts a file that breaks its own declarations.
+pub fn snapshot_file(data: &[u8]) {
+    let mut entries = 0u64;
+    let mut bytes = 0u64;
+    let mut previous: Option<Vec<u8>> = None;
+    let result = crate::snapshot::read_snapshot(
+        &mut &data[..],
+        &mut |_, entry| {
+            assert!(previous.as_deref().is_none_or(|p| p < entry.key));
+            previous = Some(entry.key.to_vec());
+            entries += 1;
+            bytes += (8 + entry.key.len() + entry.value.len()) as u64;
+            Ok(())
+        },
+        &mut |_| {},
+    );
+    if let Ok(info) = result {
+        assert_eq!(info.header.key_count, entries);
+        assert_eq!(info.header.uncompressed_bytes, bytes);
+        assert_eq!(info.file_bytes, data.len() as u64);
+    }
+}

@@ -120,9 +120,14 @@ fn snapshot_seeds_do_not_panic() {
     replay("snapshot", fuzzing::snapshot);
 }
 
+#[test]
+fn snapshot_file_seeds_do_not_panic() {
+    replay("snapshot_file", fuzzing::snapshot_file);
+}
+
 /// Every target replayed above; `every_fuzz_target_is_replayed` keeps it in step with
 /// `fuzz/Cargo.toml`.
-const REPLAYED_TARGETS: [&str; 10] = [
+const REPLAYED_TARGETS: [&str; 11] = [
     "record",
     "segment_recovery",
     "kv_payload",
@@ -133,6 +138,7 @@ const REPLAYED_TARGETS: [&str; 10] = [
     "repl_frame",
     "replica_files",
     "snapshot",
+    "snapshot_file",
 ];
 
 /// A cargo-fuzz target added without seeds and a replay test would only be fuzzed, never tested.
@@ -332,6 +338,7 @@ fn generated_seeds() -> Vec<(&'static str, Seeds)> {
         ("segment_recovery", segment),
         ("repl_frame", repl),
         ("snapshot", snapshot_seeds()),
+        ("snapshot_file", snapshot_file_seeds()),
     ]
 }
 
@@ -380,6 +387,51 @@ fn snapshot_seeds() -> Seeds {
     let mut damaged = image;
     damaged[20] ^= 1;
     seeds.push(("gen_snapshot_bad_header_crc", damaged));
+    seeds
+}
+
+/// Whole snapshot files written by the library (an empty store, a store of a few keys), and
+/// damaged ones.
+fn snapshot_file_seeds() -> Seeds {
+    use shiplog::engine::{Db, DbOptions};
+    let dir = tempfile::tempdir().unwrap();
+    // A fixed cluster id: the generated files must be the same at every run.
+    let options = DbOptions {
+        wal: shiplog::wal::Options {
+            cluster_id: Some(CLUSTER_ID),
+            ..shiplog::wal::Options::default()
+        },
+        ..DbOptions::default()
+    };
+    let db = Db::open(dir.path(), options).unwrap();
+    let empty = {
+        let mut out = Vec::new();
+        shiplog::snapshot::write_snapshot(&db.freeze().unwrap(), &mut out, 1, &mut |_| {}).unwrap();
+        out
+    };
+    db.put(b"alpha", b"1").unwrap();
+    db.put(b"beta", b"").unwrap();
+    db.put(b"gamma", &[0x5a; 300]).unwrap();
+    db.delete(b"beta").unwrap();
+    let small = {
+        let mut out = Vec::new();
+        shiplog::snapshot::write_snapshot(&db.freeze().unwrap(), &mut out, 1, &mut |_| {}).unwrap();
+        out
+    };
+    let mut seeds: Seeds = vec![
+        ("gen_snapshot_file_empty", empty),
+        ("gen_snapshot_file", small.clone()),
+    ];
+    seeds.push((
+        "gen_snapshot_file_truncated",
+        small[..small.len() - 30].to_vec(),
+    ));
+    let mut flipped = small.clone();
+    flipped[80] ^= 0x04;
+    seeds.push(("gen_snapshot_file_flipped", flipped));
+    let mut trailing = small;
+    trailing.push(0);
+    seeds.push(("gen_snapshot_file_trailing", trailing));
     seeds
 }
 
