@@ -284,7 +284,10 @@ fn the_log_written_during_a_slow_transfer_travels_along_and_the_slot_follows_it(
     let replica = Daemon::start(&rdir, &["--replica-of", &proxy.addr.to_string()]);
     let mut round = 0u64;
     let mut slot_passed_snapshot = false;
+    let mut sending_seen = false;
     while replication_field(&replica, "replica_bootstraps").as_deref() != Some("1") {
+        sending_seen |= info_field(&mut p, "replication", "slave0")
+            .is_some_and(|s| s.contains("state=send_bulk"));
         load(&mut p, 50, 300, 1000 + round);
         round += 1;
         let snapshot_lsn: Option<u64> =
@@ -300,6 +303,7 @@ fn the_log_written_during_a_slow_transfer_travels_along_and_the_slot_follows_it(
         std::thread::sleep(Duration::from_millis(20));
         assert!(round < 3000, "the bootstrap ends");
     }
+    assert!(sending_seen, "the primary showed the transfer as send_bulk");
     assert!(
         slot_passed_snapshot,
         "during the transfer, the slot moved past the snapshot's LSN with the buffered log"
@@ -316,6 +320,12 @@ fn the_log_written_during_a_slow_transfer_travels_along_and_the_slot_follows_it(
     assert_eq!(
         replication_field(&replica, "replica_bootstraps").as_deref(),
         Some("1")
+    );
+    assert!(
+        wait_until(30, || info_field(&mut p, "replication", "slave0")
+            .is_some_and(|s| s.contains("state=online"))),
+        "the primary sees the bootstrap end: {:?}",
+        info_field(&mut p, "replication", "slave0")
     );
     drop(p);
     replica.stop();

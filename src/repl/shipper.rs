@@ -241,7 +241,7 @@ fn offer_snapshot(
     // The log after the snapshot is held for this replica from now on.
     (hooks.on_accept)(hello.replica_id, lsn);
     peer.hello(hello.replica_id, hello.listen_port, lsn);
-    peer.bootstrap(snapshot.file_bytes);
+    peer.bootstrap(snapshot.file_bytes, lsn);
     // Opened before the offer: a newer build may replace the file, and this descriptor keeps
     // the one offered.
     let path = &snapshot.path;

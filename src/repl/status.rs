@@ -52,6 +52,19 @@ pub struct PeerProgress {
     pub snapshot_bytes: u64,
     /// Bytes of that file sent so far.
     pub snapshot_sent: u64,
+    /// The LSN of that snapshot.
+    pub snapshot_lsn: Lsn,
+    /// The replica acknowledged that snapshot's LSN as applied: the bootstrap is over.
+    pub snapshot_applied: bool,
+}
+
+impl PeerProgress {
+    /// Whether the replica is being bootstrapped: a snapshot was offered in this session and
+    /// the replica has not applied it yet.
+    #[must_use]
+    pub fn bootstrapping(&self) -> bool {
+        self.snapshot_bytes > 0 && !self.snapshot_applied
+    }
 }
 
 /// One replica connected to this primary.
@@ -129,10 +142,12 @@ impl ReplicaPeer {
         self.fresh.store(true, Ordering::Release);
     }
 
-    pub(crate) fn bootstrap(&self, file_bytes: u64) {
+    pub(crate) fn bootstrap(&self, file_bytes: u64, lsn: Lsn) {
         let mut p = lock(&self.progress);
         p.snapshot_bytes = file_bytes;
         p.snapshot_sent = 0;
+        p.snapshot_lsn = lsn;
+        p.snapshot_applied = false;
     }
 
     pub(crate) fn bootstrap_sent(&self, bytes: u64) {
@@ -180,6 +195,11 @@ impl ReplicaPeer {
             && let Some(l) = lag(applied)
         {
             p.replay_lag_micros = l;
+        }
+        // `applied` as the replica reports it (the session started the tracked value at the
+        // snapshot's LSN): it reaches that LSN only once the snapshot is installed.
+        if p.snapshot_bytes > 0 && applied >= p.snapshot_lsn {
+            p.snapshot_applied = true;
         }
         p.received = p.received.max(received);
         p.durable = p.durable.max(durable);

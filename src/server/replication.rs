@@ -472,7 +472,7 @@ impl Shared {
                     // slot (a replica restored from an older copy needs that log). While it
                     // is bootstrapped, the log it buffers for after the restore is what it
                     // holds: the primary need not keep that log for the whole transfer.
-                    let holds = if p.snapshot_bytes > 0 {
+                    let holds = if p.bootstrapping() {
                         p.durable.max(p.received)
                     } else {
                         p.durable
@@ -859,7 +859,7 @@ impl Shared {
                     peer.addr.ip(),
                     p.listen_port,
                     // Redis' state while a replica receives its full sync.
-                    if p.snapshot_bytes > 0 && p.snapshot_sent < p.snapshot_bytes {
+                    if p.bootstrapping() {
                         "send_bulk"
                     } else {
                         "online"
