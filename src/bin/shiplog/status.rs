@@ -174,6 +174,9 @@ struct ReplicaStatus {
     digest_match: Option<bool>,
     last_error: Option<String>,
     diverged: Option<String>,
+    /// A bootstrap from the primary's snapshot: bytes received, of the file's size, and state.
+    bootstrap: Option<(u64, u64, String)>,
+    bootstraps: Option<u64>,
 }
 
 impl ReplicaStatus {
@@ -192,7 +195,7 @@ impl ReplicaStatus {
 /// Either side.
 enum Role {
     Primary(PrimaryStatus),
-    Replica(ReplicaStatus),
+    Replica(Box<ReplicaStatus>),
 }
 
 /// A node's status.
@@ -221,7 +224,7 @@ impl Status {
                     .collect(),
                 max_retained_bytes: info.number("max_retained_bytes"),
             }),
-            Some("slave") => Role::Replica(ReplicaStatus {
+            Some("slave") => Role::Replica(Box::new(ReplicaStatus {
                 primary_host: info.get("master_host").map(str::to_owned),
                 primary_port: info.number("master_port"),
                 link_status: info.get("master_link_status").map(str::to_owned),
@@ -236,7 +239,17 @@ impl Status {
                 digest_match: info.get("replica_digest_match").map(|m| m == "yes"),
                 last_error: info.get("replica_last_error").map(str::to_owned),
                 diverged: info.get("replica_diverged").map(str::to_owned),
-            }),
+                bootstrap: (info.number("master_sync_in_progress") == Some(1)).then(|| {
+                    (
+                        info.number("master_sync_read_bytes").unwrap_or(0),
+                        info.number("master_sync_total_bytes").unwrap_or(0),
+                        info.get("replica_bootstrap_state")
+                            .unwrap_or("receiving")
+                            .to_owned(),
+                    )
+                }),
+                bootstraps: info.number("replica_bootstraps"),
+            })),
             Some(other) => return Err(format!("{target} reports an unknown role {other:?}")),
             None => {
                 return Err(format!(
@@ -438,6 +451,14 @@ fn render_replica_human(out: &mut String, status: &Status, r: &ReplicaStatus) {
         .as_ref()
         .map_or_else(|| "no".to_owned(), |why| format!("YES: {why}"));
     let _ = writeln!(out, "{:<w$}{diverged}", "diverged");
+    let bootstrap = match &r.bootstrap {
+        Some((read, total, state)) => format!(
+            "{state} the primary's snapshot: {read} of {total} bytes ({}%)",
+            read * 100 / (*total).max(1)
+        ),
+        None => format!("none under way, {} completed", or_dash(r.bootstraps)),
+    };
+    let _ = writeln!(out, "{:<w$}{bootstrap}", "bootstrap");
 }
 
 /// A JSON object built field by field, in order.
@@ -551,7 +572,11 @@ fn render_json(status: &Status) -> String {
                 .boolean("digest_match", r.digest_match)
                 .string("last_error", r.last_error.as_deref())
                 .boolean("diverged", Some(r.diverged.is_some()))
-                .string("diverged_reason", r.diverged.as_deref());
+                .string("diverged_reason", r.diverged.as_deref())
+                .boolean("bootstrapping", Some(r.bootstrap.is_some()))
+                .number("bootstrap_read_bytes", r.bootstrap.as_ref().map(|b| b.0))
+                .number("bootstrap_total_bytes", r.bootstrap.as_ref().map(|b| b.1))
+                .number("bootstraps", r.bootstraps);
         }
     }
     o.finish()
