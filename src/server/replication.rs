@@ -24,6 +24,9 @@ const REPLICA_ID_FILE: &str = "replica-id";
 const SLOTS_FILE: &str = "replica-slots";
 /// Most shipping sessions at once (also at most `--max-clients`).
 const MAX_SHIPPING_SESSIONS: usize = 64;
+/// Most `SHIPLOG.SNAPSHOT` transfers at once: each is a thread and a socket held for as long
+/// as the transfer takes.
+const MAX_SNAPSHOT_SENDERS: usize = 4;
 /// How often slots follow their replicas' progress (and how stale the file may be).
 const SLOT_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -155,6 +158,8 @@ pub struct Replication {
     /// Snapshot builds under way: compaction waits for them, so the log right after a
     /// snapshot stays as it was until the replica's slot holds it.
     building: AtomicUsize,
+    /// `SHIPLOG.SNAPSHOT` transfers under way (at most [`MAX_SNAPSHOT_SENDERS`]).
+    senders: AtomicUsize,
 }
 
 impl Replication {
@@ -184,6 +189,7 @@ impl Replication {
             snapshots: SnapshotBuilds::open(dir, snapshot_level)
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
             building: AtomicUsize::new(0),
+            senders: AtomicUsize::new(0),
         })
     }
 
@@ -592,7 +598,27 @@ impl Shared {
 
     /// Streams a fresh snapshot to a client that sent `SHIPLOG.SNAPSHOT`, as one RESP bulk
     /// string, in a thread of its own.
-    fn start_snapshot_sender(self: &Arc<Self>, handoff: Handoff) {
+    fn start_snapshot_sender(self: &Arc<Self>, mut handoff: Handoff) {
+        let senders = &self.replication.senders;
+        let refuse = |stream: &mut TcpStream| {
+            let text = format!(
+                "-ERR {MAX_SNAPSHOT_SENDERS} snapshot transfers are under way, or the server is \
+                 stopping; try again later\r\n"
+            );
+            let _ = std::io::Write::write_all(stream, text.as_bytes());
+        };
+        if self.is_shutting_down() {
+            refuse(&mut handoff.stream);
+            return;
+        }
+        if senders.fetch_add(1, Ordering::AcqRel) >= MAX_SNAPSHOT_SENDERS {
+            senders.fetch_sub(1, Ordering::AcqRel);
+            refuse(&mut handoff.stream);
+            return;
+        }
+        let _ = handoff
+            .stream
+            .set_write_timeout(Some(std::time::Duration::from_mins(1)));
         let me = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("snapshot-sender".into())
@@ -628,8 +654,10 @@ impl Shared {
                         tracing::warn!(client = %addr, error = %e, "sending a snapshot failed");
                     }
                 }
+                me.replication.senders.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {
+            self.replication.senders.fetch_sub(1, Ordering::AcqRel);
             tracing::error!(error = %e, "cannot start a snapshot sender thread");
         }
     }
