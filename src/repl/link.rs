@@ -482,6 +482,15 @@ struct Receiving<'a> {
 
 impl Receiving<'_> {
     fn run(&mut self, frames: &mut FrameStream) -> Result<(), ReplError> {
+        // A transfer resumed with the whole file here already (the replica stopped after the
+        // last byte, before or during the install) gets no more bytes: install it now.
+        if self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.progress.received == t.progress.file_bytes)
+        {
+            self.install()?;
+        }
         loop {
             if self.status.stopped() {
                 return Err(ReplError::Stopped);
