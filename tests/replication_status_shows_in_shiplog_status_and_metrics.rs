@@ -342,6 +342,10 @@ fn metrics_show_replication_on_both_ends() {
         ("shiplog_replica_sessions_total", "counter"),
         ("shiplog_replica_digest_mismatch", "gauge"),
         ("shiplog_replica_diverged", "gauge"),
+        ("shiplog_replica_bootstrap_in_progress", "gauge"),
+        ("shiplog_replica_bootstrap_received_bytes", "gauge"),
+        ("shiplog_replica_bootstrap_total_bytes", "gauge"),
+        ("shiplog_replica_bootstraps_total", "counter"),
     ];
     let expected = [
         ("shiplog_primary_durable_lsn", durable),
@@ -354,6 +358,8 @@ fn metrics_show_replication_on_both_ends() {
         ("shiplog_replica_sessions_total", 1.0),
         ("shiplog_replica_digest_mismatch", 0.0),
         ("shiplog_replica_diverged", 0.0),
+        ("shiplog_replica_bootstrap_in_progress", 0.0),
+        ("shiplog_replica_bootstraps_total", 0.0),
         ("shiplog_connected_replicas", 0.0),
     ];
     assert!(

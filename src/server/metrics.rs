@@ -305,7 +305,10 @@ fn render_replication(shared: &Shared, out: &mut String) {
     );
     match &snapshot.link {
         None => render_replicas(out, &snapshot.replicas, durable),
-        Some((_, link)) => render_link(shared, out, link),
+        Some((_, link)) => {
+            render_link(shared, out, link);
+            render_bootstrap(out, link);
+        }
     }
     render_slots(out, &snapshot);
 }
@@ -379,6 +382,42 @@ fn render_replicas(out: &mut String, replicas: &[(SocketAddr, PeerProgress)], du
         ),
     ] {
         gauges(out, name, help, &series);
+    }
+}
+
+/// A replica's bootstrap from its primary's snapshot.
+fn render_bootstrap(out: &mut String, link: &LinkProgress) {
+    let flag = |on: bool| u64::from(on);
+    for (name, kind, help, value) in [
+        (
+            "shiplog_replica_bootstrap_in_progress",
+            "gauge",
+            "1 while this replica receives or installs its primary's snapshot, else 0.",
+            flag(link.bootstrap.is_some()).to_string(),
+        ),
+        (
+            "shiplog_replica_bootstrap_received_bytes",
+            "gauge",
+            "Bytes of the snapshot being received held here (0 when no bootstrap is under way).",
+            link.bootstrap.map_or(0, |b| b.received).to_string(),
+        ),
+        (
+            "shiplog_replica_bootstrap_total_bytes",
+            "gauge",
+            "Bytes of the snapshot being received (0 when no bootstrap is under way).",
+            link.bootstrap.map_or(0, |b| b.file_bytes).to_string(),
+        ),
+        (
+            "shiplog_replica_bootstraps_total",
+            "counter",
+            "Bootstraps from the primary's snapshot completed since the link started.",
+            link.bootstraps.to_string(),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
 }
 
