@@ -131,7 +131,10 @@ pub fn read_snapshot(
         pos += status.bytes_read;
         consumed += status.bytes_read as u64;
         produced += status.bytes_written as u64;
-        output_full = status.bytes_written == output.len();
+        // A full output buffer may leave decoded bytes inside the decoder, unless the frame
+        // ended: zstd reports nothing remaining only once a frame is decoded and wholly flushed
+        // (a frame whose last bytes fill the buffer exactly ends here too).
+        output_full = status.bytes_written == output.len() && status.remaining != 0;
         if produced > header.uncompressed_bytes {
             return Err(SnapshotError::BeyondDeclared {
                 declared: header.uncompressed_bytes,
@@ -147,7 +150,7 @@ pub fn read_snapshot(
         pending.drain(..at);
         progress(SNAPSHOT_HEADER_BYTES as u64 + consumed);
         // A frame ended: the body ends with the frame that completes the declared bytes.
-        if status.remaining == 0 && !output_full {
+        if status.remaining == 0 {
             if produced == header.uncompressed_bytes {
                 break;
             }
