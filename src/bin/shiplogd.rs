@@ -105,6 +105,10 @@ struct Flags {
     /// when the log is larger than this many bytes [default: 67108864].
     #[arg(long, env = "SHIPLOG_SNAPSHOT_BOOTSTRAP_BYTES")]
     snapshot_bootstrap_bytes: Option<u64>,
+    /// On a replica: answer reads with `-STALE` while this node is more than this many
+    /// milliseconds behind its primary (bounded staleness) [default: no bound].
+    #[arg(long, env = "SHIPLOG_MAX_STALENESS_MS")]
+    max_staleness_ms: Option<u64>,
 }
 
 /// The merged settings.
@@ -129,6 +133,7 @@ struct Settings {
     masterauth_file: Option<PathBuf>,
     snapshot_level: i32,
     snapshot_bootstrap_bytes: u64,
+    max_staleness_ms: Option<u64>,
 }
 
 fn settings(flags: Flags) -> Result<Settings, String> {
@@ -212,6 +217,7 @@ fn settings(flags: Flags) -> Result<Settings, String> {
             .snapshot_bootstrap_bytes
             .or(file.snapshot_bootstrap_bytes)
             .unwrap_or(shiplog::server::DEFAULT_SNAPSHOT_BOOTSTRAP_BYTES),
+        max_staleness_ms: flags.max_staleness_ms.or(file.max_staleness_ms),
     })
 }
 
@@ -362,6 +368,7 @@ fn run(settings: &Settings) -> Result<(), String> {
         masterauth,
         snapshot_level: settings.snapshot_level,
         snapshot_bootstrap_bytes: settings.snapshot_bootstrap_bytes,
+        max_staleness_ms: settings.max_staleness_ms,
     };
     let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
     let server = Server::start(

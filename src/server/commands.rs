@@ -429,6 +429,24 @@ pub static COMMANDS: &[CommandSpec] = &[
         Kind::Other,
     ),
     spec(
+        "shiplog.lastlsn",
+        1,
+        &["fast"],
+        NONE,
+        "server",
+        "The LSN of this connection's last write: the token for SHIPLOG.WAITLSN on a replica.",
+        Kind::Other,
+    ),
+    spec(
+        "shiplog.waitlsn",
+        3,
+        &["noscript"],
+        NONE,
+        "server",
+        "Blocks until this node has applied an LSN (or the timeout in ms passes; 0: no timeout).",
+        Kind::Other,
+    ),
+    spec(
         "shiplog.snapshot",
         1,
         &["admin", "noscript"],
@@ -855,6 +873,23 @@ fn run(
         }
         "role" => shared.role_reply(reply),
         "replicaof" | "slaveof" => replicaof(shared, args, reply)?,
+        "shiplog.lastlsn" => {
+            reply.integer(i64::try_from(session.last_write_lsn).unwrap_or(i64::MAX));
+        }
+        "shiplog.waitlsn" => {
+            let Some(lsn) = parse_decimal(args[1]).and_then(|n| u64::try_from(n).ok()) else {
+                return Err(err(NOT_INTEGER));
+            };
+            let Some(timeout_ms) = parse_decimal(args[2]).and_then(|n| u64::try_from(n).ok())
+            else {
+                return Err(err("ERR timeout is not an integer or out of range"));
+            };
+            let deadline = (timeout_ms > 0)
+                .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms));
+            // Answered by the event loop (`Connection::resolve_wait`), at once if the LSN is
+            // applied already.
+            session.waiting = Some((lsn, deadline));
+        }
         "shiplog.snapshot" => {
             if shared.replication.is_read_only() {
                 return Err(err(

@@ -50,6 +50,8 @@ pub struct FileConfig {
     pub snapshot_level: Option<i32>,
     /// Log size past which an empty replica is bootstrapped from a snapshot.
     pub snapshot_bootstrap_bytes: Option<u64>,
+    /// On a replica, the staleness past which reads are refused, in milliseconds.
+    pub max_staleness_ms: Option<u64>,
 }
 
 /// Why a config file was rejected.

@@ -178,11 +178,19 @@ impl Connection {
             if self.shipping && self.session.uncommitted.is_empty() {
                 return Ok(Turn::Ship);
             }
+            if self.session.waiting.is_some() {
+                if self.resolve_wait(shared) {
+                    continue;
+                }
+                // `SHIPLOG.WAITLSN`: the event loop answers it (`resolve_wait`), then turns
+                // this connection again.
+                return Ok(Turn::Idle);
+            }
             if self.readable && !self.eof && self.input_drained {
                 self.read_available(shared)?;
             }
             let mut stop = Next::Ran;
-            while budget > 0 && !self.closing && !self.shipping {
+            while budget > 0 && !self.closing && !self.shipping && self.session.waiting.is_none() {
                 budget -= 1;
                 stop = self.next_request(shared);
                 if stop != Next::Ran {
@@ -322,6 +330,7 @@ impl Connection {
     /// this after a sync). On failure the buffered replies are replaced by one error: they
     /// promised writes whose fate is now unknown.
     fn commit(&mut self, shared: &Shared) {
+        let lsn = self.session.uncommitted.last_lsn();
         if let Err(e) = shared.keyspace.commit(&mut self.session.uncommitted) {
             tracing::error!(client = self.session.id, error = %e, "commit failed; closing the connection");
             self.out.clear();
@@ -333,10 +342,35 @@ impl Connection {
             self.closing = true;
             return;
         }
+        if let Some(lsn) = lsn {
+            self.session.last_write_lsn = self.session.last_write_lsn.max(lsn);
+        }
         let now = Instant::now();
         for (index, start, failed) in self.awaiting_metrics.drain(..) {
             shared.metrics.record(index, now - start, failed);
         }
+    }
+
+    /// Answers a waiting `SHIPLOG.WAITLSN` once its LSN is applied here (with that LSN) or
+    /// its deadline has passed (with an error); true when it was answered, or none waits.
+    pub fn resolve_wait(&mut self, shared: &Shared) -> bool {
+        let Some((lsn, deadline)) = self.session.waiting else {
+            return true;
+        };
+        let applied = shared.visible_lsn();
+        if applied >= lsn {
+            self.reply()
+                .integer(i64::try_from(applied).unwrap_or(i64::MAX));
+        } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            self.reply().error(&format!(
+                "TIMEOUT LSN {lsn} is not applied here yet (applied: {applied}); retry, or read \
+                 from the primary"
+            ));
+        } else {
+            return false;
+        }
+        self.session.waiting = None;
+        true
     }
 
     fn reply(&mut self) -> ReplyWriter<'_> {
@@ -397,6 +431,10 @@ impl Connection {
             reply.error("NOAUTH Authentication required.");
         } else if spec.flags.contains(&"write") && shared.replication.is_read_only() {
             reply.error("READONLY You can't write against a read only replica.");
+        } else if spec.kind == Kind::Read
+            && let Some(stale) = shared.stale_beyond_limit()
+        {
+            reply.error(&stale);
         } else if spec.kind == Kind::Read && shared.keyspace.db().restoring() {
             // Redis' reply while a replica loads its primary's dataset.
             reply.error(

@@ -27,6 +27,8 @@ use crate::wal::Durability;
 const WAKE: u64 = u64::MAX;
 /// How often an idle loop looks at the shutdown flag, in milliseconds.
 const IDLE_TICK_MS: u16 = 100;
+/// How often a loop with connections in `SHIPLOG.WAITLSN` looks at the applied LSN.
+const WAIT_POLL_MS: u16 = 1;
 
 /// What other threads use to reach a loop.
 #[derive(Debug)]
@@ -72,27 +74,41 @@ impl LoopHandle {
     }
 }
 
-/// Runs one event loop until the server shuts down.
-pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
+/// The loop's epoll set, watching its wake-up socket.
+fn loop_epoll(wake: &UnixStream) -> Option<Epoll> {
     let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
         Ok(epoll) => epoll,
         Err(e) => {
             tracing::error!(error = %e, "cannot create an epoll instance; this loop serves nobody");
-            return;
+            return None;
         }
     };
     if let Err(e) = epoll.add(wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE)) {
         tracing::error!(error = %e, "cannot watch the wake-up socket");
-        return;
+        return None;
     }
+    Some(epoll)
+}
+
+/// Runs one event loop until the server shuts down.
+pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
+    let Some(epoll) = loop_epoll(wake) else {
+        return;
+    };
     let mut connections: HashMap<u64, Connection> = HashMap::new();
     let mut events = vec![EpollEvent::empty(); 256];
     let mut ready: Vec<u64> = Vec::new();
     // Connections waiting for a sync, and the highest LSN they wait for.
     let mut waiting: Vec<u64> = Vec::new();
     let mut waiting_for: Lsn = 0;
+    // Connections in `SHIPLOG.WAITLSN`, looked at every millisecond until answered.
+    let mut parked: Vec<u64> = Vec::new();
     loop {
-        let timeout = if ready.is_empty() { IDLE_TICK_MS } else { 0 };
+        let timeout = match (ready.is_empty(), parked.is_empty()) {
+            (false, _) => 0,
+            (true, false) => WAIT_POLL_MS,
+            (true, true) => IDLE_TICK_MS,
+        };
         let n = match epoll.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => 0,
@@ -125,6 +141,7 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
         if shared.is_shutting_down() {
             break;
         }
+        answer_waits(shared, &mut connections, &mut parked, &mut ready);
         ready.sort_unstable();
         ready.dedup();
         let mut again = Vec::new();
@@ -141,6 +158,9 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
                     }
                     continue;
                 }
+            }
+            if connection.session.waiting.is_some() && !parked.contains(&id) {
+                parked.push(id);
             }
             if let Some(lsn) = connection.awaiting {
                 waiting_for = if waiting.is_empty() {
@@ -173,6 +193,26 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
         connection.finish(shared);
         close(shared, handle, &epoll, &connection);
     }
+}
+
+/// Answers each `SHIPLOG.WAITLSN` whose LSN is applied or whose deadline passed, and makes
+/// its connection ready to send the answer and go on.
+fn answer_waits(
+    shared: &Shared,
+    connections: &mut HashMap<u64, Connection>,
+    parked: &mut Vec<u64>,
+    ready: &mut Vec<u64>,
+) {
+    parked.retain(|id| {
+        let Some(connection) = connections.get_mut(id) else {
+            return false;
+        };
+        if connection.resolve_wait(shared) {
+            ready.push(*id);
+            return false;
+        }
+        true
+    });
 }
 
 fn adopt(

@@ -80,6 +80,9 @@ pub struct ServerOptions {
     pub snapshot_level: i32,
     /// An empty replica gets a snapshot instead of the log when the log is larger than this.
     pub snapshot_bootstrap_bytes: u64,
+    /// On a replica: reads are refused with `-STALE` while it is further behind its primary
+    /// than this many milliseconds (`None`: never).
+    pub max_staleness_ms: Option<u64>,
 }
 
 /// Default of [`ServerOptions::snapshot_bootstrap_bytes`]: 64 MiB, one segment.
@@ -102,6 +105,7 @@ impl Default for ServerOptions {
             masterauth: None,
             snapshot_level: crate::snapshot::DEFAULT_LEVEL,
             snapshot_bootstrap_bytes: DEFAULT_SNAPSHOT_BOOTSTRAP_BYTES,
+            max_staleness_ms: None,
         }
     }
 }

@@ -102,6 +102,7 @@ struct Link {
     primary: String,
     status: Arc<LinkStatus>,
     thread: JoinHandle<()>,
+    started: std::time::Instant,
 }
 
 /// A client connection that asked to become a shipping session.
@@ -296,6 +297,7 @@ impl Shared {
                     primary,
                     status,
                     thread,
+                    started: std::time::Instant::now(),
                 });
             }
             Err(e) => {
@@ -550,6 +552,46 @@ impl Shared {
         {
             tracing::error!(error = %e, "cannot save the retention slots");
         }
+    }
+
+    /// The last LSN visible to readers here (0 while a snapshot is being installed).
+    pub(crate) fn visible_lsn(&self) -> u64 {
+        let db = self.keyspace.db();
+        if db.restoring() { 0 } else { db.applied_lsn() }
+    }
+
+    /// On a replica with `--max-staleness-ms`: the error text for a read while it is further
+    /// behind than that. Behind means: since it first lagged the primary's durable LSN, while
+    /// the primary has been heard from within a second (heartbeats come every 250 ms); else
+    /// since it last heard from the primary at all (or since it started following it).
+    pub(crate) fn stale_beyond_limit(&self) -> Option<String> {
+        let limit = self.options.max_staleness_ms?;
+        if !self.replication.is_read_only() {
+            return None;
+        }
+        let (progress, started) = {
+            let link = lock(&self.replication.link);
+            let link = link.as_ref()?;
+            (link.status.progress(), link.started)
+        };
+        let silent = progress.last_io.unwrap_or(started).elapsed();
+        let behind = progress
+            .behind_since
+            .map_or(std::time::Duration::ZERO, |t| t.elapsed());
+        let lag = if progress.state == LinkState::Connected
+            && silent < std::time::Duration::from_secs(1)
+        {
+            behind
+        } else {
+            behind.max(silent)
+        };
+        let lag_ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
+        (lag_ms > limit).then(|| {
+            format!(
+                "STALE this replica is {lag_ms} ms behind its primary, more than \
+                 --max-staleness-ms {limit}; read from the primary or retry"
+            )
+        })
     }
 
     /// Where compaction must stop: nowhere on a replica (its log is a copy of its primary's),

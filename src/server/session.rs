@@ -25,6 +25,12 @@ pub struct Session {
     pub ship_challenge: Option<[u8; crate::format::repl::AUTH_BYTES]>,
     /// `SHIPLOG.SNAPSHOT` asked for the connection to be handed to a snapshot sender.
     pub wants_snapshot: bool,
+    /// The LSN of this connection's last committed write (or of a staged write it read): the
+    /// token a client hands to `SHIPLOG.WAITLSN` on a replica to read its own writes.
+    pub last_write_lsn: crate::format::Lsn,
+    /// `SHIPLOG.WAITLSN` is waiting for this LSN to be applied, until the deadline (`None`:
+    /// no deadline); nothing more of this connection runs meanwhile.
+    pub waiting: Option<(crate::format::Lsn, Option<std::time::Instant>)>,
 }
 
 impl Session {
@@ -40,6 +46,8 @@ impl Session {
             uncommitted: Uncommitted::default(),
             ship_challenge: None,
             wants_snapshot: false,
+            last_write_lsn: 0,
+            waiting: None,
         }
     }
 
