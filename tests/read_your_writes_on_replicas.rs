@@ -162,3 +162,31 @@ fn a_replica_with_bounded_staleness_refuses_reads_once_it_is_too_far_behind() {
     replica.stop();
     primary.stop();
 }
+
+/// A client that leaves while it waits without a deadline does not leave its connection behind.
+#[test]
+fn a_client_that_leaves_during_an_unbounded_wait_is_let_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let (primary, _) = primary(&dir.path().join("p"));
+    let mut p = primary.client();
+    let clients = |con: &mut redis::Connection| -> u64 {
+        daemon::info_field(con, "clients", "connected_clients")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = clients(&mut p);
+    for _ in 0..5 {
+        let mut raw = daemon::Raw::connect(primary.addr);
+        raw.send_command(&[b"SHIPLOG.WAITLSN", b"999999999", b"0"]);
+        std::thread::sleep(Duration::from_millis(50));
+        drop(raw);
+    }
+    assert!(
+        wait_until(10, || clients(&mut p) == before),
+        "connections of clients that left are closed: {} open, {before} before",
+        clients(&mut p)
+    );
+    drop(p);
+    primary.stop();
+}

@@ -182,6 +182,15 @@ impl Connection {
                 if self.resolve_wait(shared) {
                     continue;
                 }
+                // Nothing is read while a wait is parked, so a peer that left would go
+                // unnoticed: look without taking anything. A wait without a deadline for a
+                // peer that closed would never end; the connection is closed instead.
+                if self.readable
+                    && matches!(self.session.waiting, Some((_, None)))
+                    && matches!(self.stream.peek(&mut [0u8; 1]), Ok(0))
+                {
+                    return Ok(Turn::Close);
+                }
                 // `SHIPLOG.WAITLSN`: the event loop answers it (`resolve_wait`), then turns
                 // this connection again.
                 return Ok(Turn::Idle);
