@@ -6,6 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::pedantic, reason = "benchmark code")]
 
+mod common;
+
+use common::{Rng, bench_dir};
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -45,24 +49,6 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
 
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn bench_dir() -> tempfile::TempDir {
-    match std::env::var_os("SHIPLOG_BENCH_DIR") {
-        Some(base) => tempfile::tempdir_in(base).unwrap(),
-        None => tempfile::tempdir_in(".").unwrap(),
-    }
-}
 
 fn fill(dir: &Path, keys: u64) -> Db {
     let db = Db::open(dir, DbOptions::default()).unwrap();

@@ -12,6 +12,10 @@
 
 #![allow(clippy::unwrap_used, clippy::pedantic, reason = "benchmark code")]
 
+mod common;
+
+use common::{Rng, bench_dir};
+
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,24 +24,6 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use shiplog::format::snapshot::encode_entry;
 use shiplog::snapshot::{create_snapshot_file, restore_snapshot};
 use shiplog::{Db, DbOptions, Durability};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn bench_dir() -> tempfile::TempDir {
-    match std::env::var_os("SHIPLOG_BENCH_DIR") {
-        Some(base) => tempfile::tempdir_in(base).unwrap(),
-        None => tempfile::tempdir_in(".").unwrap(),
-    }
-}
 
 /// A JSON-like document of about `len` bytes: an object per record, the same field names each
 /// time, random numbers and short random words.

@@ -9,19 +9,15 @@
     reason = "test code: a failed unwrap is a failed test; casts are on small test values"
 )]
 
-use std::path::PathBuf;
+mod common;
+
+use common::bench_dir;
+
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use shiplog::wal::Options;
 use shiplog::{Durability, RecordKind, Wal};
-
-fn bench_dir() -> tempfile::TempDir {
-    match std::env::var_os("SHIPLOG_BENCH_DIR") {
-        Some(base) => tempfile::tempdir_in(PathBuf::from(base)).expect("bench dir"),
-        None => tempfile::tempdir_in(".").expect("bench dir"),
-    }
-}
 
 /// Runs `total` appends of `payload` split over `threads` writers and returns the elapsed time.
 fn appends(

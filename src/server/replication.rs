@@ -622,15 +622,27 @@ impl Shared {
                     .any(|(first, _)| *first == lsn + 1)
                 && wal.ship_position_after(lsn).is_ok()
         };
+        // The slot is registered before compaction may run again.
+        self.build_snapshot(&usable, &|file| {
+            self.register_slot(replica_id, file.header.lsn);
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// A snapshot for which `usable` holds (shared or built), with compaction held until
+    /// `built` has run on it: the log right after a new snapshot stays as it was until the
+    /// caller holds it by other means.
+    fn build_snapshot(
+        &self,
+        usable: &dyn Fn(&SnapshotFile) -> bool,
+        built: &dyn Fn(&SnapshotFile),
+    ) -> crate::snapshot::Result<Arc<SnapshotFile>> {
+        let db = self.keyspace.db();
         self.replication.building.fetch_add(1, Ordering::AcqRel);
         db.set_compaction_hold(0);
-        let result = self
-            .replication
-            .snapshots
-            .get_or_build(db, &usable)
-            .map_err(|e| e.to_string());
+        let result = self.replication.snapshots.get_or_build(db, usable);
         if let Ok(file) = &result {
-            self.register_slot(replica_id, file.header.lsn);
+            built(file);
         }
         self.replication.building.fetch_sub(1, Ordering::AcqRel);
         let table = lock(&self.replication.slots);
@@ -670,19 +682,7 @@ impl Shared {
                 } = handoff;
                 let written = me.keyspace.db().wal().written_lsn();
                 let fresh = |file: &SnapshotFile| file.header.lsn >= written;
-                me.replication.building.fetch_add(1, Ordering::AcqRel);
-                me.keyspace.db().set_compaction_hold(0);
-                let result = me
-                    .replication
-                    .snapshots
-                    .get_or_build(me.keyspace.db(), &fresh);
-                me.replication.building.fetch_sub(1, Ordering::AcqRel);
-                {
-                    let table = lock(&me.replication.slots);
-                    me.keyspace
-                        .db()
-                        .set_compaction_hold(me.compaction_hold(&table));
-                }
+                let result = me.build_snapshot(&fresh, &|_| {});
                 let sent = match result {
                     Ok(file) => send_file_as_bulk(&mut stream, &file),
                     Err(e) => {

@@ -109,6 +109,34 @@ impl Client {
         })
     }
 
+    /// Connects as [`Client::connect`] does, then sends `AUTH` with the password in
+    /// `password_file`, when one is given.
+    ///
+    /// # Errors
+    /// The file cannot be read, the connection fails, or the server refuses the password; the
+    /// text says which.
+    pub fn connect_with_auth(
+        target: &str,
+        timeout: Duration,
+        password_file: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let password = password_file
+            .map(shiplog::server::config::read_password_file)
+            .transpose()?;
+        let mut client = Self::connect(target, timeout).map_err(|e| e.to_string())?;
+        if let Some(password) = &password {
+            match client
+                .command(&[b"AUTH", password])
+                .map_err(|e| e.to_string())?
+            {
+                Reply::Simple(_) => {}
+                Reply::Error(e) => return Err(format!("{target} refused AUTH: {e}")),
+                other => return Err(format!("{target} answered AUTH with {other:?}")),
+            }
+        }
+        Ok(client)
+    }
+
     fn from_stream(
         target: &str,
         stream: TcpStream,

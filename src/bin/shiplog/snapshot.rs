@@ -16,7 +16,6 @@ use shiplog::format::snapshot::{
     SNAPSHOT_ENTRY_FIXED_BYTES, SNAPSHOT_HEADER_BYTES, SNAPSHOT_TRAILER_BYTES,
     SNAPSHOT_UNCOMPRESSED_MAX_BYTES, SnapshotHeader,
 };
-use shiplog::server::config::read_password_file;
 use shiplog::snapshot::{
     DEFAULT_LEVEL, SnapshotInfo, create_snapshot_file, read_header, restore_snapshot,
     verify_snapshot,
@@ -329,18 +328,7 @@ fn create_from_server(
     wait: Duration,
 ) -> Result<ExitCode, String> {
     check_out(out)?;
-    let password = password_file.map(read_password_file).transpose()?;
-    let mut client = Client::connect(target, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
-    if let Some(password) = &password {
-        match client
-            .command(&[b"AUTH", password])
-            .map_err(|e| e.to_string())?
-        {
-            Reply::Simple(_) => {}
-            Reply::Error(e) => return Err(format!("{target} refused AUTH: {e}")),
-            other => return Err(format!("{target} answered AUTH with {other:?}")),
-        }
-    }
+    let mut client = Client::connect_with_auth(target, CONNECT_TIMEOUT, password_file)?;
     let started = Instant::now();
     let timeout = |e: std::io::Error| format!("{target}: cannot set a timeout: {e}");
     client.set_timeout(Some(wait)).map_err(timeout)?;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::json_string;
 use super::resp_client::{Client, Reply};
-use shiplog::server::config::read_password_file;
 
 /// Bound on connecting and on each read and write: a node that takes longer is not answering.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -270,18 +269,7 @@ impl Status {
 /// `shiplog status`: exit status 0 when the node answered, an `Err` (exit 1) when it could not
 /// be reached or refused the commands.
 pub fn status(target: &str, json: bool, password_file: Option<&Path>) -> Result<ExitCode, String> {
-    let password = password_file.map(read_password_file).transpose()?;
-    let mut client = Client::connect(target, TIMEOUT).map_err(|e| e.to_string())?;
-    if let Some(password) = &password {
-        match client
-            .command(&[b"AUTH", password])
-            .map_err(|e| e.to_string())?
-        {
-            Reply::Simple(_) => {}
-            Reply::Error(e) => return Err(format!("{target} refused AUTH: {e}")),
-            other => return Err(format!("{target} answered AUTH with {other:?}")),
-        }
-    }
+    let mut client = Client::connect_with_auth(target, TIMEOUT, password_file)?;
     let reply = client
         .command(&[b"INFO", b"server", b"persistence", b"replication"])
         .map_err(|e| e.to_string())?;
