@@ -467,6 +467,7 @@ fn repl_frame_seeds() -> Seeds {
                 last_epoch: EPOCH,
                 listen_port: 6381,
                 last_digest: 0,
+                highest_epoch: 1,
             }),
         ),
         (

@@ -129,18 +129,31 @@ impl Peer {
         self.send(&frame_bytes(&Frame::Hello(hello)));
     }
 
+    /// The primary's answer to a hello, past the epoch history it sends first.
     fn refusal(&mut self) -> (RefuseCode, String) {
-        read_frame(&mut self.stream, &mut self.buffer, |frame| match frame {
-            Frame::Refuse { code, reason } => (code, reason.to_owned()),
-            other => panic!("expected a refusal, got {other:?}"),
-        })
+        loop {
+            let answer = read_frame(&mut self.stream, &mut self.buffer, |frame| match frame {
+                Frame::History { .. } => None,
+                Frame::Refuse { code, reason } => Some((code, reason.to_owned())),
+                other => panic!("expected a refusal, got {other:?}"),
+            });
+            if let Some(answer) = answer {
+                return answer;
+            }
+        }
     }
 
     fn welcome(&mut self) -> Welcome {
-        read_frame(&mut self.stream, &mut self.buffer, |frame| match frame {
-            Frame::Welcome(welcome) => welcome,
-            other => panic!("expected a welcome, got {other:?}"),
-        })
+        loop {
+            let answer = read_frame(&mut self.stream, &mut self.buffer, |frame| match frame {
+                Frame::History { .. } => None,
+                Frame::Welcome(welcome) => Some(welcome),
+                other => panic!("expected a welcome, got {other:?}"),
+            });
+            if let Some(answer) = answer {
+                return answer;
+            }
+        }
     }
 
     fn closed_by_primary(&mut self) -> bool {
@@ -212,6 +225,7 @@ fn hello(cluster_id: u128, last_lsn: Lsn, last_epoch: u32) -> Hello {
         last_epoch,
         listen_port: 1,
         last_digest: 0,
+        highest_epoch: 1,
     }
 }
 
