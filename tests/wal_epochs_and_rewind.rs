@@ -40,7 +40,10 @@ fn small_segments() -> Options {
 fn append(wal: &Wal, count: u64) {
     for _ in 0..count {
         let lsn = wal.written_lsn() + 1;
-        assert_eq!(wal.append(kind(), &payload(lsn), Durability::Sync).unwrap(), lsn);
+        assert_eq!(
+            wal.append(kind(), &payload(lsn), Durability::Sync).unwrap(),
+            lsn
+        );
     }
 }
 
@@ -135,7 +138,10 @@ fn a_rewind_saves_what_it_cuts_and_the_log_goes_on_from_the_fork_point() {
     assert_eq!(wal.durable_lsn(), 57);
     assert!(wal.read(58).unwrap().is_none());
     let new_kind = RecordKind::new(6).unwrap();
-    assert_eq!(wal.append(new_kind, b"after", Durability::Sync).unwrap(), 58);
+    assert_eq!(
+        wal.append(new_kind, b"after", Durability::Sync).unwrap(),
+        58
+    );
     wal.close().unwrap();
     let wal = Wal::open(dir.path(), small_segments()).unwrap();
     assert_eq!(wal.written_lsn(), 58);
@@ -198,10 +204,7 @@ fn a_crash_at_any_step_of_a_rewind_leaves_a_prefix_that_opens() {
             append(&wal, LAST);
             fs.fail_nth(op, fs.op_count(op) + nth, libc_eio());
             let result = wal.truncate_after(FORK);
-            for mode in [
-                CrashMode::DropUnsynced,
-                CrashMode::Scattered { seed: nth },
-            ] {
+            for mode in [CrashMode::DropUnsynced, CrashMode::Scattered { seed: nth }] {
                 let image = fs.crash(mode);
                 let reopened = Wal::open(dir, sim_options(&image))
                     .unwrap_or_else(|e| panic!("{op:?} #{nth} failing, {mode:?}: {e}"));
