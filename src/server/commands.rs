@@ -471,7 +471,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         &["fast", "stale"],
         NONE,
         "server",
-        "This node's durable LSN and highest known epoch (asked by a replica before it takes over).",
+        "This node's durable LSN, highest known epoch and the epoch of its last record (asked before a promotion).",
         Kind::Other,
     ),
     spec(
@@ -907,10 +907,11 @@ fn run(
             }
         }
         "shiplog.position" => {
-            let wal = shared.keyspace.db().wal();
-            reply.array(2);
-            reply.integer(i64::try_from(wal.durable_lsn()).unwrap_or(i64::MAX));
-            reply.integer(i64::from(wal.highest_epoch()));
+            let position = shared.position();
+            reply.array(3);
+            reply.integer(i64::try_from(position.durable_lsn).unwrap_or(i64::MAX));
+            reply.integer(i64::from(position.highest_epoch));
+            reply.integer(i64::from(position.last_epoch));
         }
         "shiplog.lastlsn" => {
             reply.integer(i64::try_from(session.last_write_lsn).unwrap_or(i64::MAX));

@@ -37,11 +37,25 @@ pub enum Promotion {
     },
 }
 
-/// A peer's answer to `SHIPLOG.POSITION`.
-#[derive(Debug, Clone, Copy)]
-struct Position {
-    durable_lsn: Lsn,
-    highest_epoch: Epoch,
+/// A node's answer to `SHIPLOG.POSITION`: how far its log goes, and in which epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Its durable LSN.
+    pub durable_lsn: Lsn,
+    /// The newest epoch it knows.
+    pub highest_epoch: Epoch,
+    /// The epoch of its record at `durable_lsn` (0: none).
+    pub last_epoch: Epoch,
+}
+
+impl Position {
+    /// Whether this log is further than `other`'s: a newer epoch at its end, or the same
+    /// epoch and more records (Kafka's comparison of leader epoch, then offset). A log that
+    /// ends in an older epoch may be longer and still behind: its tail is what a failover cut.
+    #[must_use]
+    pub fn ahead_of(&self, other: &Self) -> bool {
+        (self.last_epoch, self.durable_lsn) > (other.last_epoch, other.durable_lsn)
+    }
 }
 
 impl Shared {
@@ -100,7 +114,7 @@ impl Shared {
         if let Err(e) = wal.sync() {
             return refuse(format!("ERR syncing the log before the promotion: {e}"));
         }
-        let mine = wal.durable_lsn();
+        let mine = self.position();
         let mut highest = wal.highest_epoch().max(fenced);
         for peer in peers
             .iter()
@@ -116,12 +130,15 @@ impl Shared {
                             position.highest_epoch
                         ));
                     }
-                    if !force && position.durable_lsn > mine {
+                    if !force && position.ahead_of(&mine) {
                         return refuse(format!(
-                            "ERR peer {addr} holds LSN {} durably and this node only LSN {mine}: \
-                             promote the most advanced replica (or use SHIPLOG.PROMOTE FORCE, \
-                             losing the records only it holds)",
-                            position.durable_lsn
+                            "ERR peer {addr} holds LSN {} (epoch {}) durably and this node only \
+                             LSN {} (epoch {}): promote the most advanced replica (or use \
+                             SHIPLOG.PROMOTE FORCE, losing the records only it holds)",
+                            position.durable_lsn,
+                            position.last_epoch,
+                            mine.durable_lsn,
+                            mine.last_epoch
                         ));
                     }
                     highest = highest.max(position.highest_epoch);
@@ -169,6 +186,24 @@ impl Shared {
                 "a node of a newer epoch exists: this primary was replaced by a failover and \
                  stops taking writes; point it at the new primary (REPLICAOF host port)"
             );
+        }
+    }
+
+    /// This node's position, as `SHIPLOG.POSITION` tells it.
+    #[must_use]
+    pub fn position(&self) -> Position {
+        let wal = self.keyspace.db().wal();
+        let durable_lsn = wal.durable_lsn();
+        let last_epoch = match wal.read(durable_lsn) {
+            Ok(Some(record)) if durable_lsn > 0 => record.epoch,
+            // Compacted away or nothing yet: the epoch in force there by the history.
+            _ if durable_lsn > 0 => wal.epoch_history().epoch_at(durable_lsn),
+            _ => 0,
+        };
+        Position {
+            durable_lsn,
+            highest_epoch: wal.highest_epoch(),
+            last_epoch,
         }
     }
 
@@ -264,7 +299,7 @@ fn query_position(addr: SocketAddr, password: Option<&[u8]>) -> std::io::Result<
     }
     let bad = |what: &str| std::io::Error::other(format!("SHIPLOG.POSITION answered {what}"));
     let head = next(&mut reader)?;
-    if head != "*2" {
+    if head != "*3" {
         return Err(bad(&head));
     }
     let mut int = |reader: &mut BufReader<TcpStream>| -> std::io::Result<u64> {
@@ -274,10 +309,14 @@ fn query_position(addr: SocketAddr, password: Option<&[u8]>) -> std::io::Result<
             .ok_or_else(|| bad(&item))
     };
     let durable_lsn = int(&mut reader)?;
-    let highest_epoch =
-        Epoch::try_from(int(&mut reader)?).map_err(|_| bad("an epoch too large"))?;
+    let mut epoch = |reader: &mut BufReader<TcpStream>| {
+        Epoch::try_from(int(reader)?).map_err(|_| bad("an epoch too large"))
+    };
+    let highest_epoch = epoch(&mut reader)?;
+    let last_epoch = epoch(&mut reader)?;
     Ok(Position {
         durable_lsn,
         highest_epoch,
+        last_epoch,
     })
 }
