@@ -251,3 +251,83 @@ fn a_replica_of_a_newer_epoch_refuses_to_follow_an_old_primary_which_steps_down(
         node.stop();
     }
 }
+
+#[test]
+fn an_old_primary_restarted_alone_acknowledges_nothing_and_its_writes_end_in_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let sync = ["--sync-replicas", "1", "--sync-timeout-ms", "300"];
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend(sync);
+    let old = Daemon::start(&dir.path().join("old"), &args);
+    let mut replica_args = vec!["--replica-of".to_owned(), old.addr.to_string()];
+    replica_args.extend(sync.iter().map(|s| (*s).to_owned()));
+    let replica_args: Vec<&str> = replica_args.iter().map(String::as_str).collect();
+    let new = Daemon::start(&dir.path().join("new"), &replica_args);
+    for i in 0..20 {
+        set(&mut old.client(), &format!("k{i}"), "acknowledged");
+    }
+    old.kill();
+    assert_eq!(
+        command(&mut new.client(), &["REPLICAOF", "NO", "ONE"]).unwrap(),
+        "OK"
+    );
+    // The old primary comes back alone, at an address the new primary does not know: nobody
+    // tells it about epoch 2, and with --sync-replicas 1 it acknowledges nothing.
+    let restarted = Daemon::start(&dir.path().join("old"), &args);
+    let mut o = restarted.client();
+    for i in 0..5 {
+        let refused = command(&mut o, &["SET", &format!("split{i}"), "never acknowledged"])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("NOREPLICAS"), "{refused}");
+    }
+    // A replica of the new epoch pointed at it refuses to follow it, and it steps down.
+    let follower = Daemon::start(
+        &dir.path().join("f"),
+        &["--replica-of", &new.addr.to_string()],
+    );
+    let port = new.addr.port().to_string();
+    assert!(wait_caught_up(&new, &follower, 30));
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(restarted.addr.port().to_string())
+        .query(&mut follower.client())
+        .unwrap();
+    assert!(
+        wait_until(30, || field(&restarted, "fenced_by_epoch").as_deref()
+            == Some("2")),
+        "the old primary steps down"
+    );
+    // Re-pointed, it rewinds: the unacknowledged writes are in rollback/ and nowhere else.
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(&port)
+        .query(&mut o)
+        .unwrap();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(&port)
+        .query(&mut follower.client())
+        .unwrap();
+    assert!(wait_until(60, || field(&restarted, "replica_rewinds")
+        .as_deref()
+        == Some("1")));
+    assert!(wait_caught_up(&new, &restarted, 60) && wait_caught_up(&new, &follower, 60));
+    let expected = dump(&mut new.client());
+    assert_eq!(expected.len(), 20);
+    assert_eq!(dump(&mut o), expected);
+    assert_eq!(dump(&mut follower.client()), expected);
+    let rollback = std::fs::read_dir(dir.path().join("old").join("rollback"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(rollback.len(), 1);
+    for i in 0..5 {
+        let key = format!("split{i}");
+        assert!(rollback[0].windows(key.len()).any(|w| w == key.as_bytes()));
+    }
+    drop(o);
+    for node in [follower, restarted, new] {
+        node.stop();
+    }
+}
