@@ -52,6 +52,14 @@ pub struct FileConfig {
     pub snapshot_bootstrap_bytes: Option<u64>,
     /// On a replica, the staleness past which reads are refused, in milliseconds.
     pub max_staleness_ms: Option<u64>,
+    /// Replicas that must acknowledge a write before it is answered (0: none).
+    pub sync_replicas: Option<u32>,
+    /// What they acknowledge: `replicated` (durable) or `applied` (durable and visible).
+    pub sync_level: Option<String>,
+    /// How long a write waits for its acknowledgements, in milliseconds.
+    pub sync_timeout_ms: Option<u64>,
+    /// `fail` (answer `-NOREPLICAS`) or `async` (answer OK and warn) when they do not come.
+    pub sync_fallback: Option<String>,
 }
 
 /// Why a config file was rejected.

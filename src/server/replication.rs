@@ -343,6 +343,7 @@ impl Shared {
             return;
         }
         let peer = Arc::new(ReplicaPeer::new(addr, stream.try_clone().ok()));
+        self.wake_ack_waiters_on(&peer);
         let me = Arc::clone(self);
         let for_thread = Arc::clone(&peer);
         let spawned = std::thread::Builder::new()
@@ -765,6 +766,11 @@ impl Shared {
         lock(&self.replication.link)
             .as_ref()
             .map(|l| (l.primary.clone(), l.status.progress()))
+    }
+
+    /// The progress of each connected replica (for acknowledgement levels and `WAIT`).
+    pub(crate) fn replica_progress(&self) -> Vec<crate::repl::status::PeerProgress> {
+        self.peers().iter().map(|peer| peer.progress()).collect()
     }
 
     fn peers(&self) -> Vec<Arc<ReplicaPeer>> {
