@@ -101,8 +101,14 @@ fn a_connection_can_choose_its_own_level() {
     assert_eq!(raw.command(&["SHIPLOG.ACKLEVEL", "default"]), "+OK\r\n");
     assert_eq!(raw.command(&["SET", "k", "y"]), NOREPLICAS);
     // And a primary without the flag gates a connection that asks.
-    assert_eq!(raw.command(&["SHIPLOG.ACKLEVEL", "applied", "2"]), "+OK\r\n");
-    assert!(raw.command(&["CLIENT", "INFO"]).contains("acklevel=applied:2"));
+    assert_eq!(
+        raw.command(&["SHIPLOG.ACKLEVEL", "applied", "2"]),
+        "+OK\r\n"
+    );
+    assert!(
+        raw.command(&["CLIENT", "INFO"])
+            .contains("acklevel=applied:2")
+    );
     primary.stop();
 }
 
@@ -136,13 +142,16 @@ fn with_a_replica_each_acknowledged_write_is_on_it() {
         let lsn: u64 = redis::cmd("SHIPLOG.LASTLSN").query(&mut p).unwrap();
         let info: String = redis::cmd("INFO").arg("replication").query(&mut p).unwrap();
         let flush: u64 = info
-            .split(|c| c == ',' || c == '\n')
+            .split([',', '\n'])
             .find_map(|f| f.strip_prefix("flush_lsn="))
             .unwrap()
             .trim()
             .parse()
             .unwrap();
-        assert!(flush >= lsn, "write at LSN {lsn} answered, replica durable at {flush}");
+        assert!(
+            flush >= lsn,
+            "write at LSN {lsn} answered, replica durable at {flush}"
+        );
     }
     assert_eq!(sync_field(&mut p, "sync_timeouts"), "0");
     drop((p, r));

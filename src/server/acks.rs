@@ -330,7 +330,9 @@ impl Shared {
     /// Makes `peer`'s acknowledgements wake the loops whose connections wait for them.
     pub(crate) fn wake_ack_waiters_on(&self, peer: &crate::repl::ReplicaPeer) {
         let gate = Arc::clone(&self.acks);
-        peer.set_on_ack(crate::repl::status::AckHook(Box::new(move || gate.notify())));
+        peer.set_on_ack(crate::repl::status::AckHook(Box::new(move || {
+            gate.notify();
+        })));
     }
 
     /// When a write gated now must have its acknowledgements.

@@ -214,10 +214,7 @@ impl Connection {
                         .session
                         .waiting_acks
                         .is_some_and(|w| w.deadline.is_none());
-                if self.readable
-                    && unbounded
-                    && matches!(self.stream.peek(&mut [0u8; 1]), Ok(0))
-                {
+                if self.readable && unbounded && matches!(self.stream.peek(&mut [0u8; 1]), Ok(0)) {
                     return Ok(Turn::Close);
                 }
                 // `SHIPLOG.WAITLSN`: the event loop answers it (`resolve_wait`), then turns
@@ -394,6 +391,14 @@ impl Connection {
             self.session.last_write_lsn = self.session.last_write_lsn.max(lsn);
         }
         self.arm_gate(shared);
+        if self.gate_deadline.is_none() {
+            self.record_writes(shared);
+        }
+    }
+
+    /// Records the latency of the write commands answered since the last call: it ends when
+    /// their replies may go out (after the commit, or after the replicas' acknowledgements).
+    fn record_writes(&mut self, shared: &Shared) {
         let now = Instant::now();
         for (index, start, failed) in self.awaiting_metrics.drain(..) {
             shared.metrics.record(index, now - start, failed);
@@ -445,6 +450,7 @@ impl Connection {
         if self.gated.iter().all(|g| view.satisfies(g.level, g.lsn)) {
             self.gated.clear();
             self.gate_deadline = None;
+            self.record_writes(shared);
             shared.acks.acknowledged();
             return true;
         }
@@ -462,10 +468,13 @@ impl Connection {
         debug_assert_eq!(self.out_sent, 0, "gated replies are never partly written");
         let gated = std::mem::take(&mut self.gated);
         self.gate_deadline = None;
+        self.record_writes(shared);
         let late = gated.iter().filter(|g| !view.satisfies(g.level, g.lsn));
         if shared.options.sync.fallback == SyncFallback::Async {
             for g in late {
-                shared.acks.fell_back(g.level, shared.options.sync.timeout_ms);
+                shared
+                    .acks
+                    .fell_back(g.level, shared.options.sync.timeout_ms);
             }
             return;
         }

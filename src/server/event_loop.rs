@@ -112,21 +112,7 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
     let mut parked: Vec<u64> = Vec::new();
     let mut acks_seen = shared.acks.generation();
     loop {
-        let timeout = if !ready.is_empty() {
-            0
-        } else if parked.is_empty() {
-            IDLE_TICK_MS
-        } else if parked
-            .iter()
-            .any(|id| connections.get(id).is_some_and(Connection::waits_for_lsn))
-        {
-            WAIT_POLL_MS
-        } else if shared.acks.generation() == acks_seen {
-            ACK_TICK_MS
-        } else {
-            // An acknowledgement came while connections were being parked.
-            0
-        };
+        let timeout = next_timeout(shared, &connections, &ready, &parked, acks_seen);
         let n = match epoll.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => 0,
@@ -193,12 +179,10 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
         ready = again;
         // IMPORTANT: set before the generation is read again (at the top): an acknowledgement
         // either sees the flag and wakes this loop, or bumps the generation in time.
-        handle.ack_waiters.store(
-            parked
-                .iter()
-                .any(|id| connections.get(id).is_some_and(Connection::waits_for_acks)),
-            Ordering::SeqCst,
-        );
+        let acks_awaited = parked
+            .iter()
+            .any(|id| connections.get(id).is_some_and(Connection::waits_for_acks));
+        handle.ack_waiters.store(acks_awaited, Ordering::SeqCst);
         if !waiting.is_empty() {
             // One group commit for every connection of this turn (shared with the other
             // loops). A failure poisons the log; each connection then finds out as it commits.
@@ -219,6 +203,32 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
     for (_, mut connection) in connections.drain() {
         connection.finish(shared);
         close(shared, handle, &epoll, &connection);
+    }
+}
+
+/// How long the loop may sleep: not at all with work ready (or an acknowledgement that came
+/// while connections were being parked), 1 ms while a `SHIPLOG.WAITLSN` polls, the deadline
+/// tick while connections wait for acknowledgements (which wake the loop themselves).
+fn next_timeout(
+    shared: &Shared,
+    connections: &HashMap<u64, Connection>,
+    ready: &[u64],
+    parked: &[u64],
+    acks_seen: u64,
+) -> u16 {
+    if !ready.is_empty() {
+        0
+    } else if parked.is_empty() {
+        IDLE_TICK_MS
+    } else if parked
+        .iter()
+        .any(|id| connections.get(id).is_some_and(Connection::waits_for_lsn))
+    {
+        WAIT_POLL_MS
+    } else if shared.acks.generation() == acks_seen {
+        ACK_TICK_MS
+    } else {
+        0
     }
 }
 
