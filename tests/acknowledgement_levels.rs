@@ -173,6 +173,12 @@ fn a_stalled_replica_link_makes_writes_time_out_until_it_resumes() {
     assert_eq!(raw.command(&["SET", "k", "1"]), "+OK\r\n");
     proxy.stall();
     assert_eq!(raw.command(&["SET", "k", "2"]), NOREPLICAS);
+    // Every write command goes through the same gate: batches, read-modify-writes, FLUSHALL.
+    assert_eq!(raw.command(&["MSET", "a", "1", "b", "2"]), NOREPLICAS);
+    assert_eq!(raw.command(&["INCR", "n"]), NOREPLICAS);
+    assert_eq!(raw.command(&["GET", "n"]), "$1\r\n1\r\n");
+    // A write that writes nothing waits for nobody.
+    assert_eq!(raw.command(&["SETNX", "n", "5"]), ":0\r\n");
     // A pipelined read after a gated write is answered after it, and sees it.
     raw.send(b"SET k 3\r\nGET k\r\n");
     assert_eq!(raw.reply(), NOREPLICAS);
@@ -282,4 +288,41 @@ fn wait_counts_the_replicas_holding_the_connections_last_write() {
     );
     replica.stop();
     primary.stop();
+}
+
+#[test]
+fn settings_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [
+        &["--sync-replicas", "65"][..],
+        &["--sync-timeout-ms", "0"],
+        &["--sync-level", "visible"],
+        &["--sync-fallback", "never"],
+    ] {
+        assert!(
+            Daemon::try_start(&dir.path().join("p"), bad).is_err(),
+            "{bad:?} accepted"
+        );
+    }
+    let config = dir.path().join("shiplog.toml");
+    std::fs::write(&config, "sync-replicas = 1\nsync-level = \"applied\"\n").unwrap();
+    let primary = Daemon::start(
+        &dir.path().join("p"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let mut p = primary.client();
+    assert_eq!(sync_field(&mut p, "sync_level"), "applied");
+    assert_eq!(sync_field(&mut p, "sync_timeout_ms"), "5000");
+    assert_eq!(sync_field(&mut p, "sync_fallback"), "fail");
+    let level: String = redis::cmd("SHIPLOG.ACKLEVEL").query(&mut p).unwrap();
+    assert_eq!(level, "applied 1");
+    drop(p);
+    primary.stop();
+    // Without the settings: `local`, and the gate is off.
+    let plain = Daemon::start(&dir.path().join("q"), &[]);
+    let mut q = plain.client();
+    assert_eq!(sync_field(&mut q, "sync_level"), "local");
+    assert_eq!(sync_field(&mut q, "sync_state"), "off");
+    drop(q);
+    plain.stop();
 }

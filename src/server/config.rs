@@ -121,5 +121,13 @@ mod tests {
         assert!(unknown.contains("maxclients"), "{unknown}");
         assert!(parse_config(b"max-clients = \"ten\"\n").is_err());
         assert_eq!(parse_config(b"\xff"), Err(ConfigError::NotText));
+        let sync = parse_config(
+            b"sync-replicas = 1\nsync-level = \"applied\"\nsync-timeout-ms = 250\nsync-fallback = \"async\"\n",
+        )
+        .unwrap();
+        assert_eq!(sync.sync_replicas, Some(1));
+        assert_eq!(sync.sync_level.as_deref(), Some("applied"));
+        assert_eq!(sync.sync_timeout_ms, Some(250));
+        assert_eq!(sync.sync_fallback.as_deref(), Some("async"));
     }
 }
