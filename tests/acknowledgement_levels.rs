@@ -35,6 +35,17 @@ fn wait_replicas(primary: &Daemon, n: usize) {
     );
 }
 
+/// The body of `GET /metrics`.
+fn scrape(node: &Daemon) -> String {
+    use std::io::{Read, Write};
+    let mut http = std::net::TcpStream::connect(node.metrics.unwrap()).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    response
+}
+
 fn sync_field(con: &mut redis::Connection, field: &str) -> String {
     info_field(con, "replication", field).unwrap()
 }
@@ -214,6 +225,8 @@ fn the_async_fallback_answers_ok_and_says_so() {
             "200",
             "--sync-fallback",
             "async",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
     );
     let mut raw = Raw::connect(primary.addr);
@@ -226,6 +239,16 @@ fn the_async_fallback_answers_ok_and_says_so() {
     assert_eq!(sync_field(&mut p, "sync_fallbacks"), "2");
     assert_eq!(sync_field(&mut p, "sync_timeouts"), "0");
     assert_eq!(sync_field(&mut p, "sync_state"), "degraded");
+    let metrics = scrape(&primary);
+    assert!(
+        metrics.contains("\nshiplog_sync_fallbacks_total 2\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nshiplog_sync_degraded 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nshiplog_sync_timeouts_total 0\n"),
+        "{metrics}"
+    );
     assert!(primary.wait_for_log("--sync-fallback async"));
     // Rate-limited: two fallbacks, one warning.
     assert_eq!(primary.log().matches("--sync-fallback async").count(), 1);

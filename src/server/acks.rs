@@ -7,6 +7,7 @@
 //! Nothing blocks the loop: other connections are served meanwhile.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use super::event_loop::LoopHandle;
 use crate::format::Lsn;
+use crate::repl::status::PeerProgress;
 
 /// Most replicas a level may ask for (the most shipping sessions a primary runs).
 pub const SYNC_REPLICAS_MAX: u32 = 64;
@@ -144,6 +146,19 @@ pub struct ReplicaAck {
     pub durable: Lsn,
     /// Durable and visible to its readers there.
     pub applied: Lsn,
+}
+
+impl ReplicaAck {
+    /// Where a replica stands, if it counts at all: connected, and not being bootstrapped (a
+    /// replica installing a snapshot holds nothing it could keep yet).
+    #[must_use]
+    pub fn of(progress: &PeerProgress) -> Option<Self> {
+        (progress.online && !progress.bootstrapping()).then_some(Self {
+            durable: progress.durable,
+            // Visible and durable: `remote_apply` promises both.
+            applied: progress.applied.min(progress.durable),
+        })
+    }
 }
 
 /// The replicas that count now, taken once and asked about many LSNs.
@@ -280,6 +295,36 @@ impl AckGate {
         );
     }
 
+    /// The gate's series in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        let series = [
+            (
+                "shiplog_sync_timeouts_total",
+                "counter",
+                "Writes answered -NOREPLICAS: durable here, acknowledgements missing (indeterminate).",
+                self.timeouts.load(Ordering::Relaxed),
+            ),
+            (
+                "shiplog_sync_fallbacks_total",
+                "counter",
+                "Writes answered OK without their replica acknowledgements (--sync-fallback async).",
+                self.fallbacks.load(Ordering::Relaxed),
+            ),
+            (
+                "shiplog_sync_degraded",
+                "gauge",
+                "1 while the last gated write fell back to asynchronous replication.",
+                u64::from(self.degraded.load(Ordering::Relaxed)),
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
+
     /// The `INFO replication` lines of the gate.
     #[must_use]
     pub fn info(&self, options: &SyncOptions) -> String {
@@ -310,19 +355,13 @@ impl AckGate {
 }
 
 impl Shared {
-    /// The replicas that count for acknowledgement levels now: connected, and not being
-    /// bootstrapped (a replica installing a snapshot holds nothing it could keep yet).
+    /// The replicas that count for acknowledgement levels now (see [`ReplicaAck::of`]).
     #[must_use]
     pub fn ack_view(&self) -> AckView {
         AckView::new(
             self.replica_progress()
-                .into_iter()
-                .filter(|p| p.online && !p.bootstrapping())
-                .map(|p| ReplicaAck {
-                    durable: p.durable,
-                    // Visible and durable: `remote_apply` promises both.
-                    applied: p.applied.min(p.durable),
-                })
+                .iter()
+                .filter_map(ReplicaAck::of)
                 .collect(),
         )
     }
@@ -364,6 +403,30 @@ mod tests {
         assert!(AckLevel::parse(&[b"sync"]).is_err());
         assert_eq!(AckLevel::Applied(3).to_string(), "applied 3");
         assert_eq!(AckLevel::Replicated(1).token(), "replicated:1");
+    }
+
+    #[test]
+    fn only_connected_replicas_past_their_bootstrap_count() {
+        let mut p = PeerProgress {
+            online: true,
+            durable: 10,
+            applied: 12,
+            ..PeerProgress::default()
+        };
+        assert_eq!(
+            ReplicaAck::of(&p),
+            Some(ReplicaAck {
+                durable: 10,
+                applied: 10
+            })
+        );
+        p.snapshot_bytes = 1000;
+        p.snapshot_lsn = 50;
+        assert_eq!(ReplicaAck::of(&p), None, "still installing its snapshot");
+        p.snapshot_applied = true;
+        assert!(ReplicaAck::of(&p).is_some());
+        p.online = false;
+        assert_eq!(ReplicaAck::of(&p), None, "no hello yet");
     }
 
     #[test]
