@@ -311,6 +311,53 @@ pub fn replica_files(data: &[u8]) {
     }
 }
 
+/// Reads arbitrary bytes as an epoch history file, as the wire form of one, and (split in
+/// two) as two histories to find the fork point of: must never panic; what parses must
+/// round-trip; the fork point never exceeds the node's last LSN, and up to it both histories
+/// give every LSN the same epoch.
+///
+/// # Panics
+/// When parsing panics or breaks one of those properties: a bug for the fuzzer to find.
+pub fn epoch_history(data: &[u8]) {
+    use crate::format::epochs::EpochHistory;
+    if let Ok(history) = EpochHistory::parse(data) {
+        assert_eq!(
+            EpochHistory::parse(history.encode().as_bytes()).as_ref(),
+            Ok(&history)
+        );
+    }
+    if let Ok(history) = EpochHistory::from_wire(data) {
+        let mut wire = Vec::new();
+        history.to_wire(&mut wire);
+        assert_eq!(wire, data);
+    }
+    let Some((&last, rest)) = data.split_first() else {
+        return;
+    };
+    let cut = rest.len() / 2 / crate::format::epochs::EPOCH_WIRE_BYTES
+        * crate::format::epochs::EPOCH_WIRE_BYTES;
+    let (Ok(mine), Ok(theirs)) = (
+        EpochHistory::from_wire(&rest[..cut]),
+        EpochHistory::from_wire(&rest[cut..]),
+    ) else {
+        return;
+    };
+    let last_lsn = u64::from(last) * 1000;
+    let fork = mine.fork_point(&theirs, last_lsn);
+    assert!(fork <= last_lsn);
+    for e in mine.entries().iter().chain(theirs.entries()) {
+        for lsn in [e.start_lsn.saturating_sub(1), e.start_lsn] {
+            if (1..=fork).contains(&lsn) {
+                assert_eq!(
+                    mine.epoch_at(lsn),
+                    theirs.epoch_at(lsn),
+                    "LSN {lsn} below the fork {fork}"
+                );
+            }
+        }
+    }
+}
+
 /// Reads arbitrary bytes as an uncompressed snapshot image (header, entries, trailer): must
 /// never panic; what decodes must re-encode to the same bytes; entries are checked against the
 /// header's declarations.

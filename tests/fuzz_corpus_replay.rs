@@ -116,6 +116,11 @@ fn replica_files_seeds_do_not_panic() {
 }
 
 #[test]
+fn epoch_history_seeds_do_not_panic() {
+    replay("epoch_history", fuzzing::epoch_history);
+}
+
+#[test]
 fn snapshot_seeds_do_not_panic() {
     replay("snapshot", fuzzing::snapshot);
 }
@@ -127,7 +132,8 @@ fn snapshot_file_seeds_do_not_panic() {
 
 /// Every target replayed above; `every_fuzz_target_is_replayed` keeps it in step with
 /// `fuzz/Cargo.toml`.
-const REPLAYED_TARGETS: [&str; 11] = [
+const REPLAYED_TARGETS: [&str; 12] = [
+    "epoch_history",
     "record",
     "segment_recovery",
     "kv_payload",
@@ -456,17 +462,41 @@ fn repl_frame_seeds() -> Seeds {
             &payload(20, i as u8),
         );
     }
+    let mut history = Vec::new();
+    shiplog::format::epochs::EpochHistory::from_entries(vec![
+        shiplog::format::epochs::EpochStart {
+            epoch: 1,
+            start_lsn: 1,
+        },
+        shiplog::format::epochs::EpochStart {
+            epoch: 2,
+            start_lsn: FIRST_LSN,
+        },
+    ])
+    .unwrap()
+    .to_wire(&mut history);
+    let mut peers = Vec::new();
+    shiplog::format::repl::encode_peer(
+        &mut peers,
+        &shiplog::format::repl::Peer {
+            replica_id: 9,
+            ip: std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped(),
+            port: 6382,
+            durable_lsn: FIRST_LSN + 1,
+        },
+    );
     let frames: Vec<(&'static str, Frame<'_>)> = vec![
         (
             "gen_hello",
             Frame::Hello(Hello {
-                version: 1,
+                version: 2,
                 cluster_id: CLUSTER_ID,
                 replica_id: 7,
                 last_lsn: FIRST_LSN - 1,
                 last_epoch: EPOCH,
                 listen_port: 6381,
                 last_digest: 0,
+                highest_epoch: 1,
             }),
         ),
         (
@@ -534,6 +564,9 @@ fn repl_frame_seeds() -> Seeds {
                 file_bytes: 1 << 20,
             },
         ),
+        ("gen_history", Frame::History { entries: &history }),
+        ("gen_fence", Frame::Fence { epoch: 3 }),
+        ("gen_peers", Frame::Peers { entries: &peers }),
         (
             "gen_snapshot_resume",
             Frame::SnapshotResume { offset: 4096 },

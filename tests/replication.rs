@@ -494,11 +494,11 @@ fn a_digest_mismatch_stops_the_replica_and_is_reported() {
     stream.read_exact(&mut command).unwrap();
     assert_eq!(&command, b"*1\r\n$12\r\nSHIPLOG.SHIP\r\n");
     stream.write_all(b"+OK\r\n").unwrap();
-    let mut hello = [0u8; 80];
+    let mut hello = [0u8; 84];
     stream.read_exact(&mut hello).unwrap();
     assert!(matches!(
         decode_frame(&hello),
-        Ok(Some((Frame::Hello(_), 80)))
+        Ok(Some((Frame::Hello(_), 84)))
     ));
     let mut out = Vec::new();
     encode_frame(

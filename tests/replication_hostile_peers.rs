@@ -129,18 +129,31 @@ impl Peer {
         self.send(&frame_bytes(&Frame::Hello(hello)));
     }
 
+    /// The primary's answer to a hello, past the epoch history it sends first.
     fn refusal(&mut self) -> (RefuseCode, String) {
-        read_frame(&mut self.stream, &mut self.buffer, |frame| match frame {
-            Frame::Refuse { code, reason } => (code, reason.to_owned()),
-            other => panic!("expected a refusal, got {other:?}"),
-        })
+        loop {
+            let answer = read_frame(&mut self.stream, &mut self.buffer, |frame| match frame {
+                Frame::History { .. } => None,
+                Frame::Refuse { code, reason } => Some((code, reason.to_owned())),
+                other => panic!("expected a refusal, got {other:?}"),
+            });
+            if let Some(answer) = answer {
+                return answer;
+            }
+        }
     }
 
     fn welcome(&mut self) -> Welcome {
-        read_frame(&mut self.stream, &mut self.buffer, |frame| match frame {
-            Frame::Welcome(welcome) => welcome,
-            other => panic!("expected a welcome, got {other:?}"),
-        })
+        loop {
+            let answer = read_frame(&mut self.stream, &mut self.buffer, |frame| match frame {
+                Frame::History { .. } => None,
+                Frame::Welcome(welcome) => Some(welcome),
+                other => panic!("expected a welcome, got {other:?}"),
+            });
+            if let Some(answer) = answer {
+                return answer;
+            }
+        }
     }
 
     fn closed_by_primary(&mut self) -> bool {
@@ -212,6 +225,7 @@ fn hello(cluster_id: u128, last_lsn: Lsn, last_epoch: u32) -> Hello {
         last_epoch,
         listen_port: 1,
         last_digest: 0,
+        highest_epoch: 1,
     }
 }
 
@@ -591,11 +605,12 @@ impl Session {
     }
 
     /// Accepts the replica as a primary of `cluster` whose log ends at `durable`.
+    /// Welcomes the replica as a primary of the newest epoch it knows.
     fn welcome(&mut self, hello: &Hello, cluster: u128, durable: Lsn) {
         self.send(&frame_bytes(&Frame::Welcome(Welcome {
             version: PROTOCOL_VERSION,
             cluster_id: cluster,
-            epoch: 1,
+            epoch: hello.highest_epoch.max(1),
             durable_lsn: durable.max(hello.last_lsn),
             start_after: hello.last_lsn,
         })));
@@ -920,6 +935,26 @@ fn a_replica_refuses_records_and_segments_of_an_older_epoch() {
     session.send_hostile(&bad);
     assert!(session.closed_by_replica());
     assert_reported(&replica, "segment of epoch 1 after records of epoch 2");
+    assert_replica_holds(&replica, 3, 5, 3);
+
+    // A primary of epoch 1 is not followed at all: the replica fences it and leaves.
+    let (mut session, hello) = fake.accept();
+    assert_eq!((hello.last_lsn, hello.last_epoch, hello.highest_epoch), (3, 2, 2));
+    session.send(&frame_bytes(&Frame::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        cluster_id: source.cluster,
+        epoch: 1,
+        durable_lsn: 5,
+        start_after: 3,
+    })));
+    let mut buffer = Vec::new();
+    let fence = read_frame(&mut session.stream, &mut buffer, |frame| match frame {
+        Frame::Fence { epoch } => epoch,
+        other => panic!("expected a fence, got {other:?}"),
+    });
+    assert_eq!(fence, 2);
+    assert!(session.closed_by_replica());
+    assert_reported(&replica, "older than epoch 2");
     assert_replica_holds(&replica, 3, 5, 3);
 
     // And it keeps coming back, with the same log.

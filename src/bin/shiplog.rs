@@ -1,9 +1,11 @@
 //! `shiplog`: the admin tool. Inspect and verify logs, benchmark the group commit, show a
-//! running node's replication status, take, check and restore snapshots, and drive a running server with load (`shiplog load`,
+//! running node's replication status, promote a replica, take, check and restore snapshots, and drive a running server with load (`shiplog load`,
 //! whose logic is in `shiplog::loadgen`).
 
 // The crate root is src/bin/shiplog.rs: its modules would otherwise be looked for beside it,
 // where Cargo takes every file for a binary of its own.
+#[path = "shiplog/promote.rs"]
+mod promote;
 #[path = "shiplog/resp_client.rs"]
 mod resp_client;
 #[path = "shiplog/snapshot.rs"]
@@ -100,6 +102,20 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// File whose first line is the password to AUTH with (as shiplogd's --requirepass-file).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Promote a replica to the primary of a new epoch (as `REPLICAOF NO ONE`): refused while a
+    /// peer it can reach holds more of the log, unless --force; exit status 1 when refused.
+    Promote {
+        /// The replica's client address.
+        #[arg(value_name = "HOST:PORT")]
+        addr: String,
+        /// Promote even if a peer holds more of the log or knows a newer epoch (what only that
+        /// peer holds is lost).
+        #[arg(long)]
+        force: bool,
         /// File whose first line is the password to AUTH with (as shiplogd's --requirepass-file).
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
@@ -216,6 +232,11 @@ fn main() -> ExitCode {
             json,
             password_file,
         } => status::status(&addr, json, password_file.as_deref()),
+        Command::Promote {
+            addr,
+            force,
+            password_file,
+        } => promote::promote(&addr, force, password_file.as_deref()),
         Command::Snapshot { command } => snapshot::run(command),
         Command::Load {
             server,

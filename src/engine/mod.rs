@@ -10,6 +10,7 @@ mod frozen;
 mod index;
 mod key;
 mod restore;
+mod rewind;
 mod value;
 mod verify;
 

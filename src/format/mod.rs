@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod digest;
+pub mod epochs;
 mod error;
 pub mod http;
 pub mod kv;

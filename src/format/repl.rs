@@ -12,6 +12,7 @@
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
+use super::epochs::{EPOCH_WIRE_BYTES, EPOCHS_MAX, EpochHistory};
 use super::{Epoch, Lsn, SEGMENT_HEADER_BYTES};
 
 /// First bytes of every frame.
@@ -25,7 +26,7 @@ pub const FRAME_BODY_MAX: usize = SEGMENT_BYTES_MAX + 24;
 /// Magic at the start of a replica's hello.
 pub const HELLO_MAGIC: [u8; 8] = *b"SHPLREPL";
 /// The shipping protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest segment offset a frame may name (a segment holds at most one 1 GiB record beyond
 /// its rotation size; 1 TiB is far past any real one and keeps a hostile peer from making the
 /// receiver write at absurd offsets).
@@ -35,7 +36,12 @@ pub const REASON_MAX_BYTES: usize = 1024;
 /// Smallest segment file a peer may announce (the log's smallest rotation size).
 pub const SEGMENT_CAPACITY_MIN: u64 = 4096;
 
-const HELLO_BYTES: usize = 68;
+const HELLO_BYTES: usize = 72;
+const FENCE_BYTES: usize = 8;
+/// Bytes of one peer in a peers frame.
+pub const PEER_BYTES: usize = 44;
+/// Most peers a peers frame lists.
+pub const PEERS_MAX: usize = 64;
 /// Smallest snapshot file: header, an empty zstd frame, trailer.
 const SNAPSHOT_MIN_FILE_BYTES: u64 =
     (SNAPSHOT_HEADER_BYTES + super::snapshot::SNAPSHOT_TRAILER_BYTES) as u64;
@@ -58,6 +64,9 @@ mod kind {
     pub const SNAPSHOT_OFFER: u8 = 9;
     pub const SNAPSHOT_RESUME: u8 = 10;
     pub const SNAPSHOT_BYTES: u8 = 11;
+    pub const HISTORY: u8 = 12;
+    pub const FENCE: u8 = 13;
+    pub const PEERS: u8 = 14;
 }
 
 /// Bytes of a snapshot file's header, as carried by a snapshot offer.
@@ -84,6 +93,23 @@ pub struct Hello {
     /// The replica's log digest at `last_lsn` (`format::digest`; 0: none, say for a
     /// compacted segment), so the primary checks more than one record's epoch.
     pub last_digest: u64,
+    /// The highest epoch the replica knows of: a primary of an older epoch was replaced and
+    /// steps down.
+    pub highest_epoch: Epoch,
+}
+
+/// One replica of the sender's primary, as a peers frame lists it: who the others are and how
+/// far they are, so a replica asked to take over can tell whether one of them is further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The replica's identity.
+    pub replica_id: u128,
+    /// Its address as the primary sees it (IPv4 as an IPv4-mapped IPv6 address).
+    pub ip: std::net::Ipv6Addr,
+    /// The port it serves clients on.
+    pub port: u16,
+    /// The last LSN it acknowledged as durable.
+    pub durable_lsn: Lsn,
 }
 
 /// The primary accepting a replica: shipping starts after `start_after`.
@@ -117,6 +143,8 @@ pub enum RefuseCode {
     Auth = 5,
     /// Anything else (see the reason).
     Other = 6,
+    /// The peer is of an older epoch than one this node has seen (a replaced primary).
+    StaleEpoch = 7,
 }
 
 impl RefuseCode {
@@ -128,6 +156,7 @@ impl RefuseCode {
             4 => Self::Diverged,
             5 => Self::Auth,
             6 => Self::Other,
+            7 => Self::StaleEpoch,
             _ => return None,
         })
     }
@@ -211,6 +240,23 @@ pub enum Frame<'a> {
         /// The bytes.
         bytes: &'a [u8],
     },
+    /// Primary → replica, before a welcome and before a refusal of a diverged replica: the
+    /// primary's epoch history in wire form (`format::epochs`), checked when decoded.
+    History {
+        /// `[epoch: u32][start_lsn: u64]` per epoch, oldest first.
+        entries: &'a [u8],
+    },
+    /// Either way: a node of this epoch exists; a primary of an older one must step down.
+    Fence {
+        /// The epoch.
+        epoch: Epoch,
+    },
+    /// Primary → replica: the primary's other replicas, `PEER_BYTES` each, at most
+    /// [`PEERS_MAX`]; decode them with [`peers`].
+    Peers {
+        /// The peers, encoded.
+        entries: &'a [u8],
+    },
     /// Replica → primary: progress (the write, flush and replay positions of `PostgreSQL`).
     Ack {
         /// Last LSN received and written.
@@ -262,7 +308,14 @@ pub enum FrameError {
 
 fn allowed(kind: u8) -> Option<(usize, usize, &'static str)> {
     Some(match kind {
-        kind::HELLO => (HELLO_BYTES, HELLO_BYTES, "exactly 68"),
+        kind::HELLO => (HELLO_BYTES, HELLO_BYTES, "exactly 72"),
+        kind::HISTORY => (
+            EPOCH_WIRE_BYTES,
+            EPOCH_WIRE_BYTES * EPOCHS_MAX,
+            "12 to 786432, a multiple of 12",
+        ),
+        kind::FENCE => (FENCE_BYTES, FENCE_BYTES, "exactly 8"),
+        kind::PEERS => (0, PEER_BYTES * PEERS_MAX, "0 to 2816, a multiple of 44"),
         kind::WELCOME => (WELCOME_BYTES, WELCOME_BYTES, "exactly 40"),
         kind::REFUSE => (2, 2 + REASON_MAX_BYTES, "2 to 1026"),
         kind::SEGMENT_HEADER => (
@@ -354,8 +407,10 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 last_epoch: LE::read_u32(&body[52..56]),
                 listen_port: LE::read_u16(&body[56..58]),
                 last_digest: LE::read_u64(&body[60..68]),
+                highest_epoch: LE::read_u32(&body[68..72]),
             })
         }
+        kind::HISTORY | kind::FENCE | kind::PEERS => decode_failover_frame(kind, body)?,
         kind::WELCOME if body[2..4] != [0, 0] => {
             return Err(FrameError::Invalid("reserved welcome bytes are not zero"));
         }
@@ -427,6 +482,36 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
             debug_assert_eq!(kind, kind::ACK);
             decode_ack(body)?
         }
+    })
+}
+
+fn decode_failover_frame(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    Ok(match kind {
+        kind::HISTORY => {
+            EpochHistory::from_wire(body).map_err(|_| {
+                FrameError::Invalid("an epoch history out of order or of partial entries")
+            })?;
+            Frame::History { entries: body }
+        }
+        kind::FENCE if body[4..8] != [0; 4] => {
+            return Err(FrameError::Invalid("reserved fence bytes are not zero"));
+        }
+        kind::FENCE => Frame::Fence {
+            epoch: LE::read_u32(&body[0..4]),
+        },
+        kind::PEERS => {
+            if !body.len().is_multiple_of(PEER_BYTES)
+                || body
+                    .chunks_exact(PEER_BYTES)
+                    .any(|c| c[34..36] != [0, 0] || LE::read_u64(&c[36..44]) > super::LSN_MAX)
+            {
+                return Err(FrameError::Invalid(
+                    "peers of partial entries, reserved bytes or LSNs out of range",
+                ));
+            }
+            Frame::Peers { entries: body }
+        }
+        _ => unreachable!("called for failover frames only"),
     })
 }
 
@@ -538,7 +623,11 @@ fn encode_unchecked(out: &mut Vec<u8>, frame: &Frame<'_>) {
             put16(out, h.listen_port);
             put16(out, 0);
             put64(out, h.last_digest);
+            put32(out, h.highest_epoch);
             kind::HELLO
+        }
+        Frame::History { .. } | Frame::Fence { .. } | Frame::Peers { .. } => {
+            encode_failover_frame(out, frame)
         }
         Frame::Welcome(w) => {
             put16(out, w.version);
@@ -556,8 +645,7 @@ fn encode_unchecked(out: &mut Vec<u8>, frame: &Frame<'_>) {
             kind::REFUSE
         }
         Frame::Auth { nonce, proof } => {
-            out.extend_from_slice(&nonce[..]);
-            out.extend_from_slice(&proof[..]);
+            out.extend_from_slice(&[&nonce[..], &proof[..]].concat());
             kind::AUTH
         }
         Frame::SegmentHeader { header, capacity } => {
@@ -586,27 +674,21 @@ fn encode_unchecked(out: &mut Vec<u8>, frame: &Frame<'_>) {
         | Frame::SnapshotResume { .. }
         | Frame::SnapshotBytes { .. } => encode_snapshot_frame(out, frame),
         Frame::Heartbeat {
-            durable_lsn,
-            clock_micros,
-            digest_lsn,
-            digest,
+            durable_lsn: a,
+            clock_micros: b,
+            digest_lsn: c,
+            digest: d,
         } => {
-            put64(out, *durable_lsn);
-            put64(out, *clock_micros);
-            put64(out, *digest_lsn);
-            put64(out, *digest);
+            put_all(out, &[*a, *b, *c, *d]);
             kind::HEARTBEAT
         }
         Frame::Ack {
-            received,
-            durable,
-            applied,
-            clock_micros,
+            received: a,
+            durable: b,
+            applied: c,
+            clock_micros: d,
         } => {
-            put64(out, *received);
-            put64(out, *durable);
-            put64(out, *applied);
-            put64(out, *clock_micros);
+            put_all(out, &[*a, *b, *c, *d]);
             kind::ACK
         }
     };
@@ -621,6 +703,25 @@ fn encode_unchecked(out: &mut Vec<u8>, frame: &Frame<'_>) {
         &out[start + FRAME_HEADER_BYTES..],
     );
     LE::write_u32(&mut out[start + 8..start + 12], crc);
+}
+
+fn encode_failover_frame(out: &mut Vec<u8>, frame: &Frame<'_>) -> u8 {
+    match frame {
+        Frame::History { entries } => {
+            out.extend_from_slice(entries);
+            kind::HISTORY
+        }
+        Frame::Fence { epoch } => {
+            put32(out, *epoch);
+            put32(out, 0);
+            kind::FENCE
+        }
+        Frame::Peers { entries } => {
+            out.extend_from_slice(entries);
+            kind::PEERS
+        }
+        _ => unreachable!("called for failover frames only"),
+    }
 }
 
 fn encode_snapshot_frame(out: &mut Vec<u8>, frame: &Frame<'_>) -> u8 {
@@ -648,6 +749,31 @@ fn encode_snapshot_frame(out: &mut Vec<u8>, frame: &Frame<'_>) -> u8 {
     }
 }
 
+/// The peers a peers frame lists.
+pub fn peers(entries: &[u8]) -> impl Iterator<Item = Peer> + '_ {
+    entries.chunks_exact(PEER_BYTES).map(|c| Peer {
+        replica_id: LE::read_u128(&c[0..16]),
+        ip: std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&c[16..32]).unwrap_or([0; 16])),
+        port: LE::read_u16(&c[32..34]),
+        durable_lsn: LE::read_u64(&c[36..44]),
+    })
+}
+
+/// Appends one peer's entry for a peers frame.
+pub fn encode_peer(out: &mut Vec<u8>, peer: &Peer) {
+    put128(out, peer.replica_id);
+    out.extend_from_slice(&peer.ip.octets());
+    put16(out, peer.port);
+    put16(out, 0);
+    put64(out, peer.durable_lsn.min(super::LSN_MAX));
+}
+
+fn put_all(out: &mut Vec<u8>, values: &[u64]) {
+    for v in values {
+        put64(out, *v);
+    }
+}
+
 fn put16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_le_bytes());
 }
@@ -668,6 +794,19 @@ mod tests {
     fn examples() -> Vec<Frame<'static>> {
         static HEADER: [u8; SEGMENT_HEADER_BYTES] = [7; SEGMENT_HEADER_BYTES];
         static SNAPSHOT: [u8; SNAPSHOT_HEADER_BYTES] = [9; SNAPSHOT_HEADER_BYTES];
+        // Epoch 1 from LSN 1, epoch 2 from LSN 101.
+        static HISTORY: [u8; 24] = [
+            1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 101, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        static PEERS: [u8; PEER_BYTES] = {
+            let mut p = [0u8; PEER_BYTES];
+            p[0] = 7;
+            p[31] = 1;
+            p[32] = 0xe9;
+            p[33] = 0x18;
+            p[36] = 42;
+            p
+        };
         vec![
             Frame::Hello(Hello {
                 version: PROTOCOL_VERSION,
@@ -677,7 +816,12 @@ mod tests {
                 last_epoch: 1,
                 listen_port: 6381,
                 last_digest: 0x0123_4567_89ab_cdef,
+                highest_epoch: 3,
             }),
+            Frame::History { entries: &HISTORY },
+            Frame::Fence { epoch: 4 },
+            Frame::Peers { entries: &[] },
+            Frame::Peers { entries: &PEERS },
             Frame::Welcome(Welcome {
                 version: 1,
                 cluster_id: 0xfeed,
@@ -758,15 +902,15 @@ mod tests {
             Err(FrameError::BadLength { .. })
         ));
         let mut short_hello = b"SF\x01\x00".to_vec();
-        short_hello.extend_from_slice(&59u32.to_le_bytes());
+        short_hello.extend_from_slice(&68u32.to_le_bytes());
         short_hello.extend_from_slice(&[0; 4]);
         assert!(matches!(
             decode_frame(&short_hello),
             Err(FrameError::BadLength { .. })
         ));
         assert_eq!(
-            decode_frame(b"SF\x0c\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
-            Err(FrameError::UnknownType(12))
+            decode_frame(b"SF\x0f\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
+            Err(FrameError::UnknownType(15))
         );
     }
 }

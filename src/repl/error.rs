@@ -42,6 +42,25 @@ pub enum ReplError {
         /// This replica's.
         replica: u64,
     },
+    /// This node's log forked from the primary's: it was rewound to the fork point (the cut
+    /// records saved under `rollback/`), or emptied to be bootstrapped; the link reconnects.
+    #[error("rewound the log to LSN {fork} to follow the primary's history; reconnecting")]
+    Rewound {
+        /// The last LSN kept.
+        fork: crate::format::Lsn,
+    },
+    /// The primary is of an older epoch than this node has seen: it was replaced and must
+    /// not be followed.
+    #[error(
+        "the primary is of epoch {primary}, older than epoch {seen} this node has seen: it was \
+         replaced by a failover; point this node at the new primary (REPLICAOF host port)"
+    )]
+    StalePrimary {
+        /// The primary's epoch.
+        primary: crate::format::Epoch,
+        /// The highest epoch this node knows.
+        seen: crate::format::Epoch,
+    },
     /// The store failed while a snapshot was restored into it.
     #[error("restoring the primary's snapshot: {0}")]
     Store(String),

@@ -14,7 +14,11 @@ use super::receiver::Receiver;
 use super::status::{BootstrapProgress, LinkState, LinkStatus, clock_micros};
 use super::wire::FrameStream;
 use crate::engine::Store;
-use crate::format::repl::{AUTH_BYTES, Frame, Hello, PROTOCOL_VERSION, SNAPSHOT_HEADER_BYTES};
+use crate::format::Lsn;
+use crate::format::epochs::EpochHistory;
+use crate::format::repl::{
+    AUTH_BYTES, Frame, Hello, PROTOCOL_VERSION, RefuseCode, SNAPSHOT_HEADER_BYTES,
+};
 use crate::format::snapshot::SnapshotHeader;
 use crate::wal::random_u64;
 
@@ -79,6 +83,11 @@ pub fn run(store: &Store, options: &LinkOptions, status: &LinkStatus) {
         let progressed = status.progress().sessions > started;
         if progressed {
             failures = 0;
+        }
+        if let Err(ReplError::Rewound { .. }) = &result {
+            // Follow the primary's log from the fork point at once.
+            failures = 0;
+            continue;
         }
         if let Err(e @ ReplError::Diverged { .. }) = &result {
             tracing::error!(primary = %options.primary, error = %e, "replication stopped: the logs diverged");
@@ -183,32 +192,23 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
     stream.set_read_timeout(Some(options.timeout))?;
     stream.set_write_timeout(Some(options.timeout))?;
     let challenge = handshake(&mut stream)?;
-    let wal = store.wal();
-    // A store whose restore did not complete holds nothing usable, whatever its log shows.
-    let last_lsn = if store.restoring() {
-        0
-    } else {
-        wal.written_lsn()
-    };
-    let last_epoch = if last_lsn == 0 {
-        0
-    } else {
-        wal.read(last_lsn)?.map_or(0, |r| r.epoch)
-    };
     let mut frames = FrameStream::new(stream.try_clone()?, &[]);
     if let Some(challenge) = challenge {
         authenticate(&mut frames, options, &challenge)?;
     }
-    frames.send(&Frame::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        cluster_id: if last_lsn == 0 { 0 } else { wal.cluster_id() },
-        replica_id: options.replica_id,
-        last_lsn,
-        last_epoch,
-        listen_port: options.listen_port,
-        last_digest: wal.digest_at(last_lsn)?.unwrap_or(0),
-    }))?;
+    let last_lsn = send_hello(store, options, &mut frames)?;
     let mut reply = frames.read_frame()?;
+    let mut history = None;
+    if let Frame::History { entries } = reply {
+        history = Some(parse_history(entries)?);
+        reply = frames.read_frame()?;
+    }
+    if let (Frame::Refuse { code, reason }, Some(theirs)) = (reply, &history)
+        && code == RefuseCode::Diverged
+    {
+        tracing::warn!(primary = %options.primary, reason, "this node's log forked from the primary's");
+        return Err(rewind(store, status, theirs, last_lsn));
+    }
     let mut transfer = None;
     if let Frame::SnapshotOffer { header, file_bytes } = reply {
         let header = *header;
@@ -228,19 +228,14 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
     }
     match reply {
         Frame::Welcome(welcome) => {
-            tracing::info!(
-                primary = %options.primary,
-                start_after = welcome.start_after,
-                primary_durable = welcome.durable_lsn,
-                "replicating"
-            );
-            status.update(|p| {
-                p.state = LinkState::Connected;
-                p.sessions += 1;
-                p.last_io = Some(Instant::now());
-                p.primary_durable = welcome.durable_lsn;
-                p.last_error = None;
-            });
+            accept_welcome(
+                store,
+                options,
+                status,
+                &mut frames,
+                welcome,
+                history.as_ref(),
+            )?;
         }
         Frame::Refuse { code, reason } => return Err(ReplError::refused(code, reason)),
         other => {
@@ -276,6 +271,151 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
         });
         result.and(ack_result)
     })
+}
+
+/// Introduces this replica: what it holds, up to which LSN (returned) and epoch.
+fn send_hello(
+    store: &Store,
+    options: &LinkOptions,
+    frames: &mut FrameStream,
+) -> Result<Lsn, ReplError> {
+    let wal = store.wal();
+    // A store whose restore did not complete holds nothing usable, whatever its log shows.
+    let last_lsn = if store.restoring() {
+        0
+    } else {
+        wal.written_lsn()
+    };
+    let last_epoch = if last_lsn == 0 {
+        0
+    } else {
+        wal.read(last_lsn)?.map_or(0, |r| r.epoch)
+    };
+    frames.send(&Frame::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        cluster_id: if last_lsn == 0 { 0 } else { wal.cluster_id() },
+        replica_id: options.replica_id,
+        last_lsn,
+        last_epoch,
+        listen_port: options.listen_port,
+        last_digest: wal.digest_at(last_lsn)?.unwrap_or(0),
+        highest_epoch: wal.highest_epoch(),
+    }))?;
+    Ok(last_lsn)
+}
+
+fn parse_history(entries: &[u8]) -> Result<EpochHistory, ReplError> {
+    EpochHistory::from_wire(entries)
+        .map_err(|e| ReplError::Protocol(format!("the primary sent a bad epoch history: {e}")))
+}
+
+/// Takes the primary's welcome: refuses a primary of an older epoch than this node has seen
+/// (telling it, so it steps down), adopts the primary's history, and reports the link up.
+fn accept_welcome(
+    store: &Store,
+    options: &LinkOptions,
+    status: &LinkStatus,
+    frames: &mut FrameStream,
+    welcome: crate::format::repl::Welcome,
+    history: Option<&EpochHistory>,
+) -> Result<(), ReplError> {
+    let wal = store.wal();
+    let seen = wal.highest_epoch();
+    if welcome.epoch < seen {
+        let _ = frames.send(&Frame::Fence { epoch: seen });
+        return Err(ReplError::StalePrimary {
+            primary: welcome.epoch,
+            seen,
+        });
+    }
+    if let Some(history) = history {
+        wal.adopt_history(history)?;
+    }
+    tracing::info!(
+        primary = %options.primary,
+        start_after = welcome.start_after,
+        primary_durable = welcome.durable_lsn,
+        epoch = welcome.epoch,
+        "replicating"
+    );
+    status.update(|p| {
+        p.state = LinkState::Connected;
+        p.sessions += 1;
+        p.last_io = Some(Instant::now());
+        p.primary_durable = welcome.durable_lsn;
+        p.primary_epoch = welcome.epoch;
+        p.last_error = None;
+    });
+    Ok(())
+}
+
+/// Rewinds this node's log to where it forked from the primary's history (`theirs`): the
+/// records after that are saved under `rollback/` and cut. When the cut is impossible (the
+/// fork lies in a compacted range) or the histories cannot tell where the logs part, the
+/// store is emptied instead, after saving the records of its newest epoch, and the primary
+/// bootstraps it. Returns the error that makes the link reconnect.
+fn rewind(store: &Store, status: &LinkStatus, theirs: &EpochHistory, last_lsn: Lsn) -> ReplError {
+    let wal = store.wal();
+    let mine = wal.epoch_history();
+    let fork = mine.fork_point(theirs, last_lsn);
+    let result = if fork < last_lsn && fork > 0 {
+        match store.rewind_to(fork) {
+            Err(crate::engine::DbError::Wal(crate::wal::WalError::CannotRewind {
+                reason, ..
+            })) => {
+                tracing::warn!(
+                    fork,
+                    reason,
+                    "cannot cut the log there; emptying it to be bootstrapped"
+                );
+                empty(store).map(|()| (0, None))
+            }
+            other => other.map(|saved| (fork, saved)).map_err(ReplError::from),
+        }
+    } else if theirs.latest().epoch > mine.latest().epoch {
+        // Same history, different records (or nothing shared): keep the newest epoch's
+        // records in a rollback file and start over from the primary's state.
+        let keep_from = mine.latest().start_lsn.min(last_lsn + 1).max(1) - 1;
+        wal.save_tail(keep_from)
+            .map_err(ReplError::from)
+            .and_then(|saved| empty(store).map(|()| (0, saved)))
+    } else {
+        // The primary is no newer than this node: nothing says whose records should win.
+        return ReplError::Refused {
+            code: RefuseCode::Diverged,
+            reason: format!(
+                "this node's log and the primary's differ, and the primary's epoch {} is not \
+                 newer than this node's {}: nothing was rewound; compare them with `shiplog \
+                 verify --compare`",
+                theirs.latest().epoch,
+                mine.latest().epoch
+            ),
+        };
+    };
+    match result {
+        Ok((fork, saved)) => {
+            tracing::warn!(
+                fork,
+                rollback = ?saved,
+                "rewound the log to the fork point; the records cut from it are in the rollback file"
+            );
+            status.update(|p| {
+                p.rewinds += 1;
+                if saved.is_some() {
+                    p.last_rollback.clone_from(&saved);
+                }
+            });
+            ReplError::Rewound { fork }
+        }
+        Err(e) => e,
+    }
+}
+
+/// Empties the store (as a restore would), so the primary ships it everything again.
+fn empty(store: &Store) -> Result<(), ReplError> {
+    store.begin_restore()?;
+    store.finish_restore()?;
+    Ok(())
 }
 
 /// A snapshot being received from the primary into `DIR/bootstrap/`, with the log after it,
@@ -583,6 +723,10 @@ impl Receiving<'_> {
                     self.pending_digest = Some((digest_lsn, digest));
                 }
             }
+            Frame::Peers { entries } => {
+                let peers = crate::format::repl::peers(entries).collect();
+                status.update(|p| p.peers = peers);
+            }
             Frame::Refuse { code, reason } => return Err(ReplError::refused(code, reason)),
             other => {
                 return Err(ReplError::Protocol(format!(
@@ -643,4 +787,49 @@ fn acknowledge(
         std::thread::park_timeout(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// Tells the primary at `options.primary` that a node of `epoch` exists (a hello naming it as
+/// the highest epoch seen), so that, being older, it steps down. `Ok` once it heard: it refused
+/// the hello as stale, or it closed the connection (it is no primary any more).
+///
+/// # Errors
+/// It could not be reached or did not answer: try again later.
+pub fn send_fence(options: &LinkOptions, epoch: crate::format::Epoch) -> Result<(), ReplError> {
+    let status = LinkStatus::default();
+    let mut stream = connect(options, &status)?;
+    stream.set_read_timeout(Some(options.timeout))?;
+    stream.set_write_timeout(Some(options.timeout))?;
+    let hello = Frame::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        cluster_id: 0,
+        replica_id: options.replica_id,
+        last_lsn: 0,
+        last_epoch: 0,
+        listen_port: options.listen_port,
+        last_digest: 0,
+        highest_epoch: epoch,
+    });
+    let challenge = handshake(&mut stream)?;
+    let mut frames = FrameStream::new(stream, &[]);
+    if let Some(challenge) = challenge {
+        authenticate(&mut frames, options, &challenge)?;
+    }
+    frames.send(&hello)?;
+    loop {
+        match frames.read_frame() {
+            Ok(Frame::Refuse {
+                code: RefuseCode::StaleEpoch,
+                ..
+            }) => return Ok(()),
+            Ok(Frame::Refuse { code, reason }) => return Err(ReplError::refused(code, reason)),
+            // Its history comes first; a welcome means it is of this epoch or newer.
+            Ok(Frame::History { .. }) => {}
+            Ok(_) => return Ok(()),
+            Err(ReplError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

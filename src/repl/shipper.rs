@@ -11,8 +11,10 @@ use super::auth::{Prover, proof, verify};
 use super::error::ReplError;
 use super::status::{ReplicaPeer, clock_micros};
 use super::wire::FrameStream;
+use crate::format::Epoch;
 use crate::format::repl::{
-    AUTH_BYTES, Frame, Hello, PROTOCOL_VERSION, RefuseCode, SEGMENT_BYTES_MAX, Welcome,
+    AUTH_BYTES, Frame, Hello, PROTOCOL_VERSION, Peer, RefuseCode, SEGMENT_BYTES_MAX, Welcome,
+    encode_peer,
 };
 use crate::snapshot::SnapshotFile;
 use crate::wal::{Wal, WalError};
@@ -70,6 +72,12 @@ pub struct SessionHooks<'a> {
     pub on_accept: &'a dyn Fn(u128, u64),
     /// Snapshot bootstrap; without it, a replica that needs one is refused.
     pub bootstrap: Option<Bootstrap<'a>>,
+    /// Called when the replica knows of an epoch newer than this primary's: this primary was
+    /// replaced and must stop taking writes.
+    pub on_fenced: &'a (dyn Fn(Epoch) + Sync),
+    /// This primary's replicas and how far each is, for the peers frames that let a replica
+    /// judge whether it is the most advanced before it takes over.
+    pub peers: &'a dyn Fn() -> Vec<Peer>,
 }
 
 impl std::fmt::Debug for SessionHooks<'_> {
@@ -119,7 +127,8 @@ pub fn serve(
             )));
         }
     };
-    let mut start_after = match check_hello(wal, &hello) {
+    let checked = check_epochs(wal, &mut frames, &hello, hooks)?;
+    let mut start_after = match checked {
         Ok(after) => after,
         Err((code, reason)) => {
             let _ = frames.send(&Frame::Refuse {
@@ -168,7 +177,7 @@ pub fn serve(
     frames.send(&Frame::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         cluster_id: wal.cluster_id(),
-        epoch: wal.epoch(),
+        epoch: wal.highest_epoch(),
         durable_lsn: wal.durable_lsn().max(start_after),
         start_after,
     }))?;
@@ -182,7 +191,7 @@ pub fn serve(
     let reader_failed = AtomicBool::new(false);
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            let result = read_acks(acks, peer);
+            let result = read_acks(acks, peer, hooks.on_fenced);
             reader_failed.store(true, Ordering::Release);
             if let Err(e) = result
                 && !peer.stopped()
@@ -200,6 +209,7 @@ pub fn serve(
             options,
             &reader_failed,
             transfer,
+            hooks.peers,
         );
         peer.stop();
         result
@@ -350,6 +360,37 @@ fn authenticate(frames: &mut FrameStream, auth: Auth<'_>) -> Result<(), ReplErro
     })
 }
 
+/// Steps down (and refuses) when the replica knows of a newer epoch; otherwise checks its log
+/// and sends this primary's epoch history, which the replica adopts with the welcome or finds
+/// its fork point with.
+fn check_epochs(
+    wal: &Wal,
+    frames: &mut FrameStream,
+    hello: &Hello,
+    hooks: SessionHooks<'_>,
+) -> Result<Result<u64, (RefuseCode, String)>, ReplError> {
+    let mine = wal.highest_epoch();
+    if hello.highest_epoch > mine {
+        (hooks.on_fenced)(hello.highest_epoch);
+        let code = RefuseCode::StaleEpoch;
+        let reason = format!(
+            "this primary is of epoch {mine}, and the replica has seen epoch {}: this primary \
+             was replaced and stepped down",
+            hello.highest_epoch
+        );
+        let _ = frames.send(&Frame::Refuse {
+            code,
+            reason: &reason,
+        });
+        return Err(ReplError::Refused { code, reason });
+    }
+    let checked = check_hello(wal, hello);
+    let mut history = Vec::new();
+    wal.epoch_history().to_wire(&mut history);
+    frames.send(&Frame::History { entries: &history })?;
+    Ok(checked)
+}
+
 /// Whether the replica's log is a prefix of this one; the LSN to ship after, or a refusal.
 fn check_hello(wal: &Wal, hello: &Hello) -> Result<u64, (RefuseCode, String)> {
     if hello.version != PROTOCOL_VERSION {
@@ -430,7 +471,9 @@ fn ship(
     options: ShipperOptions,
     reader_failed: &AtomicBool,
     mut transfer: Option<Transfer>,
+    peers: &dyn Fn() -> Vec<Peer>,
 ) -> Result<(), ReplError> {
+    let mut peers_sent = Vec::new();
     let mut last_beat = Instant::now()
         .checked_sub(options.heartbeat)
         .unwrap_or_else(Instant::now);
@@ -490,6 +533,14 @@ fn ship(
                 Some(digest) => (shipped_through, digest),
                 None => (0, 0),
             };
+            let mut listed = Vec::new();
+            for p in peers().iter().take(crate::format::repl::PEERS_MAX) {
+                encode_peer(&mut listed, p);
+            }
+            if listed != peers_sent {
+                frames.queue(&Frame::Peers { entries: &listed });
+                peers_sent = listed;
+            }
             frames.send(&Frame::Heartbeat {
                 durable_lsn: wal.durable_lsn().max(shipped_through),
                 clock_micros: clock_micros(),
@@ -513,9 +564,18 @@ fn ship(
     }
 }
 
-fn read_acks(mut acks: FrameStream, peer: &ReplicaPeer) -> Result<(), ReplError> {
+fn read_acks(
+    mut acks: FrameStream,
+    peer: &ReplicaPeer,
+    on_fenced: &(dyn Fn(Epoch) + Sync),
+) -> Result<(), ReplError> {
     loop {
         match acks.read_frame()? {
+            Frame::Fence { epoch } => {
+                tracing::warn!(replica = %peer.addr, epoch, "a replica knows of a newer epoch");
+                on_fenced(epoch);
+                return Err(ReplError::Stopped);
+            }
             Frame::Ack {
                 received,
                 durable,

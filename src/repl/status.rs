@@ -272,6 +272,14 @@ pub struct LinkProgress {
     pub bootstrap: Option<BootstrapProgress>,
     /// Bootstraps completed since this link started.
     pub bootstraps: u64,
+    /// The primary's other replicas and how far each is, from its latest peers frame.
+    pub peers: Vec<crate::format::repl::Peer>,
+    /// The primary's epoch, from its welcome.
+    pub primary_epoch: crate::format::Epoch,
+    /// Rewinds of this node's log to a fork point since this link started.
+    pub rewinds: u64,
+    /// The file the latest rewind saved the cut records to.
+    pub last_rollback: Option<std::path::PathBuf>,
 }
 
 /// A replica's bootstrap from its primary's snapshot.

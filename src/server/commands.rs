@@ -8,6 +8,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use super::acks::{AckLevel, WaitAcks};
+use super::failover::Promotion;
 use super::glob::glob_match;
 use super::keyspace::{Current, WriteTxn};
 use super::session::Session;
@@ -475,6 +476,24 @@ pub static COMMANDS: &[CommandSpec] = &[
         Kind::Other,
     ),
     spec(
+        "shiplog.promote",
+        -1,
+        &["admin", "noscript", "stale"],
+        NONE,
+        "server",
+        "Promotes this replica to the primary of a new epoch (FORCE: even if a peer holds more of the log).",
+        Kind::Other,
+    ),
+    spec(
+        "shiplog.position",
+        1,
+        &["fast", "stale"],
+        NONE,
+        "server",
+        "This node's durable LSN and highest known epoch (asked by a replica before it takes over).",
+        Kind::Other,
+    ),
+    spec(
         "config",
         -2,
         &[],
@@ -897,6 +916,26 @@ fn run(
         }
         "role" => shared.role_reply(reply),
         "replicaof" | "slaveof" => replicaof(shared, args, reply)?,
+        "shiplog.promote" => {
+            let force = match args.get(1) {
+                None => false,
+                Some(a) if args.len() == 2 && a.eq_ignore_ascii_case(b"force") => true,
+                Some(_) => return Err(err("ERR syntax error: SHIPLOG.PROMOTE [FORCE]")),
+            };
+            match shared.promote(force) {
+                Ok(Promotion::AlreadyPrimary) => reply.simple("OK already a primary"),
+                Ok(Promotion::Promoted { epoch, start_lsn }) => {
+                    reply.simple(&format!("OK promoted to epoch {epoch} at LSN {start_lsn}"));
+                }
+                Err(why) => return Err(err(&why)),
+            }
+        }
+        "shiplog.position" => {
+            let wal = shared.keyspace.db().wal();
+            reply.array(2);
+            reply.integer(i64::try_from(wal.durable_lsn()).unwrap_or(i64::MAX));
+            reply.integer(i64::from(wal.highest_epoch()));
+        }
         "shiplog.lastlsn" => {
             reply.integer(i64::try_from(session.last_write_lsn).unwrap_or(i64::MAX));
         }
@@ -1206,7 +1245,7 @@ fn replicaof(
     reply: &mut ReplyWriter<'_>,
 ) -> Result<(), Failure> {
     if args[1].eq_ignore_ascii_case(b"no") && args[2].eq_ignore_ascii_case(b"one") {
-        shared.replicate_from(None);
+        shared.promote(false).map_err(|why| err(&why))?;
         reply.ok();
         return Ok(());
     }
@@ -1220,7 +1259,7 @@ fn replicaof(
     } else {
         format!("{host}:{port}")
     };
-    if shared.replicate_from(Some(target)) {
+    if shared.replicate_from(target) {
         reply.ok();
     } else {
         reply.simple("OK Already connected to specified master");

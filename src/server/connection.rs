@@ -585,8 +585,10 @@ impl Connection {
             ));
         } else if !self.session.authenticated && !spec.flags.contains(&"noauth") {
             reply.error("NOAUTH Authentication required.");
-        } else if spec.flags.contains(&"write") && shared.replication.is_read_only() {
-            reply.error("READONLY You can't write against a read only replica.");
+        } else if spec.flags.contains(&"write")
+            && let Some(refusal) = shared.replication.refuses_writes()
+        {
+            reply.error(&refusal);
         } else if spec.kind == Kind::Read
             && let Some(stale) = shared.stale_beyond_limit()
         {

@@ -9,6 +9,7 @@ mod connection;
 mod cursors;
 mod error;
 mod event_loop;
+mod failover;
 pub mod glob;
 mod info;
 pub mod keyspace;
@@ -336,8 +337,8 @@ impl Server {
             acks: Arc::default(),
         });
         // Read-only (and compaction held) before the slot keeper's first tick decides.
-        if replica_of.is_some() {
-            shared.replicate_from(replica_of);
+        if let Some(primary) = replica_of {
+            shared.replicate_from(primary);
         }
         shared.start_slot_keeper().map_err(ServerError::Thread)?;
         let mut loops = Vec::new();

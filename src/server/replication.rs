@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
@@ -92,16 +92,16 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A replica's link to its primary.
 #[derive(Debug)]
-struct Link {
-    primary: String,
-    status: Arc<LinkStatus>,
-    thread: JoinHandle<()>,
+pub(super) struct Link {
+    pub(super) primary: String,
+    pub(super) status: Arc<LinkStatus>,
+    pub(super) thread: JoinHandle<()>,
     started: std::time::Instant,
 }
 
@@ -143,17 +143,19 @@ pub struct ReplicationSnapshot {
 /// Replication state of a server.
 #[derive(Debug)]
 pub struct Replication {
-    replica_id: u128,
+    pub(super) replica_id: u128,
     /// Set while this node follows a primary: writes are refused.
-    read_only: AtomicBool,
-    link: Mutex<Option<Link>>,
+    pub(super) read_only: AtomicBool,
+    /// The newer epoch that replaced this primary (0: none): writes are refused.
+    pub(super) fenced: AtomicU32,
+    pub(super) link: Mutex<Option<Link>>,
     replicas: Mutex<Vec<Shipping>>,
     slots: Mutex<SlotTable>,
     max_retained_bytes: u64,
     keeper: Mutex<Option<JoinHandle<()>>>,
     stop_keeper: AtomicBool,
     /// Links stopped by `REPLICAOF NO ONE`, joined at shutdown.
-    stopping: Mutex<Vec<JoinHandle<()>>>,
+    pub(super) stopping: Mutex<Vec<JoinHandle<()>>>,
     /// Snapshots built for bootstrapping replicas (and `SHIPLOG.SNAPSHOT`).
     snapshots: SnapshotBuilds,
     /// Snapshot builds under way: compaction waits for them, so the log right after a
@@ -180,6 +182,7 @@ impl Replication {
         Ok(Self {
             replica_id: replica_id(dir)? ^ place,
             read_only: AtomicBool::new(false),
+            fenced: AtomicU32::new(0),
             link: Mutex::new(None),
             replicas: Mutex::new(Vec::new()),
             slots: Mutex::new(SlotTable::load(dir)?),
@@ -198,6 +201,22 @@ impl Replication {
     #[must_use]
     pub fn is_read_only(&self) -> bool {
         self.read_only.load(Ordering::Acquire)
+    }
+
+    /// Why writes are refused, as the `-READONLY` reply: this node is a replica, or a
+    /// primary that a failover replaced.
+    #[must_use]
+    pub fn refuses_writes(&self) -> Option<String> {
+        if self.is_read_only() {
+            return Some("READONLY You can't write against a read only replica.".to_owned());
+        }
+        let fenced = self.fenced.load(Ordering::Acquire);
+        (fenced > 0).then(|| {
+            format!(
+                "READONLY this primary was replaced by a failover (a node of epoch {fenced} \
+                 exists); write to the new primary"
+            )
+        })
     }
 }
 
@@ -231,9 +250,10 @@ fn replica_id(dir: &Path) -> std::io::Result<u128> {
 }
 
 impl Shared {
-    /// Follows `primary` (`HOST:PORT`), or stops following (`None`): `REPLICAOF` and
-    /// `--replica-of`. Returns false when the node already follows that primary.
-    pub fn replicate_from(self: &Arc<Self>, primary: Option<String>) -> bool {
+    /// Follows `primary` (`HOST:PORT`): `REPLICAOF host port` and `--replica-of` (a replica
+    /// stops following only by a promotion, [`Shared::promote`]). Returns false when the
+    /// node already follows that primary.
+    pub fn replicate_from(self: &Arc<Self>, primary: String) -> bool {
         let replication = &self.replication;
         let mut link = lock(&replication.link);
         if self.is_shutting_down() {
@@ -241,7 +261,7 @@ impl Shared {
             // could outlive it.
             return false;
         }
-        if link.as_ref().map(|l| &l.primary) == primary.as_ref() {
+        if link.as_ref().map(|l| &l.primary) == Some(&primary) {
             return false;
         }
         // The old link is stopped here but joined elsewhere (by the new link's thread, or at
@@ -253,22 +273,11 @@ impl Shared {
             tracing::info!(primary = %old.primary, "stopped replicating");
             old.thread
         });
-        let Some(primary) = primary else {
-            if let Some(previous) = previous {
-                lock(&replication.stopping).push(previous);
-            }
-            replication.read_only.store(false, Ordering::Release);
-            // Compaction again, as on any primary (the slot keeper keeps it off replicas).
-            self.keyspace.db().set_compaction_hold(u64::MAX);
-            tracing::warn!(
-                "this node now accepts writes as a primary (same epoch: fencing of the old \
-                 primary is not built yet)"
-            );
-            return true;
-        };
         // Read-only before the first shipped record arrives, and before this node's own
         // replicas are told anything; no compaction of a log that is a copy of another.
         replication.read_only.store(true, Ordering::Release);
+        // Re-pointed: a replaced primary is an ordinary replica from now on.
+        replication.fenced.store(0, Ordering::Release);
         self.keyspace.db().set_compaction_hold(0);
         for shipping in lock(&replication.replicas).iter() {
             shipping.peer.stop();
@@ -361,9 +370,13 @@ impl Shared {
                     });
                 let on_accept = |replica_id, lsn| me.register_slot(replica_id, lsn);
                 let snapshot = |replica_id| me.bootstrap_snapshot(replica_id);
+                let on_fenced = |epoch| me.step_down(epoch);
+                let peers = || me.peer_list();
                 let hooks = SessionHooks {
                     auth,
                     on_accept: &on_accept,
+                    on_fenced: &on_fenced,
+                    peers: &peers,
                     bootstrap: Some(Bootstrap {
                         snapshot: &snapshot,
                         empty_replica_min_log_bytes: me.options.snapshot_bootstrap_bytes,
@@ -773,7 +786,7 @@ impl Shared {
         self.peers().iter().map(|peer| peer.progress()).collect()
     }
 
-    fn peers(&self) -> Vec<Arc<ReplicaPeer>> {
+    pub(super) fn peers(&self) -> Vec<Arc<ReplicaPeer>> {
         lock(&self.replication.replicas)
             .iter()
             .map(|s| Arc::clone(&s.peer))
@@ -896,6 +909,12 @@ impl Shared {
             &p.behind_since.map_or(0, |t| t.elapsed().as_millis()),
         );
         line("replica_sessions", &p.sessions);
+        self.epoch_info(line);
+        line("master_epoch", &p.primary_epoch);
+        line("replica_rewinds", &p.rewinds);
+        if let Some(path) = &p.last_rollback {
+            line("replica_last_rollback", &path.display());
+        }
         line(
             "replica_id",
             &format!("{:032x}", self.replication.replica_id),
@@ -910,6 +929,14 @@ impl Shared {
         if let Some(error) = &p.last_error {
             line("replica_last_error", &error.replace(['\r', '\n'], " "));
         }
+    }
+
+    fn epoch_info(&self, line: &mut dyn FnMut(&str, &dyn std::fmt::Display)) {
+        let history = self.keyspace.db().wal().epoch_history();
+        let latest = history.latest();
+        line("epoch", &latest.epoch);
+        line("epoch_start_lsn", &latest.start_lsn);
+        line("epochs_known", &history.entries().len());
     }
 
     fn primary_info(&self, line: &mut dyn FnMut(&str, &dyn std::fmt::Display)) {
@@ -974,6 +1001,10 @@ impl Shared {
         }
         drop(table);
         line("max_retained_bytes", &cap);
+        self.epoch_info(line);
+        if let Some(epoch) = self.fenced_by() {
+            line("fenced_by_epoch", &epoch);
+        }
         line("master_failover_state", &"no-failover");
         line(
             "master_replid",

@@ -78,6 +78,22 @@ pub enum WalError {
         offset: u64,
         reason: String,
     },
+    /// The epoch history file does not parse.
+    #[error(
+        "bad epoch history {file}: {reason}. Restore it from a replica's copy (the primary's \
+         history is shipped to every replica) or remove it to have it derived from the segments"
+    )]
+    BadEpochHistory { file: PathBuf, reason: String },
+    /// An epoch change that would break the order of epochs.
+    #[error("epoch {epoch} cannot start here: {reason}")]
+    EpochOrder {
+        epoch: crate::format::Epoch,
+        reason: String,
+    },
+    /// A rewind cannot cut the log where asked (a compacted range or a removed prefix holds
+    /// that LSN); the caller empties the log instead.
+    #[error("cannot rewind the log to LSN {lsn}: {reason}")]
+    CannotRewind { lsn: Lsn, reason: String },
     /// An option is out of its bounds.
     #[error("invalid option {name}: {reason}")]
     InvalidOption { name: &'static str, reason: String },

@@ -4,6 +4,7 @@
 mod compaction;
 mod compare;
 mod digest;
+mod epochs;
 mod error;
 mod pinned;
 mod preparer;
@@ -11,6 +12,7 @@ mod reader;
 mod receiving;
 mod recovery;
 mod reset;
+mod rewind;
 mod segment;
 mod shipping;
 mod writer;
@@ -30,11 +32,13 @@ use crate::io::{DirLock, FileSystem, RealFs};
 
 pub use compaction::{Compacted, SealedSegment};
 pub use compare::{Comparison, Divergence, SegmentComparison, SegmentOutcome, compare_dirs};
+pub use epochs::EPOCH_HISTORY_FILE;
 pub use error::{Result, WalError};
 pub use pinned::{PinnedLog, PinnedRecords};
 pub use reader::{Payload, Record, RecordLocation, WalIter};
 pub use receiving::PayloadCheck;
 pub use recovery::{SegmentReport, SegmentStatus};
+pub use rewind::ROLLBACK_DIR;
 pub use segment::{SPARSE_INDEX_STRIDE, parse_segment_file_name, segment_file_name};
 pub use shipping::{ShipChunk, ShipPosition};
 pub use writer::{Durability, SYNC_SIZE_BUCKETS};
@@ -168,6 +172,8 @@ pub(crate) struct Shared {
     retired: RwLock<Vec<Arc<Segment>>>,
     /// The last log digest computed (`Wal::digest_at`).
     digest: Mutex<Vec<digest::DigestCache>>,
+    /// The epochs this log knows (`DIR/epoch-history`).
+    history: Mutex<crate::format::epochs::EpochHistory>,
 }
 
 impl Shared {
@@ -260,6 +266,7 @@ impl Wal {
         let recovery = analysis.segments.iter().map(|s| s.report.clone()).collect();
         let (segments, next_lsn, epoch, active_end) =
             Self::load(fs.as_ref(), &dir, &options, cluster_id, analysis)?;
+        let history = epochs::load_history(fs.as_ref(), &dir, &segments)?;
         let active = Arc::clone(&segments[segments.len() - 1]);
         let state = WriterState {
             next_lsn,
@@ -286,6 +293,7 @@ impl Wal {
             retention: Mutex::new(()),
             retired: RwLock::new(Vec::new()),
             digest: Mutex::default(),
+            history: Mutex::new(history),
         });
         let flusher = Self::spawn_flusher(&shared);
         let options = &shared.options;

@@ -255,6 +255,24 @@ impl Segment {
         }
     }
 
+    /// The seek index entries up to `lsn` (for a copy of this segment cut after `lsn`).
+    pub(crate) fn sparse_index_through(&self, lsn: Lsn) -> Vec<(Lsn, u64)> {
+        let index = self
+            .sparse_index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        index
+            .iter()
+            .copied()
+            .take_while(|&(l, _)| l <= lsn)
+            .collect()
+    }
+
+    /// Name of the temporary file a segment starting at `first_lsn` is built under.
+    pub(crate) fn temp_path(dir: &Path, first_lsn: Lsn) -> PathBuf {
+        dir.join(format!("{first_lsn:020}{TEMP_SUFFIX}"))
+    }
+
     /// The closest known `(lsn, offset)` at or before `lsn`.
     pub(crate) fn seek_hint(&self, lsn: Lsn) -> (Lsn, u64) {
         let index = self

@@ -124,6 +124,11 @@ impl Daemon {
         Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
     }
 
+    /// Sends `signal` (say SIGSTOP or SIGCONT) and goes on.
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).unwrap();
+    }
+
     /// Sends `signal` and waits for the exit.
     pub fn signal_and_wait(mut self, signal: Signal) -> ExitStatus {
         kill(self.pid(), signal).unwrap();

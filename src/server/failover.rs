@@ -1,0 +1,283 @@
+//! Failover: a replica's promotion to the primary of a new epoch (`REPLICAOF NO ONE`,
+//! `SHIPLOG.PROMOTE`), refused while a known peer holds more of the log (the most advanced
+//! replica must win, or acknowledged writes are lost); the old primary's step-down when it
+//! learns of a newer epoch; and the notice a promoted node keeps sending its old primary, so a
+//! paused or restarted old primary steps down as soon as it runs again.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use super::replication::lock;
+use crate::format::repl::Peer;
+use crate::format::{Epoch, Lsn};
+use crate::repl::link::{self, LinkOptions};
+
+/// How long a promotion waits for the replication link to stop.
+const LINK_STOP_WAIT: Duration = Duration::from_secs(5);
+/// How long a peer may take to tell its position before a promotion goes on without it.
+const PEER_QUERY_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long a promoted node keeps trying to tell its old primary about the new epoch.
+const FENCE_NOTICE_WINDOW: Duration = Duration::from_mins(2);
+
+/// What a promotion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Promotion {
+    /// The node was a primary already; nothing changed.
+    AlreadyPrimary,
+    /// The node is the primary of a new epoch, which starts at `start_lsn`.
+    Promoted {
+        /// The new epoch.
+        epoch: Epoch,
+        /// Its first LSN.
+        start_lsn: Lsn,
+    },
+}
+
+/// A peer's answer to `SHIPLOG.POSITION`.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    durable_lsn: Lsn,
+    highest_epoch: Epoch,
+}
+
+impl Shared {
+    /// Makes this replica the primary of a new epoch, above every epoch it or a reachable
+    /// peer knows. Unless `force`, refuses (and keeps following its primary) when a reachable
+    /// peer holds a higher durable LSN or a newer epoch, or when this node was fenced.
+    ///
+    /// # Errors
+    /// The reply text for the client: why the promotion was refused or failed.
+    pub fn promote(self: &Arc<Self>, force: bool) -> Result<Promotion, String> {
+        let replication = &self.replication;
+        let fenced = replication.fenced.load(Ordering::Acquire);
+        let taken = lock(&replication.link).take();
+        let (primary, peers) = match taken {
+            Some(link) => {
+                let peers = link.status.progress().peers;
+                link.status.stop();
+                let deadline = Instant::now() + LINK_STOP_WAIT;
+                while !link.thread.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if !link.thread.is_finished() {
+                    lock(&replication.stopping).push(link.thread);
+                    self.replicate_from(link.primary);
+                    return Err("ERR the replication link did not stop in time; try again".into());
+                }
+                let _ = link.thread.join();
+                (Some(link.primary), peers)
+            }
+            None if fenced == 0 => return Ok(Promotion::AlreadyPrimary),
+            None if !force => {
+                return Err(format!(
+                    "ERR this node was replaced by a primary of epoch {fenced}: point it at the \
+                     new primary (REPLICAOF host port); SHIPLOG.PROMOTE FORCE would split the \
+                     cluster's history"
+                ));
+            }
+            None => (None, Vec::new()),
+        };
+        let refuse = |why: String| {
+            if let Some(primary) = &primary {
+                // Nothing changed: follow the primary again.
+                self.replicate_from(primary.clone());
+            }
+            Err(why)
+        };
+        let db = self.keyspace.db();
+        let wal = db.wal();
+        if db.restoring() {
+            return refuse(
+                "ERR this replica is being bootstrapped from a snapshot and holds no usable \
+                 state; promote another replica"
+                    .into(),
+            );
+        }
+        if let Err(e) = wal.sync() {
+            return refuse(format!("ERR syncing the log before the promotion: {e}"));
+        }
+        let mine = wal.durable_lsn();
+        let mut highest = wal.highest_epoch().max(fenced);
+        for peer in peers
+            .iter()
+            .filter(|p| p.replica_id != replication.replica_id)
+        {
+            let addr = SocketAddr::new(peer_ip(peer), peer.port);
+            match query_position(addr, self.options.masterauth.as_deref()) {
+                Ok(position) => {
+                    if !force && position.highest_epoch > highest {
+                        return refuse(format!(
+                            "ERR peer {addr} already knows epoch {}: another node was promoted; \
+                             point this node at it, or use SHIPLOG.PROMOTE FORCE",
+                            position.highest_epoch
+                        ));
+                    }
+                    if !force && position.durable_lsn > mine {
+                        return refuse(format!(
+                            "ERR peer {addr} holds LSN {} durably and this node only LSN {mine}: \
+                             promote the most advanced replica (or use SHIPLOG.PROMOTE FORCE, \
+                             losing the records only it holds)",
+                            position.durable_lsn
+                        ));
+                    }
+                    highest = highest.max(position.highest_epoch);
+                }
+                Err(e) => tracing::warn!(
+                    peer = %addr,
+                    error = %e,
+                    "a peer did not tell its position; promoting without comparing with it"
+                ),
+            }
+        }
+        let epoch = highest + 1;
+        let start_lsn = match wal.begin_epoch(epoch) {
+            Ok(start) => start,
+            Err(e) => return refuse(format!("ERR starting epoch {epoch}: {e}")),
+        };
+        replication.fenced.store(0, Ordering::Release);
+        replication.read_only.store(false, Ordering::Release);
+        // Compaction again, as on any primary (the slot keeper keeps it off replicas).
+        db.set_compaction_hold(u64::MAX);
+        tracing::warn!(
+            epoch,
+            start_lsn,
+            "promoted: this node is the primary of a new epoch"
+        );
+        if let Some(old) = primary {
+            self.notify_old_primary(old, epoch);
+        }
+        Ok(Promotion::Promoted { epoch, start_lsn })
+    }
+
+    /// This primary learned of a newer epoch: it was replaced, and refuses writes from now on
+    /// (until it is pointed at the new primary).
+    pub fn step_down(&self, epoch: Epoch) {
+        if lock(&self.replication.link).is_some() {
+            return;
+        }
+        if epoch <= self.keyspace.db().wal().highest_epoch() {
+            return;
+        }
+        let before = self.replication.fenced.fetch_max(epoch, Ordering::AcqRel);
+        if before < epoch {
+            tracing::error!(
+                epoch,
+                "a node of a newer epoch exists: this primary was replaced by a failover and \
+                 stops taking writes; point it at the new primary (REPLICAOF host port)"
+            );
+        }
+    }
+
+    /// The epoch that replaced this primary, if one did.
+    #[must_use]
+    pub fn fenced_by(&self) -> Option<Epoch> {
+        Some(self.replication.fenced.load(Ordering::Acquire)).filter(|&e| e > 0)
+    }
+
+    /// This primary's replicas as peers frames list them.
+    pub(crate) fn peer_list(&self) -> Vec<Peer> {
+        self.peers()
+            .iter()
+            .map(|peer| {
+                let p = peer.progress();
+                Peer {
+                    replica_id: p.replica_id,
+                    ip: match peer.addr.ip() {
+                        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                        IpAddr::V6(v6) => v6,
+                    },
+                    port: p.listen_port,
+                    durable_lsn: p.durable,
+                }
+            })
+            .collect()
+    }
+
+    /// Keeps telling the old primary about `epoch` (in a thread of its own) until it has
+    /// heard, so that one paused or restarted within the window steps down.
+    fn notify_old_primary(self: &Arc<Self>, old: String, epoch: Epoch) {
+        let me = Arc::clone(self);
+        let mut options = LinkOptions::new(old.clone(), self.replication.replica_id, 0);
+        options.masterauth.clone_from(&self.options.masterauth);
+        options.timeout = Duration::from_secs(30);
+        let spawned = std::thread::Builder::new()
+            .name("fence-notice".into())
+            .spawn(move || {
+                let deadline = Instant::now() + FENCE_NOTICE_WINDOW;
+                while Instant::now() < deadline && !me.is_shutting_down() {
+                    match link::send_fence(&options, epoch) {
+                        Ok(()) => {
+                            tracing::info!(old_primary = %old, epoch, "the old primary knows of the new epoch");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::debug!(old_primary = %old, error = %e, "the old primary has not heard of the new epoch yet");
+                            std::thread::sleep(Duration::from_millis(250));
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the thread that fences the old primary");
+        }
+    }
+}
+
+fn peer_ip(peer: &Peer) -> IpAddr {
+    peer.ip
+        .to_ipv4_mapped()
+        .map_or(IpAddr::V6(peer.ip), IpAddr::V4)
+}
+
+/// Asks a peer for its durable LSN and highest epoch (`SHIPLOG.POSITION`).
+fn query_position(addr: SocketAddr, password: Option<&[u8]>) -> std::io::Result<Position> {
+    let mut stream = TcpStream::connect_timeout(&addr, PEER_QUERY_TIMEOUT)?;
+    stream.set_read_timeout(Some(PEER_QUERY_TIMEOUT))?;
+    stream.set_write_timeout(Some(PEER_QUERY_TIMEOUT))?;
+    let mut request = Vec::new();
+    if let Some(password) = password {
+        request
+            .extend_from_slice(format!("*2\r\n$4\r\nAUTH\r\n${}\r\n", password.len()).as_bytes());
+        request.extend_from_slice(password);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"*1\r\n$16\r\nSHIPLOG.POSITION\r\n");
+    stream.write_all(&request)?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let mut next = |reader: &mut BufReader<TcpStream>| -> std::io::Result<String> {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 || line.len() > 256 {
+            return Err(std::io::Error::other("the peer closed or sent a bad reply"));
+        }
+        Ok(line.trim_end().to_owned())
+    };
+    if password.is_some() {
+        let auth = next(&mut reader)?;
+        if auth != "+OK" {
+            return Err(std::io::Error::other(format!("AUTH answered {auth}")));
+        }
+    }
+    let bad = |what: &str| std::io::Error::other(format!("SHIPLOG.POSITION answered {what}"));
+    let head = next(&mut reader)?;
+    if head != "*2" {
+        return Err(bad(&head));
+    }
+    let mut int = |reader: &mut BufReader<TcpStream>| -> std::io::Result<u64> {
+        let item = next(reader)?;
+        item.strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| bad(&item))
+    };
+    let durable_lsn = int(&mut reader)?;
+    let highest_epoch =
+        Epoch::try_from(int(&mut reader)?).map_err(|_| bad("an epoch too large"))?;
+    Ok(Position {
+        durable_lsn,
+        highest_epoch,
+    })
+}

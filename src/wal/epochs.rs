@@ -1,0 +1,200 @@
+//! The log's epoch history (`DIR/epoch-history`, parsed by `format::epochs`): which epoch
+//! holds which LSNs. A promoted primary starts a new epoch with its next LSN (and a new
+//! segment); a replica adopts its primary's history, which the primary ships at every
+//! session's start; a rejoining node compares histories to find where it forked.
+
+use std::path::Path;
+use std::sync::{Arc, PoisonError};
+
+use crate::format::epochs::EpochHistory;
+use crate::format::{Epoch, Lsn, SEGMENT_HEADER_BYTES, SegmentHeader};
+use crate::io::FileSystem;
+
+use super::error::{Result, WalError};
+use super::segment::Segment;
+use super::{Wal, random_u32};
+
+/// Name of the epoch history file in the log's directory.
+pub const EPOCH_HISTORY_FILE: &str = "epoch-history";
+const EPOCH_HISTORY_TEMP: &str = "epoch-history.tmp";
+
+/// Reads the history file; without one (a log from before epochs had a file), derives the
+/// history from the segments' header epochs.
+pub(super) fn load_history(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    segments: &[Arc<Segment>],
+) -> Result<EpochHistory> {
+    let path = dir.join(EPOCH_HISTORY_FILE);
+    let names = fs.list(dir).map_err(|e| WalError::io("list", dir, e))?;
+    if names.iter().any(|n| n == EPOCH_HISTORY_FILE) {
+        let io = |op| {
+            let path = &path;
+            move |e| WalError::io(op, path, e)
+        };
+        let file = fs.open(&path, false).map_err(io("open"))?;
+        let len = file.size_bytes().map_err(io("stat"))?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l <= crate::format::epochs::EPOCHS_FILE_MAX_BYTES)
+            .ok_or_else(|| WalError::BadEpochHistory {
+                file: path.clone(),
+                reason: format!("{len} bytes is too large for a history"),
+            })?;
+        let mut bytes = vec![0; len];
+        file.read_exact_at(&mut bytes, 0).map_err(io("read"))?;
+        return EpochHistory::parse(&bytes).map_err(|e| WalError::BadEpochHistory {
+            file: path.clone(),
+            reason: e.to_string(),
+        });
+    }
+    let mut history = EpochHistory::initial();
+    for segment in segments {
+        let latest = history.latest();
+        if segment.header.epoch > latest.epoch {
+            let start = segment.first_lsn().max(latest.start_lsn);
+            history = history.with(segment.header.epoch, start).map_err(|e| {
+                WalError::BadEpochHistory {
+                    file: path.clone(),
+                    reason: format!("derived from the segments: {e}"),
+                }
+            })?;
+        }
+    }
+    Ok(history)
+}
+
+/// Replaces the history file durably: temp file, sync, rename, directory sync.
+fn write_history(fs: &dyn FileSystem, dir: &Path, history: &EpochHistory) -> Result<()> {
+    let temp = dir.join(EPOCH_HISTORY_TEMP);
+    let path = dir.join(EPOCH_HISTORY_FILE);
+    let io = |op, p: &Path| {
+        let p = p.to_owned();
+        move |e| WalError::io(op, p, e)
+    };
+    let file = fs.create(&temp).map_err(io("create", &temp))?;
+    file.write_all_at(history.encode().as_bytes(), 0)
+        .map_err(io("write", &temp))?;
+    // IMPORTANT: the new history is durable before it takes the name, and the name before
+    // any record of a new epoch is written.
+    file.sync_data().map_err(io("fdatasync", &temp))?;
+    fs.rename(&temp, &path).map_err(io("rename", &temp))?;
+    fs.sync_dir(dir).map_err(io("fsync directory", dir))
+}
+
+impl Wal {
+    /// The epochs this log knows, oldest first.
+    #[must_use]
+    pub fn epoch_history(&self) -> EpochHistory {
+        self.shared
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The highest epoch this log knows (of its records, or of its history).
+    #[must_use]
+    pub fn highest_epoch(&self) -> Epoch {
+        let history = self.epoch_history().latest().epoch;
+        history.max(self.epoch())
+    }
+
+    /// Starts `epoch` at the next LSN (a promotion): records it durably in the history, then
+    /// starts a segment of that epoch, so every record from here on carries it. Returns the
+    /// epoch's first LSN.
+    ///
+    /// # Errors
+    /// An epoch not above every epoch this log knows; a poisoned or closed log; I/O errors.
+    pub fn begin_epoch(&self, epoch: Epoch) -> Result<Lsn> {
+        let _serial = self
+            .shared
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let commit = &self.shared.commit;
+        let mut state = commit.lock();
+        state.check_open()?;
+        let mut history = self
+            .shared
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let highest = history.latest().epoch.max(state.epoch);
+        if epoch <= highest {
+            return Err(WalError::EpochOrder {
+                epoch,
+                reason: format!("this log already knows epoch {highest}"),
+            });
+        }
+        let start = state.next_lsn;
+        let next = history
+            .with(epoch, start)
+            .map_err(|e| WalError::EpochOrder {
+                epoch,
+                reason: e.to_string(),
+            })?;
+        let fs = self.shared.options.fs.as_ref();
+        write_history(fs, &self.shared.dir, &next)?;
+        *history = next;
+        state.epoch = epoch;
+        if state.active_end > SEGMENT_HEADER_BYTES as u64 || state.active.is_compacted() {
+            self.rotate(&mut state, 0)?;
+        } else {
+            // The active segment holds nothing: replace it (same name, atomically) by one of
+            // the new epoch, so segment headers always name their records' epoch.
+            let header = SegmentHeader {
+                cluster_id: self.shared.cluster_id(),
+                first_lsn: start,
+                epoch,
+                salt: random_u32(),
+                compacted_through: None,
+            };
+            let options = &self.shared.options;
+            let segment = Arc::new(Segment::create(
+                fs,
+                &self.shared.dir,
+                header,
+                options.segment_bytes,
+                options.zero_fill_segments,
+            )?);
+            {
+                let mut segments = self.shared.segments_mut();
+                segments.pop();
+                segments.push(Arc::clone(&segment));
+            }
+            state.active = segment;
+            state.active_end = SEGMENT_HEADER_BYTES as u64;
+        }
+        Ok(start)
+    }
+
+    /// Takes `history` (the primary's) as this log's own, durably, when it differs. The caller
+    /// has checked that this log is a prefix of the primary's.
+    ///
+    /// # Errors
+    /// A history whose newest epoch is older than this log's; I/O errors.
+    pub fn adopt_history(&self, history: &EpochHistory) -> Result<()> {
+        let mut mine = self
+            .shared
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *mine == *history {
+            return Ok(());
+        }
+        let latest = history.latest().epoch;
+        if latest < mine.latest().epoch {
+            return Err(WalError::EpochOrder {
+                epoch: latest,
+                reason: format!(
+                    "a history ending at epoch {latest} is older than this log's epoch {}",
+                    mine.latest().epoch
+                ),
+            });
+        }
+        write_history(self.shared.options.fs.as_ref(), &self.shared.dir, history)?;
+        *mine = history.clone();
+        Ok(())
+    }
+}

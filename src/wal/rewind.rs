@@ -1,0 +1,248 @@
+//! Rewinding a diverged log to its fork point: the records after it are first saved to a file
+//! under `DIR/rollback/` (as `MongoDB` does), then cut, so a rejoining node loses them from its
+//! log but never without trace. Every step leaves a log that is a prefix of the one before:
+//! later segments go first, newest first, and the segment holding the fork point is replaced
+//! by a copy cut after it (written, synced, renamed over it).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use crate::format::{
+    Lsn, RecordMeta, SEGMENT_HEADER_BYTES, SegmentHeader, encode_record, encoded_record_bytes,
+};
+
+use super::error::{Result, WalError};
+use super::segment::{BlankSegment, Segment};
+use super::writer::WriterState;
+use super::{Wal, random_u32};
+
+/// Directory, inside the log's, of the records rewinds cut.
+pub const ROLLBACK_DIR: &str = "rollback";
+
+impl Wal {
+    /// Saves the records after `after` to a new file under `DIR/rollback/`, in segment format
+    /// (`shiplog inspect` reads it): `rollback-<first LSN>-<last LSN>-epoch<epoch>.seg`.
+    /// Returns its path, or `None` when there is nothing after `after`.
+    ///
+    /// # Errors
+    /// Records that cannot be read; I/O errors.
+    pub fn save_tail(&self, after: Lsn) -> Result<Option<PathBuf>> {
+        let last = self.written_lsn();
+        let from = after.max(self.first_lsn().saturating_sub(1)) + 1;
+        if from > last {
+            return Ok(None);
+        }
+        let mut records = self.read_range(from, last)?;
+        let Some(first) = records.next().transpose()? else {
+            return Ok(None);
+        };
+        let header = SegmentHeader {
+            cluster_id: self.cluster_id(),
+            first_lsn: first.lsn,
+            epoch: first.epoch,
+            salt: random_u32(),
+            compacted_through: None,
+        };
+        let mut bytes = header.encode().to_vec();
+        let mut add = |record: &super::Record| {
+            let meta = RecordMeta {
+                lsn: record.lsn,
+                epoch: record.epoch,
+                kind: record.kind,
+                batch_continues: record.batch_continues,
+                durable_lsn: record.lsn - 1,
+            };
+            encode_record(&mut bytes, header.salt, &meta, &record.payload);
+        };
+        add(&first);
+        let mut last_epoch = first.epoch;
+        for record in records {
+            let record = record?;
+            last_epoch = record.epoch;
+            add(&record);
+        }
+        let fs = self.shared.options.fs.as_ref();
+        let dir = self.shared.dir.join(ROLLBACK_DIR);
+        fs.create_dir_all(&dir)
+            .map_err(|e| WalError::io("create directory", &dir, e))?;
+        let name = format!("rollback-{}-{last}-epoch{last_epoch}.seg", first.lsn);
+        let path = dir.join(&name);
+        let temp = dir.join(format!("{name}.tmp"));
+        let io = |op, p: &Path| {
+            let p = p.to_owned();
+            move |e| WalError::io(op, p, e)
+        };
+        let file = fs.create(&temp).map_err(io("create", &temp))?;
+        file.write_all_at(&bytes, 0).map_err(io("write", &temp))?;
+        file.sync_data().map_err(io("fdatasync", &temp))?;
+        fs.rename(&temp, &path).map_err(io("rename", &temp))?;
+        fs.sync_dir(&dir).map_err(io("fsync directory", &dir))?;
+        Ok(Some(path))
+    }
+
+    /// Cuts every record after `fork`: the log then ends at `fork`, and its next record is
+    /// `fork + 1`. Nothing happens when the log ends at or before `fork`.
+    ///
+    /// # Errors
+    /// `CannotRewind` when `fork` is 0, before the retained log, or the records after it
+    /// include a compacted segment (nothing is changed then: empty the log instead); a
+    /// poisoned or closed log; I/O errors (the log is then poisoned: reopen it).
+    pub fn truncate_after(&self, fork: Lsn) -> Result<()> {
+        let _serial = self
+            .shared
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.sync()?;
+        let commit = &self.shared.commit;
+        let mut state = loop {
+            let state = commit.lock();
+            state.check_open()?;
+            if !state.writing && !state.syncing && state.pending.is_empty() {
+                break state;
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        if fork >= state.next_lsn - 1 {
+            return Ok(());
+        }
+        let segments: Vec<Arc<Segment>> = self.shared.segments().clone();
+        let cannot = |reason: &str| WalError::CannotRewind {
+            lsn: fork,
+            reason: reason.to_owned(),
+        };
+        if fork == 0 || fork + 1 < self.first_lsn() {
+            return Err(cannot("the log no longer holds that LSN"));
+        }
+        // The first segment holding a record after the fork point.
+        let cut = segments
+            .iter()
+            .position(|s| s.last_lsn() > fork)
+            .ok_or_else(|| cannot("no segment holds the records after it"))?;
+        if segments[cut..].iter().any(|s| s.is_compacted()) {
+            return Err(cannot("a compacted segment holds records after it"));
+        }
+        let fs = self.shared.options.fs.as_ref();
+        let dir = &self.shared.dir;
+        for segment in segments[cut + 1..].iter().rev() {
+            fs.remove(&segment.path)
+                .map_err(|e| WalError::io("remove", &segment.path, e))?;
+            fs.sync_dir(dir)
+                .map_err(|e| WalError::io("fsync directory", dir, e))?;
+        }
+        let mut kept: Vec<Arc<Segment>> = segments[..cut].to_vec();
+        let target = &segments[cut];
+        let (active, active_end) = if target.first_lsn() <= fork {
+            let segment = self.cut_segment(target, fork)?;
+            let end = segment.records_end();
+            (segment, end)
+        } else {
+            fs.remove(&target.path)
+                .map_err(|e| WalError::io("remove", &target.path, e))?;
+            fs.sync_dir(dir)
+                .map_err(|e| WalError::io("fsync directory", dir, e))?;
+            match kept.pop() {
+                Some(last) if !last.is_compacted() => {
+                    let end = last.records_end();
+                    (last, end)
+                }
+                previous => {
+                    kept.extend(previous);
+                    (
+                        self.fresh_segment(&state, fork + 1)?,
+                        SEGMENT_HEADER_BYTES as u64,
+                    )
+                }
+            }
+        };
+        kept.push(Arc::clone(&active));
+        let epoch = self.read(fork)?.map_or(state.epoch, |r| r.epoch);
+        *self.shared.segments_mut() = kept;
+        self.shared
+            .digest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        state.next_lsn = fork + 1;
+        state.epoch = epoch;
+        state.active = active;
+        state.active_end = active_end;
+        state.dirty.clear();
+        state.last_written_segment = None;
+        commit.written_lsn.store(fork, Ordering::Release);
+        commit.durable_lsn.store(fork, Ordering::Release);
+        commit.notify(&mut state);
+        Ok(())
+    }
+
+    /// Replaces `segment` by a copy holding its records up to `fork` only.
+    fn cut_segment(&self, segment: &Arc<Segment>, fork: Lsn) -> Result<Arc<Segment>> {
+        let record = self.read(fork)?.ok_or_else(|| WalError::CannotRewind {
+            lsn: fork,
+            reason: "the record is not readable".to_owned(),
+        })?;
+        let end = record.location.offset + encoded_record_bytes(record.payload.len()) as u64;
+        let end_index = usize::try_from(end).unwrap_or(usize::MAX);
+        let view = segment.view_covering(end)?;
+        let bytes = view
+            .bytes()
+            .get(..end_index)
+            .ok_or_else(|| WalError::CannotRewind {
+                lsn: fork,
+                reason: "the record lies past the segment's mapping".to_owned(),
+            })?;
+        let fs = self.shared.options.fs.as_ref();
+        let dir = &self.shared.dir;
+        let temp = Segment::temp_path(dir, segment.first_lsn());
+        let blank = BlankSegment::prepare(
+            fs,
+            temp.clone(),
+            segment.capacity_bytes,
+            self.shared.options.zero_fill_segments,
+        )?;
+        let io = |op| {
+            let temp = &temp;
+            move |e| WalError::io(op, temp, e)
+        };
+        blank.file.write_all_at(bytes, 0).map_err(io("write"))?;
+        // IMPORTANT: the cut copy is durable before it replaces the segment, so a crash leaves
+        // the whole segment or the cut one, each a valid log.
+        blank.file.sync_data().map_err(io("fdatasync"))?;
+        fs.rename(&temp, &segment.path).map_err(io("rename"))?;
+        fs.sync_dir(dir)
+            .map_err(|e| WalError::io("fsync directory", dir, e))?;
+        let copy = Segment::from_parts(
+            fs,
+            segment.path.clone(),
+            segment.header,
+            blank.file,
+            segment.capacity_bytes,
+            end,
+            segment.sparse_index_through(fork),
+        )?;
+        copy.set_last_lsn(fork);
+        Ok(Arc::new(copy))
+    }
+
+    /// A new empty segment starting at `first_lsn`, of the current epoch.
+    fn fresh_segment(&self, state: &WriterState, first_lsn: Lsn) -> Result<Arc<Segment>> {
+        let header = SegmentHeader {
+            cluster_id: self.cluster_id(),
+            first_lsn,
+            epoch: state.epoch,
+            salt: random_u32(),
+            compacted_through: None,
+        };
+        let options = &self.shared.options;
+        Ok(Arc::new(Segment::create(
+            options.fs.as_ref(),
+            &self.shared.dir,
+            header,
+            options.segment_bytes,
+            options.zero_fill_segments,
+        )?))
+    }
+}
