@@ -939,7 +939,10 @@ fn a_replica_refuses_records_and_segments_of_an_older_epoch() {
 
     // A primary of epoch 1 is not followed at all: the replica fences it and leaves.
     let (mut session, hello) = fake.accept();
-    assert_eq!((hello.last_lsn, hello.last_epoch, hello.highest_epoch), (3, 2, 2));
+    assert_eq!(
+        (hello.last_lsn, hello.last_epoch, hello.highest_epoch),
+        (3, 2, 2)
+    );
     session.send(&frame_bytes(&Frame::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         cluster_id: source.cluster,
