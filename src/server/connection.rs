@@ -625,18 +625,8 @@ impl Connection {
                 ));
                 self.closing = true;
             }
-            if spec.kind == Kind::Write
-                && let Some(lsn) = wrote(lsns_before, &self.session)
-            {
-                let level = self.session.ack_level.unwrap_or(shared.options.sync.level);
-                if level != AckLevel::Local {
-                    self.gated.push(GatedReply {
-                        start: before,
-                        end: reply.out.len(),
-                        lsn,
-                        level,
-                    });
-                }
+            if spec.kind == Kind::Write {
+                self.gate_reply(shared, lsns_before, before);
             }
             if flow == Flow::Close {
                 self.closing = true;
@@ -652,6 +642,23 @@ impl Connection {
         }
         self.input.consume(request.consumed);
         Next::Ran
+    }
+
+    /// Holds the reply of a write command that just ran (from `start` to the end of `out`)
+    /// for replica acknowledgements, if it wrote and its level asks for them.
+    fn gate_reply(&mut self, shared: &Shared, lsns_before: (Option<Lsn>, Lsn), start: usize) {
+        let Some(lsn) = wrote(lsns_before, &self.session) else {
+            return;
+        };
+        let level = self.session.ack_level.unwrap_or(shared.options.sync.level);
+        if level != AckLevel::Local {
+            self.gated.push(GatedReply {
+                start,
+                end: self.out.len(),
+                lsn,
+                level,
+            });
+        }
     }
 
     /// Before the connection is dropped for any reason: commit what it staged, so its staged
