@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use nix::sys::signal::{SigSet, Signal};
 use shiplog::engine::{Db, DbOptions};
+use shiplog::server::acks::{
+    AckLevel, DEFAULT_SYNC_TIMEOUT_MS, SYNC_REPLICAS_MAX, SyncFallback, SyncOptions,
+};
 use shiplog::server::config::{FileConfig, parse_config, read_password_file};
 use shiplog::server::{
     DEFAULT_ARGS_MAX, DEFAULT_BULK_MAX_BYTES, DEFAULT_IO_THREADS, DEFAULT_LISTEN,
@@ -109,6 +112,40 @@ struct Flags {
     /// milliseconds behind its primary (bounded staleness) [default: no bound].
     #[arg(long, env = "SHIPLOG_MAX_STALENESS_MS")]
     max_staleness_ms: Option<u64>,
+    /// On a primary: a write is answered only once this many replicas acknowledged it (see
+    /// --sync-level); 0 answers once it is durable here [default: 0, at most 64].
+    #[arg(long, env = "SHIPLOG_SYNC_REPLICAS")]
+    sync_replicas: Option<u32>,
+    /// What --sync-replicas replicas acknowledge: `replicated` (durable there) or `applied`
+    /// (durable and visible to their readers) [default: replicated].
+    #[arg(long, value_enum, env = "SHIPLOG_SYNC_LEVEL")]
+    sync_level: Option<SyncLevelSetting>,
+    /// How long a write waits for its replica acknowledgements before it is answered
+    /// `-NOREPLICAS` (it is durable here: its outcome is unknown) [default: 5000].
+    #[arg(long, env = "SHIPLOG_SYNC_TIMEOUT_MS")]
+    sync_timeout_ms: Option<u64>,
+    /// What a write whose acknowledgements did not come in time is answered: `fail`
+    /// (`-NOREPLICAS`) or `async` (OK, with a warning in the log and INFO) [default: fail].
+    #[arg(long, value_enum, env = "SHIPLOG_SYNC_FALLBACK")]
+    sync_fallback: Option<SyncFallbackSetting>,
+}
+
+/// What replicas acknowledge under --sync-replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SyncLevelSetting {
+    /// Durable on the replica.
+    Replicated,
+    /// Durable and visible to the replica's readers (`PostgreSQL`'s `remote_apply`).
+    Applied,
+}
+
+/// What a write whose acknowledgements timed out is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SyncFallbackSetting {
+    /// `-NOREPLICAS Not enough good replicas to write.`
+    Fail,
+    /// OK, as if replication were asynchronous; logged and counted in INFO.
+    Async,
 }
 
 /// The merged settings.
@@ -134,6 +171,48 @@ struct Settings {
     snapshot_level: i32,
     snapshot_bootstrap_bytes: u64,
     max_staleness_ms: Option<u64>,
+    sync: SyncOptions,
+}
+
+/// The `--sync-*` settings, from the flags or the file.
+fn sync_settings(flags: &Flags, file: &FileConfig) -> Result<SyncOptions, String> {
+    let replicas = flags.sync_replicas.or(file.sync_replicas).unwrap_or(0);
+    if replicas > SYNC_REPLICAS_MAX {
+        return Err(format!(
+            "sync-replicas must be at most {SYNC_REPLICAS_MAX}, not {replicas}"
+        ));
+    }
+    let applied = match (flags.sync_level, file.sync_level.as_deref()) {
+        (Some(level), _) => level == SyncLevelSetting::Applied,
+        (None, None | Some("replicated")) => false,
+        (None, Some("applied")) => true,
+        (None, Some(other)) => {
+            return Err(format!(
+                "config file: sync-level must be \"replicated\" or \"applied\", not {other:?}"
+            ));
+        }
+    };
+    let fallback = match (flags.sync_fallback, file.sync_fallback.as_deref()) {
+        (Some(SyncFallbackSetting::Fail), _) | (None, None | Some("fail")) => SyncFallback::Fail,
+        (Some(SyncFallbackSetting::Async), _) | (None, Some("async")) => SyncFallback::Async,
+        (None, Some(other)) => {
+            return Err(format!(
+                "config file: sync-fallback must be \"fail\" or \"async\", not {other:?}"
+            ));
+        }
+    };
+    let timeout_ms = flags
+        .sync_timeout_ms
+        .or(file.sync_timeout_ms)
+        .unwrap_or(DEFAULT_SYNC_TIMEOUT_MS);
+    if timeout_ms == 0 {
+        return Err("sync-timeout-ms must be at least 1 (a write never waits forever)".to_owned());
+    }
+    Ok(SyncOptions {
+        level: AckLevel::from_setting(replicas, applied),
+        timeout_ms,
+        fallback,
+    })
 }
 
 fn settings(flags: Flags) -> Result<Settings, String> {
@@ -145,6 +224,7 @@ fn settings(flags: Flags) -> Result<Settings, String> {
         }
         None => FileConfig::default(),
     };
+    let sync = sync_settings(&flags, &file)?;
     let durability = match flags.durability {
         Some(d) => d,
         None => match file.durability.as_deref() {
@@ -218,6 +298,7 @@ fn settings(flags: Flags) -> Result<Settings, String> {
             .or(file.snapshot_bootstrap_bytes)
             .unwrap_or(shiplog::server::DEFAULT_SNAPSHOT_BOOTSTRAP_BYTES),
         max_staleness_ms: flags.max_staleness_ms.or(file.max_staleness_ms),
+        sync,
     })
 }
 
@@ -369,6 +450,7 @@ fn run(settings: &Settings) -> Result<(), String> {
         snapshot_level: settings.snapshot_level,
         snapshot_bootstrap_bytes: settings.snapshot_bootstrap_bytes,
         max_staleness_ms: settings.max_staleness_ms,
+        sync: settings.sync,
     };
     let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
     let server = Server::start(

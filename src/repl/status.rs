@@ -80,6 +80,18 @@ pub struct ReplicaPeer {
     socket: Option<TcpStream>,
     /// Set by the hello, taken by whoever tracks sessions (the retention slots).
     fresh: AtomicBool,
+    /// Called after each acknowledgement is recorded.
+    on_ack: std::sync::OnceLock<AckHook>,
+}
+
+/// What a primary runs after each acknowledgement of a replica (the server wakes the writers
+/// that wait for acknowledgements).
+pub struct AckHook(pub Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for AckHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AckHook")
+    }
 }
 
 impl ReplicaPeer {
@@ -95,7 +107,13 @@ impl ReplicaPeer {
             stop: AtomicBool::new(false),
             socket,
             fresh: AtomicBool::new(false),
+            on_ack: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what runs after each acknowledgement (once; later calls are ignored).
+    pub fn set_on_ack(&self, hook: AckHook) {
+        let _ = self.on_ack.set(hook);
     }
 
     /// Whether its session started since the last call (its hello was accepted).
@@ -210,6 +228,10 @@ impl ReplicaPeer {
         // from it.
         while shipped.len() > 1 && shipped[1].0 <= done {
             shipped.pop_front();
+        }
+        drop(shipped);
+        if let Some(hook) = self.on_ack.get() {
+            (hook.0)();
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use super::acks::{AckLevel, WaitAcks};
 use super::failover::Promotion;
 use super::glob::glob_match;
 use super::keyspace::{Current, WriteTxn};
@@ -436,6 +437,24 @@ pub static COMMANDS: &[CommandSpec] = &[
         NONE,
         "server",
         "The LSN of this connection's last write: the token for SHIPLOG.WAITLSN on a replica.",
+        Kind::Other,
+    ),
+    spec(
+        "shiplog.acklevel",
+        -1,
+        &["fast"],
+        NONE,
+        "server",
+        "Sets this connection's acknowledgement level (local, replicated K, applied K, default) or, without arguments, returns it.",
+        Kind::Other,
+    ),
+    spec(
+        "wait",
+        3,
+        &["noscript"],
+        NONE,
+        "generic",
+        "Blocks until this connection's last write is durable on a number of replicas, or the timeout in ms passes (0: none); returns how many replicas hold it.",
         Kind::Other,
     ),
     spec(
@@ -882,7 +901,12 @@ fn run(
             }
             // Everything this connection staged is older than the deletes: commit it first.
             ks.commit(&mut session.uncommitted)?;
-            let removed = ks.flush_all()?;
+            let (removed, lsn) = ks.flush_all()?;
+            if let Some(lsn) = lsn {
+                // The deletes are this connection's write: `WAIT` and the acknowledgement
+                // gate count replicas from here.
+                session.last_write_lsn = session.last_write_lsn.max(lsn);
+            }
             tracing::info!(removed, client = session.id, "FLUSHALL");
             reply.ok();
         }
@@ -916,6 +940,8 @@ fn run(
         "shiplog.lastlsn" => {
             reply.integer(i64::try_from(session.last_write_lsn).unwrap_or(i64::MAX));
         }
+        "shiplog.acklevel" => ack_level(shared, session, &args[1..], reply)?,
+        "wait" => wait(shared, session, args)?,
         "shiplog.waitlsn" => {
             let Some(lsn) = parse_decimal(args[1]).and_then(|n| u64::try_from(n).ok()) else {
                 return Err(err(NOT_INTEGER));
@@ -1242,6 +1268,59 @@ fn replicaof(
     Ok(())
 }
 
+/// `SHIPLOG.ACKLEVEL [local | replicated K | applied K | default]`.
+fn ack_level(
+    shared: &Shared,
+    session: &mut Session,
+    args: &[&[u8]],
+    reply: &mut ReplyWriter<'_>,
+) -> Result<(), Failure> {
+    match args {
+        [] => {
+            let level = session.ack_level.unwrap_or(shared.options.sync.level);
+            reply.bulk(level.to_string().as_bytes());
+        }
+        [default] if default.eq_ignore_ascii_case(b"default") => {
+            session.ack_level = None;
+            reply.ok();
+        }
+        _ => {
+            session.ack_level = Some(AckLevel::parse(args).map_err(Failure::Reply)?);
+            reply.ok();
+        }
+    }
+    Ok(())
+}
+
+/// `WAIT numreplicas timeout`: parks the connection (answered by the event loop, at once if
+/// enough replicas hold its last write already).
+fn wait(shared: &Shared, session: &mut Session, args: &[&[u8]]) -> Result<(), Failure> {
+    if shared.replication.is_read_only() {
+        // Redis' reply on a replica.
+        return Err(err(
+            "ERR WAIT cannot be used with replica instances. Please also note that writes to \
+             replicas are refused: write on the primary and WAIT there.",
+        ));
+    }
+    let Some(replicas) = parse_decimal(args[1]) else {
+        return Err(err(NOT_INTEGER));
+    };
+    let Some(timeout_ms) = parse_decimal(args[2]) else {
+        return Err(err("ERR timeout is not an integer or out of range"));
+    };
+    let Ok(timeout_ms) = u64::try_from(timeout_ms) else {
+        return Err(err("ERR timeout is negative"));
+    };
+    session.waiting_acks = Some(WaitAcks {
+        lsn: session.last_write_lsn,
+        // A negative count is met at once, as in Redis.
+        replicas: usize::try_from(replicas).unwrap_or(0),
+        deadline: (timeout_ms > 0)
+            .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms)),
+    });
+    Ok(())
+}
+
 fn client(
     shared: &Shared,
     session: &mut Session,
@@ -1261,7 +1340,17 @@ fn client(
             None => reply.null(),
         },
         (b"SETINFO", 4) => reply.ok(),
-        (b"INFO", 2) => reply.verbatim(&shared.describe_clients(Some(session.id))),
+        (b"INFO", 2) => {
+            let line = shared.describe_clients(Some(session.id));
+            let level = session.ack_level.unwrap_or(shared.options.sync.level);
+            let line = format!(
+                "{} acklevel={} lsn={}\n",
+                line.trim_end(),
+                level.token(),
+                session.last_write_lsn
+            );
+            reply.verbatim(&line);
+        }
         (b"LIST", 2) => {
             let text = shared.describe_clients(None);
             reply.verbatim(&text);

@@ -52,6 +52,14 @@ pub struct FileConfig {
     pub snapshot_bootstrap_bytes: Option<u64>,
     /// On a replica, the staleness past which reads are refused, in milliseconds.
     pub max_staleness_ms: Option<u64>,
+    /// Replicas that must acknowledge a write before it is answered (0: none).
+    pub sync_replicas: Option<u32>,
+    /// What they acknowledge: `replicated` (durable) or `applied` (durable and visible).
+    pub sync_level: Option<String>,
+    /// How long a write waits for its acknowledgements, in milliseconds.
+    pub sync_timeout_ms: Option<u64>,
+    /// `fail` (answer `-NOREPLICAS`) or `async` (answer OK and warn) when they do not come.
+    pub sync_fallback: Option<String>,
 }
 
 /// Why a config file was rejected.
@@ -113,5 +121,13 @@ mod tests {
         assert!(unknown.contains("maxclients"), "{unknown}");
         assert!(parse_config(b"max-clients = \"ten\"\n").is_err());
         assert_eq!(parse_config(b"\xff"), Err(ConfigError::NotText));
+        let sync = parse_config(
+            b"sync-replicas = 1\nsync-level = \"applied\"\nsync-timeout-ms = 250\nsync-fallback = \"async\"\n",
+        )
+        .unwrap();
+        assert_eq!(sync.sync_replicas, Some(1));
+        assert_eq!(sync.sync_level.as_deref(), Some("applied"));
+        assert_eq!(sync.sync_timeout_ms, Some(250));
+        assert_eq!(sync.sync_fallback.as_deref(), Some("async"));
     }
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::Shared;
+use super::acks::{AckLevel, AckView, NOREPLICAS, SyncFallback};
 use super::commands::{self, COMMANDS, Flow, Kind};
 use super::session::Session;
 use crate::format::Lsn;
@@ -74,6 +75,18 @@ impl Input {
     }
 }
 
+/// The reply of a write in `out`, held until replicas acknowledge the write.
+#[derive(Debug, Clone, Copy)]
+struct GatedReply {
+    /// Where the reply is in `out`.
+    start: usize,
+    end: usize,
+    /// The write's LSN.
+    lsn: Lsn,
+    /// The level it must reach.
+    level: AckLevel,
+}
+
 /// What the loop does with a connection after a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turn {
@@ -121,6 +134,11 @@ pub struct Connection {
     closing: bool,
     /// Hand the connection to a shipping session once the output is written.
     shipping: bool,
+    /// Replies of writes that need replica acknowledgements, in `out` order.
+    gated: Vec<GatedReply>,
+    /// Set once those writes are committed here: nothing is written out (and nothing more is
+    /// run) until they are acknowledged or this passes.
+    gate_deadline: Option<Instant>,
 }
 
 impl Connection {
@@ -145,6 +163,8 @@ impl Connection {
             input_full: false,
             closing: false,
             shipping: false,
+            gated: Vec::new(),
+            gate_deadline: None,
         }
     }
 
@@ -169,6 +189,10 @@ impl Connection {
         loop {
             // Replies first: while they cannot be written, nothing more is read or run, so a
             // client that does not read its replies cannot make the server hold more of them.
+            // Replies of writes waiting for replica acknowledgements cannot be written yet.
+            if self.gate_deadline.is_some() && !self.resolve_gate(shared, &shared.ack_view()) {
+                return Ok(Turn::Idle);
+            }
             if !self.write_out(shared)? {
                 return Ok(Turn::Idle);
             }
@@ -178,17 +202,19 @@ impl Connection {
             if self.shipping && self.session.uncommitted.is_empty() {
                 return Ok(Turn::Ship);
             }
-            if self.session.waiting.is_some() {
+            if self.session.waiting.is_some() || self.session.waiting_acks.is_some() {
                 if self.resolve_wait(shared) {
                     continue;
                 }
                 // Nothing is read while a wait is parked, so a peer that left would go
                 // unnoticed: look without taking anything. A wait without a deadline for a
                 // peer that closed would never end; the connection is closed instead.
-                if self.readable
-                    && matches!(self.session.waiting, Some((_, None)))
-                    && matches!(self.stream.peek(&mut [0u8; 1]), Ok(0))
-                {
+                let unbounded = matches!(self.session.waiting, Some((_, None)))
+                    || self
+                        .session
+                        .waiting_acks
+                        .is_some_and(|w| w.deadline.is_none());
+                if self.readable && unbounded && matches!(self.stream.peek(&mut [0u8; 1]), Ok(0)) {
                     return Ok(Turn::Close);
                 }
                 // `SHIPLOG.WAITLSN`: the event loop answers it (`resolve_wait`), then turns
@@ -199,7 +225,12 @@ impl Connection {
                 self.read_available(shared)?;
             }
             let mut stop = Next::Ran;
-            while budget > 0 && !self.closing && !self.shipping && self.session.waiting.is_none() {
+            while budget > 0
+                && !self.closing
+                && !self.shipping
+                && self.session.waiting.is_none()
+                && self.session.waiting_acks.is_none()
+            {
                 budget -= 1;
                 stop = self.next_request(shared);
                 if stop != Next::Ran {
@@ -234,6 +265,8 @@ impl Connection {
                 }
                 self.commit(shared);
             }
+            // Writes committed by the command itself (`FLUSHALL`) are gated here.
+            self.arm_gate(shared);
             if self.closing || (stop == Next::NeedsCommit && budget > 0) {
                 // Write the last replies (and close), or run the read that waited for the
                 // commit.
@@ -309,7 +342,7 @@ impl Connection {
     /// writes are staged: those replies would promise what a crash could take back.
     fn write_out(&mut self, shared: &Shared) -> io::Result<bool> {
         debug_assert!(self.session.uncommitted.is_empty() || self.out.is_empty());
-        if !self.session.uncommitted.is_empty() {
+        if !self.session.uncommitted.is_empty() || self.gate_deadline.is_some() {
             return Ok(false);
         }
         while self.out_sent < self.out.len() {
@@ -329,6 +362,7 @@ impl Connection {
         }
         self.out.clear();
         self.out_sent = 0;
+        self.gated.clear();
         if self.out.capacity() > BUFFER_KEEP_BYTES {
             self.out = Vec::with_capacity(INPUT_INITIAL_BYTES);
         }
@@ -345,6 +379,8 @@ impl Connection {
             self.out.clear();
             self.out_sent = 0;
             self.awaiting_metrics.clear();
+            self.gated.clear();
+            self.gate_deadline = None;
             self.reply().error(&format!(
                 "ERR write failed and its outcome is unknown (the connection is closed): {e}"
             ));
@@ -354,15 +390,126 @@ impl Connection {
         if let Some(lsn) = lsn {
             self.session.last_write_lsn = self.session.last_write_lsn.max(lsn);
         }
+        self.arm_gate(shared);
+        if self.gate_deadline.is_none() {
+            self.record_writes(shared);
+        }
+    }
+
+    /// Records the latency of the write commands answered since the last call: it ends when
+    /// their replies may go out (after the commit, or after the replicas' acknowledgements).
+    fn record_writes(&mut self, shared: &Shared) {
         let now = Instant::now();
         for (index, start, failed) in self.awaiting_metrics.drain(..) {
             shared.metrics.record(index, now - start, failed);
         }
     }
 
+    /// Whether the event loop must look after this connection: it waits for an LSN, for
+    /// replica acknowledgements, or for a `WAIT`.
+    pub fn parked(&self) -> bool {
+        self.session.waiting.is_some() || self.waits_for_acks()
+    }
+
+    /// Whether it waits in `SHIPLOG.WAITLSN` (answered by polling the applied LSN).
+    pub fn waits_for_lsn(&self) -> bool {
+        self.session.waiting.is_some()
+    }
+
+    /// Whether it waits for replica acknowledgements (gated writes, `WAIT`).
+    pub fn waits_for_acks(&self) -> bool {
+        self.gate_deadline.is_some() || self.session.waiting_acks.is_some()
+    }
+
+    /// Resolves whatever the connection is parked on, if it can be now; true when nothing
+    /// holds it any more.
+    pub fn resolve_parked(&mut self, shared: &Shared, view: &AckView) -> bool {
+        if self.gate_deadline.is_some() {
+            return self.resolve_gate(shared, view);
+        }
+        self.resolve_wait(shared)
+    }
+
+    /// Starts the wait for replica acknowledgements of the gated writes, once they are
+    /// committed here.
+    fn arm_gate(&mut self, shared: &Shared) {
+        if !self.gated.is_empty()
+            && self.gate_deadline.is_none()
+            && self.session.uncommitted.is_empty()
+        {
+            self.gate_deadline = Some(shared.ack_deadline());
+        }
+    }
+
+    /// Releases the gated replies once every gated write has its acknowledgements, or its
+    /// deadline passed (see [`Connection::time_out_gate`]); true when nothing is gated now.
+    fn resolve_gate(&mut self, shared: &Shared, view: &AckView) -> bool {
+        let Some(deadline) = self.gate_deadline else {
+            return true;
+        };
+        if self.gated.iter().all(|g| view.satisfies(g.level, g.lsn)) {
+            self.gated.clear();
+            self.gate_deadline = None;
+            self.record_writes(shared);
+            shared.acks.acknowledged();
+            return true;
+        }
+        if Instant::now() < deadline {
+            return false;
+        }
+        self.time_out_gate(shared, view);
+        true
+    }
+
+    /// The deadline passed: each write still short of its acknowledgements is answered
+    /// `-NOREPLICAS` (it is durable here, so its fate is unknown to the client), or OK with a
+    /// warning under `--sync-fallback async`. The other replies stay as they were.
+    fn time_out_gate(&mut self, shared: &Shared, view: &AckView) {
+        debug_assert_eq!(self.out_sent, 0, "gated replies are never partly written");
+        let gated = std::mem::take(&mut self.gated);
+        self.gate_deadline = None;
+        self.record_writes(shared);
+        let late = gated.iter().filter(|g| !view.satisfies(g.level, g.lsn));
+        if shared.options.sync.fallback == SyncFallback::Async {
+            for g in late {
+                shared
+                    .acks
+                    .fell_back(g.level, shared.options.sync.timeout_ms);
+            }
+            return;
+        }
+        let mut rebuilt = Vec::with_capacity(self.out.len());
+        let mut copied = 0;
+        for g in late {
+            rebuilt.extend_from_slice(&self.out[copied..g.start]);
+            ReplyWriter {
+                out: &mut rebuilt,
+                protocol: self.session.protocol,
+            }
+            .error(NOREPLICAS);
+            copied = g.end;
+            shared.acks.timed_out();
+            tracing::debug!(client = self.session.id, lsn = g.lsn, level = %g.level, "write answered NOREPLICAS");
+        }
+        rebuilt.extend_from_slice(&self.out[copied..]);
+        self.out = rebuilt;
+    }
+
     /// Answers a waiting `SHIPLOG.WAITLSN` once its LSN is applied here (with that LSN) or
-    /// its deadline has passed (with an error); true when it was answered, or none waits.
+    /// its deadline has passed (with an error), and a waiting `WAIT` once enough replicas
+    /// acknowledged or its deadline passed (with their count); true when it was answered, or
+    /// none waits.
     pub fn resolve_wait(&mut self, shared: &Shared) -> bool {
+        if let Some(wait) = self.session.waiting_acks {
+            let count = shared.ack_view().holding(wait.lsn, false);
+            if count < wait.replicas && wait.deadline.is_none_or(|d| Instant::now() < d) {
+                return false;
+            }
+            self.reply()
+                .integer(i64::try_from(count).unwrap_or(i64::MAX));
+            self.session.waiting_acks = None;
+            return true;
+        }
         let Some((lsn, deadline)) = self.session.waiting else {
             return true;
         };
@@ -458,6 +605,10 @@ impl Connection {
         } else {
             let start = Instant::now();
             let before = reply.out.len();
+            let lsns_before = (
+                self.session.uncommitted.last_lsn(),
+                self.session.last_write_lsn,
+            );
             let flow = commands::execute(shared, &mut self.session, index, &args, &mut reply);
             let failed = reply.out.get(before) == Some(&b'-');
             let bytes = reply.out.len() - before;
@@ -473,6 +624,9 @@ impl Connection {
                     shared.options.output_max_bytes
                 ));
                 self.closing = true;
+            }
+            if spec.kind == Kind::Write {
+                self.gate_reply(shared, lsns_before, before);
             }
             if flow == Flow::Close {
                 self.closing = true;
@@ -490,6 +644,23 @@ impl Connection {
         Next::Ran
     }
 
+    /// Holds the reply of a write command that just ran (from `start` to the end of `out`)
+    /// for replica acknowledgements, if it wrote and its level asks for them.
+    fn gate_reply(&mut self, shared: &Shared, lsns_before: (Option<Lsn>, Lsn), start: usize) {
+        let Some(lsn) = wrote(lsns_before, &self.session) else {
+            return;
+        };
+        let level = self.session.ack_level.unwrap_or(shared.options.sync.level);
+        if level != AckLevel::Local {
+            self.gated.push(GatedReply {
+                start,
+                end: self.out.len(),
+                lsn,
+                level,
+            });
+        }
+    }
+
     /// Before the connection is dropped for any reason: commit what it staged, so its staged
     /// entries do not linger (waits for a sync only in that rare case).
     pub fn abandon(&mut self, shared: &Shared) {
@@ -502,6 +673,11 @@ impl Connection {
     /// At shutdown: commit what is staged (waiting for the sync here), answer, and stop.
     pub fn finish(&mut self, shared: &Arc<Shared>) {
         self.abandon(shared);
+        // Shutting down: no more acknowledgements will be waited for.
+        let view = shared.ack_view();
+        if !self.resolve_gate(shared, &view) {
+            self.time_out_gate(shared, &view);
+        }
         let _ = self.stream.set_nonblocking(false);
         let _ = self
             .stream
@@ -523,6 +699,16 @@ impl Connection {
             snapshot: self.session.wants_snapshot,
         }
     }
+}
+
+/// The LSN a write command just wrote, if it wrote: staged (most commands) or committed by
+/// itself (`FLUSHALL`).
+fn wrote(before: (Option<Lsn>, Lsn), session: &Session) -> Option<Lsn> {
+    let staged = session.uncommitted.last_lsn();
+    if staged != before.0 {
+        return staged;
+    }
+    (session.last_write_lsn != before.1).then_some(session.last_write_lsn)
 }
 
 /// What happened to the next buffered request.

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::errno::Errno;
@@ -29,6 +29,9 @@ const WAKE: u64 = u64::MAX;
 const IDLE_TICK_MS: u16 = 100;
 /// How often a loop with connections in `SHIPLOG.WAITLSN` looks at the applied LSN.
 const WAIT_POLL_MS: u16 = 1;
+/// How often a loop with connections waiting for replica acknowledgements looks at their
+/// deadlines (acknowledgements themselves wake it at once).
+const ACK_TICK_MS: u16 = 10;
 
 /// What other threads use to reach a loop.
 #[derive(Debug)]
@@ -37,6 +40,8 @@ pub struct LoopHandle {
     incoming: Mutex<Vec<(TcpStream, u64, SocketAddr)>>,
     /// Connections the loop owns (for balancing).
     pub connections: AtomicUsize,
+    /// Some of its connections wait for replica acknowledgements: wake it when one arrives.
+    pub ack_waiters: AtomicBool,
 }
 
 impl LoopHandle {
@@ -53,6 +58,7 @@ impl LoopHandle {
                 wake,
                 incoming: Mutex::default(),
                 connections: AtomicUsize::new(0),
+                ack_waiters: AtomicBool::new(false),
             }),
             receiver,
         ))
@@ -101,14 +107,12 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
     // Connections waiting for a sync, and the highest LSN they wait for.
     let mut waiting: Vec<u64> = Vec::new();
     let mut waiting_for: Lsn = 0;
-    // Connections in `SHIPLOG.WAITLSN`, looked at every millisecond until answered.
+    // Connections in `SHIPLOG.WAITLSN` (looked at every millisecond until answered) or
+    // waiting for replica acknowledgements (looked at when one arrives).
     let mut parked: Vec<u64> = Vec::new();
+    let mut acks_seen = shared.acks.generation();
     loop {
-        let timeout = match (ready.is_empty(), parked.is_empty()) {
-            (false, _) => 0,
-            (true, false) => WAIT_POLL_MS,
-            (true, true) => IDLE_TICK_MS,
-        };
+        let timeout = next_timeout(shared, &connections, &ready, &parked, acks_seen);
         let n = match epoll.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(Errno::EINTR) => 0,
@@ -141,6 +145,7 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
         if shared.is_shutting_down() {
             break;
         }
+        acks_seen = shared.acks.generation();
         answer_waits(shared, &mut connections, &mut parked, &mut ready);
         ready.sort_unstable();
         ready.dedup();
@@ -159,7 +164,7 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
                     continue;
                 }
             }
-            if connection.session.waiting.is_some() && !parked.contains(&id) {
+            if connection.parked() && !parked.contains(&id) {
                 parked.push(id);
             }
             if let Some(lsn) = connection.awaiting {
@@ -172,6 +177,12 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
             }
         }
         ready = again;
+        // IMPORTANT: set before the generation is read again (at the top): an acknowledgement
+        // either sees the flag and wakes this loop, or bumps the generation in time.
+        let acks_awaited = parked
+            .iter()
+            .any(|id| connections.get(id).is_some_and(Connection::waits_for_acks));
+        handle.ack_waiters.store(acks_awaited, Ordering::SeqCst);
         if !waiting.is_empty() {
             // One group commit for every connection of this turn (shared with the other
             // loops). A failure poisons the log; each connection then finds out as it commits.
@@ -195,19 +206,51 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
     }
 }
 
-/// Answers each `SHIPLOG.WAITLSN` whose LSN is applied or whose deadline passed, and makes
-/// its connection ready to send the answer and go on.
+/// How long the loop may sleep: not at all with work ready (or an acknowledgement that came
+/// while connections were being parked), 1 ms while a `SHIPLOG.WAITLSN` polls, the deadline
+/// tick while connections wait for acknowledgements (which wake the loop themselves).
+fn next_timeout(
+    shared: &Shared,
+    connections: &HashMap<u64, Connection>,
+    ready: &[u64],
+    parked: &[u64],
+    acks_seen: u64,
+) -> u16 {
+    if !ready.is_empty() {
+        0
+    } else if parked.is_empty() {
+        IDLE_TICK_MS
+    } else if parked
+        .iter()
+        .any(|id| connections.get(id).is_some_and(Connection::waits_for_lsn))
+    {
+        WAIT_POLL_MS
+    } else if shared.acks.generation() == acks_seen {
+        ACK_TICK_MS
+    } else {
+        0
+    }
+}
+
+/// Answers each `SHIPLOG.WAITLSN` whose LSN is applied, each `WAIT` and gated write whose
+/// replicas acknowledged, and each of them whose deadline passed; makes its connection ready
+/// to send the answer and go on.
 fn answer_waits(
     shared: &Shared,
     connections: &mut HashMap<u64, Connection>,
     parked: &mut Vec<u64>,
     ready: &mut Vec<u64>,
 ) {
+    if parked.is_empty() {
+        return;
+    }
+    // Taken once for every connection: each acknowledgement wakes the loop.
+    let view = shared.ack_view();
     parked.retain(|id| {
         let Some(connection) = connections.get_mut(id) else {
             return false;
         };
-        if connection.resolve_wait(shared) {
+        if connection.resolve_parked(shared, &view) {
             ready.push(*id);
             return false;
         }

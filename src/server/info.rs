@@ -123,6 +123,14 @@ fn clients(shared: &Shared, session: &Session) -> String {
             "client_uncommitted_lsn",
             session.uncommitted.last_lsn().unwrap_or(0).to_string(),
         ),
+        ("client_last_write_lsn", session.last_write_lsn.to_string()),
+        (
+            "client_ack_level",
+            session
+                .ack_level
+                .unwrap_or(shared.options.sync.level)
+                .to_string(),
+        ),
     ])
 }
 
@@ -202,7 +210,11 @@ fn stats(shared: &Shared) -> String {
 }
 
 fn replication(shared: &Shared) -> String {
-    shared.replication_info()
+    let mut text = shared.replication_info();
+    if !shared.replication.is_read_only() {
+        text.push_str(&shared.acks.info(&shared.options.sync));
+    }
+    text
 }
 
 fn commandstats(shared: &Shared) -> String {

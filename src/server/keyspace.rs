@@ -294,11 +294,12 @@ impl Keyspace {
     }
 
     /// Removes every key in one atomic batch (all or nothing, after a crash too), holding
-    /// every stripe until the deletes are durable. Returns the number of keys removed.
+    /// every stripe until the deletes are durable. Returns the number of keys removed and the
+    /// LSN of the deletes (none when there was nothing to remove).
     ///
     /// # Errors
     /// Log errors, or a store too large to clear in one batch (`batch_bytes_max`).
-    pub fn flush_all(&self) -> Result<usize, DbError> {
+    pub fn flush_all(&self) -> Result<(usize, Option<Lsn>), DbError> {
         let mut stripes: Vec<MutexGuard<'_, Stripe>> = (0..STRIPES).map(|i| self.lock(i)).collect();
         let mut batch = WriteBatch::new();
         for stripe in &stripes {
@@ -324,14 +325,15 @@ impl Keyspace {
             after = Some(last_key);
         }
         let removed = batch.len();
-        if let Some(lsn) = self.db.stage_batch(&batch)? {
+        let written = self.db.stage_batch(&batch)?;
+        if let Some(lsn) = written {
             self.db.commit_through(lsn, self.durability)?;
             // Every staged write was older than the deletes and is applied now.
             for stripe in &mut stripes {
                 stripe.clear();
             }
         }
-        Ok(removed)
+        Ok((removed, written))
     }
 
     /// Closes the store (checkpoint and final sync).

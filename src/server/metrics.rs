@@ -123,6 +123,7 @@ pub fn render(shared: &Shared) -> String {
     let mut out = render_commands(&shared.metrics);
     render_store(shared, &mut out);
     render_replication(shared, &mut out);
+    shared.acks.render_metrics(&mut out);
     out
 }
 

@@ -2,6 +2,7 @@
 //! they share. Writes are staged in the log as commands arrive and answered once durable, so
 //! every connection's writes (and every pipeline's) share group-commit syncs.
 
+pub mod acks;
 pub mod commands;
 pub mod config;
 mod connection;
@@ -84,6 +85,8 @@ pub struct ServerOptions {
     /// On a replica: reads are refused with `-STALE` while it is further behind its primary
     /// than this many milliseconds (`None`: never).
     pub max_staleness_ms: Option<u64>,
+    /// Acknowledgement level, timeout and fallback of writes (`--sync-*`).
+    pub sync: acks::SyncOptions,
 }
 
 /// Default of [`ServerOptions::snapshot_bootstrap_bytes`]: 64 MiB, one segment.
@@ -107,6 +110,7 @@ impl Default for ServerOptions {
             snapshot_level: crate::snapshot::DEFAULT_LEVEL,
             snapshot_bootstrap_bytes: DEFAULT_SNAPSHOT_BOOTSTRAP_BYTES,
             max_staleness_ms: None,
+            sync: acks::SyncOptions::default(),
         }
     }
 }
@@ -150,6 +154,8 @@ pub struct Shared {
     listen: SocketAddr,
     /// Role, replicas and the link to a primary.
     replication: replication::Replication,
+    /// Wakes writers waiting for replica acknowledgements; counts timeouts and fallbacks.
+    pub acks: Arc<acks::AckGate>,
 }
 
 fn unix_now() -> u64 {
@@ -328,6 +334,7 @@ impl Server {
             started: Instant::now(),
             listen,
             replication,
+            acks: Arc::default(),
         });
         // Read-only (and compaction held) before the slot keeper's first tick decides.
         if let Some(primary) = replica_of {
@@ -338,6 +345,7 @@ impl Server {
         let mut threads = Vec::new();
         for i in 0..io_threads {
             let (handle, wake) = event_loop::LoopHandle::new().map_err(ServerError::Listen)?;
+            shared.acks.register(Arc::clone(&handle));
             let shared = Arc::clone(&shared);
             let for_thread = Arc::clone(&handle);
             threads.push(

@@ -352,6 +352,7 @@ impl Shared {
             return;
         }
         let peer = Arc::new(ReplicaPeer::new(addr, stream.try_clone().ok()));
+        self.wake_ack_waiters_on(&peer);
         let me = Arc::clone(self);
         let for_thread = Arc::clone(&peer);
         let spawned = std::thread::Builder::new()
@@ -778,6 +779,11 @@ impl Shared {
         lock(&self.replication.link)
             .as_ref()
             .map(|l| (l.primary.clone(), l.status.progress()))
+    }
+
+    /// The progress of each connected replica (for acknowledgement levels and `WAIT`).
+    pub(crate) fn replica_progress(&self) -> Vec<crate::repl::status::PeerProgress> {
+        self.peers().iter().map(|peer| peer.progress()).collect()
     }
 
     pub(super) fn peers(&self) -> Vec<Arc<ReplicaPeer>> {

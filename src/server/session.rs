@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use super::acks::{AckLevel, WaitAcks};
 use super::keyspace::Uncommitted;
 use crate::format::resp::Protocol;
 
@@ -31,6 +32,10 @@ pub struct Session {
     /// `SHIPLOG.WAITLSN` is waiting for this LSN to be applied, until the deadline (`None`:
     /// no deadline); nothing more of this connection runs meanwhile.
     pub waiting: Option<(crate::format::Lsn, Option<std::time::Instant>)>,
+    /// `SHIPLOG.ACKLEVEL` chose this connection's level (`None`: the server's default).
+    pub ack_level: Option<AckLevel>,
+    /// `WAIT` is waiting for replicas; nothing more of this connection runs meanwhile.
+    pub waiting_acks: Option<WaitAcks>,
 }
 
 impl Session {
@@ -48,6 +53,8 @@ impl Session {
             wants_snapshot: false,
             last_write_lsn: 0,
             waiting: None,
+            ack_level: None,
+            waiting_acks: None,
         }
     }
 
