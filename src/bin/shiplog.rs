@@ -1,6 +1,7 @@
 //! `shiplog`: the admin tool. Inspect and verify logs, benchmark the group commit, show a
-//! running node's replication status, promote a replica, demonstrate a failover (`shiplog demo`), take, check and restore snapshots, and drive a running server with load (`shiplog load`,
-//! whose logic is in `shiplog::loadgen`).
+//! running node's replication status, promote a replica, take, check and restore snapshots,
+//! drive a running server with load (`shiplog load`, whose logic is in `shiplog::loadgen`), and
+//! show a failover from start to end (`shiplog demo`).
 
 // The crate root is src/bin/shiplog.rs: its modules would otherwise be looked for beside it,
 // where Cargo takes every file for a binary of its own.

@@ -9,6 +9,7 @@ mod node;
 mod probe;
 mod rollback;
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use crate::resp_client::{Client, Reply};
 /// Between two lag readings.
 const READING_INTERVAL: Duration = Duration::from_millis(500);
 /// Longest wait for replicas to connect, catch up or rejoin.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+const CATCH_UP_TIMEOUT: Duration = Duration::from_mins(1);
 /// How long a write on a synchronous primary waits for a replica before `-NOREPLICAS`.
 const SYNC_TIMEOUT_MS: &str = "2000";
 /// Names of the nodes; the first starts as the primary.
@@ -215,14 +216,16 @@ fn reading(elapsed: Duration, acked: u64, monitors: &mut [Client]) -> Result<Str
     for (name, monitor) in NAMES.iter().zip(monitors.iter_mut()) {
         let fields = info(monitor)?;
         if fields.get("role") == Some("master") {
-            line.push_str(&format!(" | {name} LSN {}", fields.lsn()));
+            let _ = write!(line, " | {name} LSN {}", fields.lsn());
         } else {
-            line.push_str(&format!(
+            // Writing to a String cannot fail.
+            let _ = write!(
+                line,
                 " | {name} LSN {} lag {} ({} ms)",
                 fields.lsn(),
                 fields.number("replica_lag_lsns"),
                 fields.number("replica_lag_ms"),
-            ));
+            );
         }
     }
     Ok(line)

@@ -1,6 +1,7 @@
 //! Questions the demo asks a node over RESP: its replication fields, its position, its data.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -154,10 +155,13 @@ pub fn digest(client: &mut Client) -> Result<(usize, String), String> {
         hash.update((value.len() as u64).to_le_bytes());
         hash.update(value);
     }
-    let hex: String = hash.finalize()[..6]
+    let hex = hash.finalize()[..6]
         .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+        .fold(String::new(), |mut hex, b| {
+            // Writing to a String cannot fail.
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
     Ok((keys.len(), hex))
 }
 
