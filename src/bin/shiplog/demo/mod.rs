@@ -4,6 +4,15 @@
 //! comes back, rewinds what no one else has and rejoins. Exit status 0 only if no
 //! acknowledged write was lost and all three nodes hold the same data.
 
+/// `println!` that ignores a closed stdout (`shiplog demo | head`): SIGPIPE is blocked here (see
+/// [`node::watch_interrupts`]), and the story goes on to its end, where the nodes are stopped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod load;
 mod node;
 mod probe;
@@ -95,13 +104,13 @@ pub fn run(options: &DemoOptions) -> Result<ExitCode, String> {
         None => builder.tempdir(),
     }
     .map_err(|e| format!("cannot create the demo's directory: {e}"))?;
-    println!(
+    say!(
         "shiplog demo: a primary and two replicas, real processes on 127.0.0.1, data in {}",
         root.path().display()
     );
     let result = story(&daemon, root.path(), sync, options.seconds);
     if options.keep {
-        println!("kept {}", root.keep().display());
+        say!("kept {}", root.keep().display());
     }
     result
 }
@@ -118,12 +127,12 @@ fn supports_sync(daemon: &Path) -> Result<bool, String> {
 /// The steps, in order; the nodes are killed when this returns, before their directory goes.
 fn story(daemon: &Path, root: &Path, sync: bool, seconds: f64) -> Result<ExitCode, String> {
     if sync {
-        println!(
+        say!(
             "mode: synchronous (--sync-replicas 1): a write is acknowledged once a replica \
              holds it durably, so no failover may lose it"
         );
     } else {
-        println!(
+        say!(
             "mode: asynchronous (this shiplogd has no --sync-replicas): a write is acknowledged \
              once durable on the primary alone; what it had not shipped when it died is lost"
         );
@@ -134,7 +143,7 @@ fn story(daemon: &Path, root: &Path, sync: bool, seconds: f64) -> Result<ExitCod
     let lost = check_acknowledged(&cluster, &failover, &outcome)?;
     let rejoin_ms = rejoin(&mut cluster, &failover, &lost)?;
     let converged = converged(&cluster)?;
-    println!(
+    say!(
         "summary: {} writes acknowledged, {} indeterminate, {} lost | promotion to first write \
          {:.1} ms | rejoin {rejoin_ms:.0} ms",
         outcome.acked.len(),
@@ -147,7 +156,7 @@ fn story(daemon: &Path, root: &Path, sync: bool, seconds: f64) -> Result<ExitCod
 
 fn verdict(sync: bool, lost: usize, converged: bool) -> ExitCode {
     if lost == 0 && converged {
-        println!("PASS: no acknowledged write was lost, and all three nodes hold the same data");
+        say!("PASS: no acknowledged write was lost, and all three nodes hold the same data");
         return ExitCode::SUCCESS;
     }
     if lost > 0 {
@@ -157,10 +166,10 @@ fn verdict(sync: bool, lost: usize, converged: bool) -> ExitCode {
             "acknowledged by the primary alone, never shipped: rerun with a shiplogd that has \
              --sync-replicas"
         };
-        println!("FAIL: {lost} acknowledged writes lost ({why})");
+        say!("FAIL: {lost} acknowledged writes lost ({why})");
     }
     if !converged {
-        println!("FAIL: the nodes do not hold the same data");
+        say!("FAIL: the nodes do not hold the same data");
     }
     ExitCode::FAILURE
 }
@@ -190,7 +199,7 @@ fn start_cluster(daemon: &Path, root: &Path, sync: bool) -> Result<Cluster, Stri
         } else {
             format!("replica of {}", NAMES[0])
         };
-        println!(
+        say!(
             "  started {name} on {addr} (pid {}) as {role}",
             node.pid().unwrap_or(0)
         );
@@ -210,23 +219,37 @@ fn start_cluster(daemon: &Path, root: &Path, sync: bool) -> Result<Cluster, Stri
     Ok(cluster)
 }
 
-/// One lag reading: every node's LSN, and each replica's lag in LSNs and milliseconds.
-fn reading(elapsed: Duration, acked: u64, monitors: &mut [Client]) -> Result<String, String> {
+/// One lag reading: every node's LSN, and each replica's lag in LSNs and milliseconds as the
+/// primary sees it (from durable there to applied on the replica).
+fn reading(
+    elapsed: Duration,
+    acked: u64,
+    nodes: &[Node],
+    monitors: &mut [Client],
+) -> Result<String, String> {
     let mut line = format!("  {:>4.1}s  {acked:>6} acked", elapsed.as_secs_f64());
-    for (name, monitor) in NAMES.iter().zip(monitors.iter_mut()) {
+    let mut primary = None;
+    for (node, monitor) in nodes.iter().zip(monitors.iter_mut()) {
         let fields = info(monitor)?;
+        let name = node.name;
+        // Writing to a String cannot fail.
         if fields.get("role") == Some("master") {
             let _ = write!(line, " | {name} LSN {}", fields.lsn());
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(
-                line,
-                " | {name} LSN {} lag {} ({} ms)",
-                fields.lsn(),
-                fields.number("replica_lag_lsns"),
-                fields.number("replica_lag_ms"),
-            );
+            primary = Some(fields);
+            continue;
         }
+        let (lag_lsns, lag_ms) = primary
+            .as_ref()
+            .and_then(|p| p.replica_lag(port(&node.addr)))
+            .unwrap_or_else(|| {
+                let lag_lsns = fields.number("replica_lag_lsns").to_string();
+                (lag_lsns, fields.number("replica_lag_ms").to_string())
+            });
+        let _ = write!(
+            line,
+            " | {name} LSN {} lag {lag_lsns} ({lag_ms} ms)",
+            fields.lsn()
+        );
     }
     Ok(line)
 }
@@ -237,7 +260,7 @@ fn run_load_and_kill(cluster: &mut Cluster, seconds: f64) -> Result<Outcome, Str
         .map(|i| cluster.client(i))
         .collect::<Result<Vec<_>, _>>()?;
     let load = Load::start(&cluster.nodes[0].addr)?;
-    println!(
+    say!(
         "load: {CLIENTS} clients SET distinct keys on {} for {seconds} s (LSNs and replica lag \
          twice a second)",
         NAMES[0]
@@ -248,9 +271,14 @@ fn run_load_and_kill(cluster: &mut Cluster, seconds: f64) -> Result<Outcome, Str
     while due <= run_for {
         std::thread::sleep(due.saturating_sub(started.elapsed()));
         check_interrupted()?;
-        println!(
+        say!(
             "{}",
-            reading(started.elapsed(), load.acked(), &mut monitors)?
+            reading(
+                started.elapsed(),
+                load.acked(),
+                &cluster.nodes,
+                &mut monitors
+            )?
         );
         due += READING_INTERVAL;
     }
@@ -258,7 +286,7 @@ fn run_load_and_kill(cluster: &mut Cluster, seconds: f64) -> Result<Outcome, Str
     let pid = cluster.nodes[0].pid().unwrap_or(0);
     cluster.nodes[0].kill();
     let outcome = load.finish()?;
-    println!(
+    say!(
         "kill -9 {} (pid {pid}) mid-load: {} writes acknowledged, {} in flight \
          (indeterminate: no reply)",
         NAMES[0],
@@ -266,7 +294,7 @@ fn run_load_and_kill(cluster: &mut Cluster, seconds: f64) -> Result<Outcome, Str
         outcome.indeterminate,
     );
     if let Some(error) = &outcome.first_error {
-        println!("  (some writes were answered with an error before the kill: {error})");
+        say!("  (some writes were answered with an error before the kill: {error})");
     }
     Ok(outcome)
 }
@@ -282,7 +310,7 @@ fn fail_over(cluster: &Cluster) -> Result<Failover, String> {
     // The most advanced first (the first named on a tie): promoting another would lose what
     // only it holds.
     positions.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
-    println!(
+    say!(
         "positions: {}",
         positions
             .iter()
@@ -318,17 +346,22 @@ fn fail_over(cluster: &Cluster) -> Result<Failover, String> {
     let fields = info(&mut client)?;
     let epoch = fields.number("epoch");
     for refusal in &refusals {
-        println!("  refused: {refusal}");
+        say!("  refused: {refusal}");
     }
-    println!(
+    say!(
         "promote {} (REPLICAOF NO ONE): primary of epoch {epoch} from LSN {} in {promote_ms:.1} \
          ms; {} re-pointed to it",
         NAMES[primary],
         fields.number("epoch_start_lsn"),
         NAMES[other],
     );
-    println!(
-        "first acknowledged write on {} {first_write_ms:.1} ms after the promotion command",
+    let note = if cluster.sync {
+        " (re-pointing included: the write waits for that replica's acknowledgement)"
+    } else {
+        ""
+    };
+    say!(
+        "first acknowledged write on {} {first_write_ms:.1} ms after the promotion command{note}",
         NAMES[primary]
     );
     Ok(Failover {
@@ -395,7 +428,7 @@ fn check_acknowledged(
 ) -> Result<Vec<String>, String> {
     let total = outcome.acked.len();
     let mut lost = missing(&mut cluster.client(failover.primary)?, &outcome.acked)?;
-    println!(
+    say!(
         "check: {}/{total} acknowledged writes read back from {} with their values ({} lost)",
         total - lost.len(),
         NAMES[failover.primary],
@@ -407,7 +440,7 @@ fn check_acknowledged(
     }
     let caught_up_ms = millis(started.elapsed());
     let on_other = missing(&mut cluster.client(failover.other)?, &outcome.acked)?;
-    println!(
+    say!(
         "check: {} caught up with {} in {caught_up_ms:.0} ms and holds {}/{total} of them",
         NAMES[failover.other],
         NAMES[failover.primary],
@@ -447,9 +480,10 @@ fn rejoin(cluster: &mut Cluster, failover: &Failover, lost: &[String]) -> Result
     let rejoin_ms = millis(started.elapsed());
     let fields = info(&mut old)?;
     report_rewind(cluster, &fields, lost)?;
-    println!(
+    say!(
         "{} rejoined: caught up with {} {rejoin_ms:.0} ms after its restart",
-        NAMES[0], NAMES[failover.primary],
+        NAMES[0],
+        NAMES[failover.primary],
     );
     Ok(rejoin_ms)
 }
@@ -458,7 +492,7 @@ fn rejoin(cluster: &mut Cluster, failover: &Failover, lost: &[String]) -> Result
 fn report_rewind(cluster: &Cluster, fields: &probe::Info, lost: &[String]) -> Result<(), String> {
     let rewinds = fields.number("replica_rewinds");
     let Some(file) = fields.get("replica_last_rollback").filter(|_| rewinds > 0) else {
-        println!(
+        say!(
             "restart {} as a replica of the new primary: nothing to rewind (it held nothing the \
              new primary lacks)",
             NAMES[0]
@@ -469,16 +503,16 @@ fn report_rewind(cluster: &Cluster, fields: &probe::Info, lost: &[String]) -> Re
     let keys: Vec<&str> = lost.iter().map(String::as_str).collect();
     let (records, lost_inside) = rollback::count(&path, &keys)?;
     let shown = path.strip_prefix(&cluster.root).unwrap_or(&path);
-    println!(
+    say!(
         "restart {} as a replica of the new primary: rewound ({rewinds}x), {records} records \
          only it held cut to {}",
         NAMES[0],
         shown.display()
     );
     if lost.is_empty() {
-        println!("  none of them was acknowledged: they are writes that were in flight");
+        say!("  none of them was acknowledged: they are writes that were in flight");
     } else {
-        println!(
+        say!(
             "  {lost_inside} of the {} lost acknowledged writes are in that file",
             lost.len()
         );
@@ -494,7 +528,7 @@ fn converged(cluster: &Cluster) -> Result<bool, String> {
     }
     let same = digests.windows(2).all(|w| w[0] == w[1]);
     if same {
-        println!(
+        say!(
             "converged: {} hold the same {} keys (digest {})",
             NAMES.join(", "),
             digests[0].0,
@@ -506,7 +540,7 @@ fn converged(cluster: &Cluster) -> Result<bool, String> {
             .zip(&digests)
             .map(|(name, (keys, digest))| format!("{name} {keys} keys {digest}"))
             .collect();
-        println!("DIVERGED: {}", each.join(", "));
+        say!("DIVERGED: {}", each.join(", "));
     }
     Ok(same)
 }

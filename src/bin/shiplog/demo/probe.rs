@@ -50,6 +50,22 @@ impl Info {
         self.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 
+    /// A primary's view of its replica listening on `port` (a `slaveN` line): the LSNs it
+    /// lags by and its replay lag in milliseconds (to the microsecond).
+    pub fn replica_lag(&self, port: &str) -> Option<(String, String)> {
+        let line = self.0.iter().find_map(|(key, value)| {
+            let n = key.strip_prefix("slave")?;
+            let numbered = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+            let fields: HashMap<&str, &str> =
+                value.split(',').filter_map(|f| f.split_once('=')).collect();
+            (numbered && fields.get("port") == Some(&port)).then_some(fields)
+        })?;
+        Some((
+            (*line.get("lag_lsns")?).to_owned(),
+            (*line.get("replay_lag_ms")?).to_owned(),
+        ))
+    }
+
     /// The LSN this node holds: a primary's durable LSN, a replica's applied LSN.
     pub fn lsn(&self) -> u64 {
         if self.get("role") == Some("master") {
