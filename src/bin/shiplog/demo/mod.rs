@@ -504,9 +504,10 @@ fn report_rewind(cluster: &Cluster, fields: &probe::Info, lost: &[String]) -> Re
     let (records, lost_inside) = rollback::count(&path, &keys)?;
     let shown = path.strip_prefix(&cluster.root).unwrap_or(&path);
     say!(
-        "restart {} as a replica of the new primary: rewound ({rewinds}x), {records} records \
+        "restart {} as a replica of the new primary: rewound ({rewinds}x), {records} record{} \
          only it held cut to {}",
         NAMES[0],
+        if records == 1 { "" } else { "s" },
         shown.display()
     );
     if lost.is_empty() {
