@@ -304,24 +304,26 @@ fn run_load_and_kill(cluster: &mut Cluster, seconds: f64) -> Result<Outcome, Str
 fn fail_over(cluster: &Cluster) -> Result<Failover, String> {
     let mut positions = Vec::new();
     for i in 1..NAMES.len() {
-        let (lsn, epoch) = position(&mut cluster.client(i)?)?;
-        positions.push((lsn, epoch, i));
+        positions.push((position(&mut cluster.client(i)?)?, i));
     }
     // The most advanced first (the first named on a tie): promoting another would lose what
     // only it holds.
-    positions.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    positions.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     say!(
         "positions: {}",
         positions
             .iter()
-            .map(|(lsn, epoch, i)| format!("{} durable LSN {lsn} (epoch {epoch})", NAMES[*i]))
+            .map(|(p, i)| format!(
+                "{} durable LSN {} (epoch {})",
+                NAMES[*i], p.durable_lsn, p.last_epoch
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     );
     let started = Instant::now();
     let mut refusals = Vec::new();
     let mut promoted = None;
-    for &(_, _, i) in &positions {
+    for &(_, i) in &positions {
         match expect_simple(&mut cluster.client(i)?, &["REPLICAOF", "NO", "ONE"]) {
             Ok(_) => {
                 promoted = Some(i);

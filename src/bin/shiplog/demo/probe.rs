@@ -90,15 +90,30 @@ pub fn info(client: &mut Client) -> Result<Info, String> {
     }
 }
 
-/// `SHIPLOG.POSITION`: the durable LSN and the highest epoch the node knows.
-pub fn position(client: &mut Client) -> Result<(u64, u64), String> {
+/// A node's answer to `SHIPLOG.POSITION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// The epoch of its last durable record: compared first, as a promotion does (a longer
+    /// log that ends in an older epoch is behind).
+    pub last_epoch: u64,
+    /// Its durable LSN.
+    pub durable_lsn: u64,
+}
+
+/// `SHIPLOG.POSITION`: `*3 :durable_lsn :highest_epoch :last_epoch`.
+pub fn position(client: &mut Client) -> Result<Position, String> {
     let reply = command(client, &["SHIPLOG.POSITION"])?;
     if let Reply::Array(Some(items)) = &reply
-        && let [Reply::Integer(lsn), Reply::Integer(epoch)] = items.as_slice()
+        && let [
+            Reply::Integer(lsn),
+            Reply::Integer(_),
+            Reply::Integer(epoch),
+        ] = items.as_slice()
     {
-        let lsn = u64::try_from(*lsn).map_err(|_| format!("negative LSN {lsn}"))?;
-        let epoch = u64::try_from(*epoch).map_err(|_| format!("negative epoch {epoch}"))?;
-        return Ok((lsn, epoch));
+        return Ok(Position {
+            last_epoch: u64::try_from(*epoch).map_err(|_| format!("negative epoch {epoch}"))?,
+            durable_lsn: u64::try_from(*lsn).map_err(|_| format!("negative LSN {lsn}"))?,
+        });
     }
     Err(format!("SHIPLOG.POSITION answered {reply:?}"))
 }
