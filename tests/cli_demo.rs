@@ -1,5 +1,5 @@
-//! `shiplog demo` as a newcomer runs it: three real nodes, a failover under load, the old
-//! primary rewinds and rejoins, and the verdict is honest. With `--sync-replicas` in shiplogd,
+//! `shiplog demo` as a newcomer runs it: three real nodes, a partition and a failover under
+//! load, the old primary rewinds and rejoins, and the verdict is honest. With `--sync-replicas` in shiplogd,
 //! no acknowledged write may be lost; without it, the demo must count what it lost and fail
 //! when that is not zero.
 
@@ -38,12 +38,15 @@ fn the_demo_fails_over_under_load_reads_back_every_acknowledged_write_and_conver
     for step in [
         "started n1",
         "as replica of n1",
+        "partition: n1 cut off from its replicas; a write sent to it ",
         "kill -9 n1",
         "positions: ",
         "(REPLICAOF NO ONE): primary of epoch 2",
         "first acknowledged write on",
         "acknowledged writes read back from",
-        "restart n1 as a replica of the new primary: ",
+        // The write sent during the partition is on n1 alone: there is always a tail to cut.
+        "restart n1 as a replica of the new primary: rewound (1x), ",
+        "only it held cut to n1/rollback/rollback-",
         "n1 rejoined: caught up",
         "converged: n1, n2, n3 hold the same",
     ] {
@@ -62,6 +65,14 @@ fn the_demo_fails_over_under_load_reads_back_every_acknowledged_write_and_conver
     let lost = number_before(summary, " lost");
     if text.contains("mode: synchronous") {
         assert_eq!(lost, 0, "synchronous replication loses nothing:\n{all}");
+        assert!(
+            text.contains("gets no reply in 500 ms: it waits for a replica"),
+            "a primary cut off from its replicas acknowledges nothing:\n{all}"
+        );
+        assert!(
+            text.contains("none of them was acknowledged"),
+            "the rewind cuts only unanswered writes:\n{all}"
+        );
     }
     // Asynchronous replication may lose writes: the demo must say so and fail, never pass.
     assert_eq!(output.status.success(), lost == 0, "{all}");

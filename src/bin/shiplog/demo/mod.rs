@@ -16,6 +16,7 @@ macro_rules! say {
 mod load;
 mod node;
 mod probe;
+mod relay;
 mod rollback;
 
 use std::fmt::Write as _;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use load::{CLIENTS, Load, Outcome};
 use node::{Node, check_interrupted, free_port};
 use probe::{command, connect, expect_simple, info, position, wait_until};
+use relay::Relay;
 
 use crate::resp_client::{Client, Reply};
 
@@ -35,6 +37,8 @@ const READING_INTERVAL: Duration = Duration::from_millis(500);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_mins(1);
 /// How long a write on a synchronous primary waits for a replica before `-NOREPLICAS`.
 const SYNC_TIMEOUT_MS: &str = "2000";
+/// How long the write sent during the partition may wait for its reply.
+const PARTITION_WAIT: Duration = Duration::from_millis(500);
 /// Names of the nodes; the first starts as the primary.
 const NAMES: [&str; 3] = ["n1", "n2", "n3"];
 
@@ -54,6 +58,8 @@ struct Cluster {
     root: PathBuf,
     sync: bool,
     nodes: Vec<Node>,
+    /// The replicas' links to the first primary, to cut before it is killed.
+    relays: Vec<Relay>,
 }
 
 impl Cluster {
@@ -189,16 +195,23 @@ fn start_cluster(daemon: &Path, root: &Path, sync: bool) -> Result<Cluster, Stri
         root: root.to_owned(),
         sync,
         nodes: Vec::with_capacity(NAMES.len()),
+        relays: Vec::new(),
     };
-    for (i, name) in NAMES.into_iter().enumerate() {
+    for name in NAMES {
         let addr = format!("127.0.0.1:{}", free_port()?);
-        let primary = cluster.nodes.first().map(|p: &Node| p.addr.clone());
-        let node = cluster.start(name, &addr, primary.as_deref())?;
-        let role = if i == 0 {
-            "primary".to_owned()
-        } else {
-            format!("replica of {}", NAMES[0])
+        let (primary, role) = match cluster.nodes.first() {
+            None => (None, "primary".to_owned()),
+            Some(first) => {
+                let relay = Relay::start(&first.addr)?;
+                let link = relay.addr.clone();
+                cluster.relays.push(relay);
+                (
+                    Some(link),
+                    format!("replica of {} (through a relay the demo can cut)", NAMES[0]),
+                )
+            }
         };
+        let node = cluster.start(name, &addr, primary.as_deref())?;
         say!(
             "  started {name} on {addr} (pid {}) as {role}",
             node.pid().unwrap_or(0)
@@ -254,7 +267,8 @@ fn reading(
     Ok(line)
 }
 
-/// Steps 2 and 3: the load with lag readings, then SIGKILL of the primary under it.
+/// Steps 2 and 3: the load with lag readings, then a partition and SIGKILL of the primary
+/// under it.
 fn run_load_and_kill(cluster: &mut Cluster, seconds: f64) -> Result<Outcome, String> {
     let mut monitors = (0..NAMES.len())
         .map(|i| cluster.client(i))
@@ -283,12 +297,17 @@ fn run_load_and_kill(cluster: &mut Cluster, seconds: f64) -> Result<Outcome, Str
         due += READING_INTERVAL;
     }
     std::thread::sleep(run_for.saturating_sub(started.elapsed()));
+    let partition_write = partition(cluster)?;
     let pid = cluster.nodes[0].pid().unwrap_or(0);
     cluster.nodes[0].kill();
-    let outcome = load.finish()?;
+    let mut outcome = load.finish()?;
+    match partition_write {
+        Some(write) => outcome.acked.push(write),
+        None => outcome.indeterminate += 1,
+    }
     say!(
-        "kill -9 {} (pid {pid}) mid-load: {} writes acknowledged, {} in flight \
-         (indeterminate: no reply)",
+        "kill -9 {} (pid {pid}) under load: {} writes acknowledged in all, {} indeterminate \
+         (no reply)",
         NAMES[0],
         outcome.acked.len(),
         outcome.indeterminate,
@@ -297,6 +316,33 @@ fn run_load_and_kill(cluster: &mut Cluster, seconds: f64) -> Result<Outcome, Str
         say!("  (some writes were answered with an error before the kill: {error})");
     }
     Ok(outcome)
+}
+
+/// Step 3, first half: a network partition cuts the primary off from its replicas while the
+/// load goes on, and one more write is sent to it; returns that write if it was acknowledged.
+fn partition(cluster: &Cluster) -> Result<Option<(String, String)>, String> {
+    for relay in &cluster.relays {
+        relay.cut();
+    }
+    let (key, value) = ("demo:during-partition", "only the old primary had this");
+    let primary = &cluster.nodes[0].addr;
+    let mut client = Client::connect(primary, PARTITION_WAIT).map_err(|e| e.to_string())?;
+    let cut = format!("partition: {} cut off from its replicas", NAMES[0]);
+    match client.command(&[b"SET", key.as_bytes(), value.as_bytes()]) {
+        Ok(Reply::Simple(_)) => {
+            say!("{cut}; a write sent to it is acknowledged all the same, by it alone");
+            Ok(Some((key.to_owned(), value.to_owned())))
+        }
+        Ok(other) => {
+            say!("{cut}; a write sent to it is answered {other:?} (indeterminate)");
+            Ok(None)
+        }
+        Err(_) => {
+            let ms = PARTITION_WAIT.as_millis();
+            say!("{cut}; a write sent to it gets no reply in {ms} ms: it waits for a replica");
+            Ok(None)
+        }
+    }
 }
 
 /// Step 4: the replicas' positions; the most advanced is promoted (the other next, if it
@@ -513,7 +559,7 @@ fn report_rewind(cluster: &Cluster, fields: &probe::Info, lost: &[String]) -> Re
         shown.display()
     );
     if lost.is_empty() {
-        say!("  none of them was acknowledged: they are writes that were in flight");
+        say!("  none of them was acknowledged: a rewind cuts only writes that were never answered");
     } else {
         say!(
             "  {lost_inside} of the {} lost acknowledged writes are in that file",
