@@ -1,9 +1,12 @@
 //! `shiplog`: the admin tool. Inspect and verify logs, benchmark the group commit, show a
-//! running node's replication status, promote a replica, take, check and restore snapshots, and drive a running server with load (`shiplog load`,
-//! whose logic is in `shiplog::loadgen`).
+//! running node's replication status, promote a replica, take, check and restore snapshots,
+//! drive a running server with load (`shiplog load`, whose logic is in `shiplog::loadgen`), and
+//! show a failover from start to end (`shiplog demo`).
 
 // The crate root is src/bin/shiplog.rs: its modules would otherwise be looked for beside it,
 // where Cargo takes every file for a binary of its own.
+#[path = "shiplog/demo/mod.rs"]
+mod demo;
 #[path = "shiplog/promote.rs"]
 mod promote;
 #[path = "shiplog/resp_client.rs"]
@@ -119,6 +122,21 @@ enum Command {
         /// File whose first line is the password to AUTH with (as shiplogd's --requirepass-file).
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+    },
+    /// Watch a failover: start a primary and two replicas on loopback, write under load, kill
+    /// the primary, promote the most advanced replica, prove no acknowledged write was lost,
+    /// and watch the old primary rewind and rejoin; exit status 1 if a write was lost or the
+    /// nodes do not converge.
+    Demo {
+        /// Directory to create the demo's temporary directory in [default: the system's].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the nodes' data directories at the end.
+        #[arg(long)]
+        keep: bool,
+        /// Seconds of load before the primary is killed.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
     },
     /// Snapshots: create (from a stopped store or a running shiplogd), verify, inspect, restore.
     Snapshot {
@@ -237,6 +255,9 @@ fn main() -> ExitCode {
             force,
             password_file,
         } => promote::promote(&addr, force, password_file.as_deref()),
+        Command::Demo { dir, keep, seconds } => {
+            demo::run(&demo::DemoOptions { dir, keep, seconds })
+        }
         Command::Snapshot { command } => snapshot::run(command),
         Command::Load {
             server,
