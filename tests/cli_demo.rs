@@ -1,7 +1,8 @@
 //! `shiplog demo` as a newcomer runs it: three real nodes, a partition and a failover under
-//! load, the old primary rewinds and rejoins, and the verdict is honest. With `--sync-replicas` in shiplogd,
-//! no acknowledged write may be lost; without it, the demo must count what it lost and fail
-//! when that is not zero.
+//! load, the old primary rewinds and rejoins, and the verdict is honest. By default
+//! (`--sync-replicas 1`) no acknowledged write may be lost; with `--async` the write the
+//! isolated primary acknowledges is lost, and the demo must count it, find it in the rollback
+//! file and fail.
 
 #![allow(
     clippy::unwrap_used,
@@ -22,15 +23,17 @@ fn number_before(text: &str, label: &str) -> u64 {
     text[start..end].parse().unwrap()
 }
 
-#[test]
-fn the_demo_fails_over_under_load_reads_back_every_acknowledged_write_and_converges() {
+/// Runs the demo with `extra` arguments; its stdout, everything for messages, and whether it
+/// exited 0. Checks the steps every run shows, and that its directory is gone.
+fn demo(extra: &[&str]) -> (String, String, bool) {
     let parent = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_shiplog"))
         .args(["demo", "--seconds", "2", "--dir"])
         .arg(parent.path())
+        .args(extra)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let all = format!(
         "{text}\nstderr:\n{}",
         String::from_utf8_lossy(&output.stderr)
@@ -57,38 +60,67 @@ fn the_demo_fails_over_under_load_reads_back_every_acknowledged_write_and_conver
         .filter(|l| l.contains(" acked | n1 LSN"))
         .count();
     assert_eq!(readings, 4, "two lag readings a second:\n{all}");
+    let left: Vec<_> = std::fs::read_dir(parent.path()).unwrap().collect();
+    assert!(left.is_empty(), "the demo's directory is removed: {left:?}");
+    (text, all, output.status.success())
+}
+
+fn summary_numbers(text: &str, all: &str) -> (u64, u64) {
     let summary = text
         .lines()
         .find(|l| l.starts_with("summary: "))
         .unwrap_or_else(|| panic!("no summary:\n{all}"));
-    assert!(number_before(summary, " writes acknowledged") > 0, "{all}");
-    let lost = number_before(summary, " lost");
-    if text.contains("mode: synchronous") {
-        assert_eq!(lost, 0, "synchronous replication loses nothing:\n{all}");
-        assert!(
-            text.contains("gets no reply in 500 ms: it waits for a replica"),
-            "a primary cut off from its replicas acknowledges nothing:\n{all}"
-        );
-        assert!(
-            text.contains("none of them was acknowledged"),
-            "the rewind cuts only unanswered writes:\n{all}"
-        );
-    }
-    // Asynchronous replication may lose writes: the demo must say so and fail, never pass.
-    assert_eq!(output.status.success(), lost == 0, "{all}");
-    if lost == 0 {
-        assert!(
-            text.contains("PASS: no acknowledged write was lost"),
-            "{all}"
-        );
-    } else {
-        assert!(
-            text.contains(&format!("FAIL: {lost} acknowledged writes lost")),
-            "{all}"
-        );
-    }
-    let left: Vec<_> = std::fs::read_dir(parent.path()).unwrap().collect();
-    assert!(left.is_empty(), "the demo's directory is removed: {left:?}");
+    (
+        number_before(summary, " writes acknowledged"),
+        number_before(summary, " lost"),
+    )
+}
+
+#[test]
+fn the_demo_fails_over_under_load_and_loses_no_acknowledged_write() {
+    let (text, all, passed) = demo(&[]);
+    assert!(
+        text.contains("mode: synchronous (--sync-replicas 1)"),
+        "{all}"
+    );
+    let (acked, lost) = summary_numbers(&text, &all);
+    assert!(acked > 0, "{all}");
+    assert_eq!(lost, 0, "synchronous replication loses nothing:\n{all}");
+    assert!(
+        text.contains("gets no reply in 500 ms: it waits for a replica"),
+        "a primary cut off from its replicas acknowledges nothing:\n{all}"
+    );
+    assert!(
+        text.contains("none of them was acknowledged"),
+        "the rewind cuts only unanswered writes:\n{all}"
+    );
+    assert!(
+        text.contains("PASS: no acknowledged write was lost"),
+        "{all}"
+    );
+    assert!(passed, "{all}");
+}
+
+#[test]
+fn with_async_the_demo_shows_the_acknowledged_writes_a_failover_loses_and_fails() {
+    let (text, all, passed) = demo(&["--async"]);
+    assert!(text.contains("mode: asynchronous (--async)"), "{all}");
+    let (_, lost) = summary_numbers(&text, &all);
+    assert!(
+        lost >= 1,
+        "the isolated primary's acknowledged write is lost:\n{all}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{lost} of the {lost} lost acknowledged writes are in that file"
+        )),
+        "the rollback file holds every lost write:\n{all}"
+    );
+    assert!(
+        text.contains(&format!("FAIL: {lost} acknowledged writes lost")),
+        "{all}"
+    );
+    assert!(!passed, "{all}");
 }
 
 #[test]

@@ -127,17 +127,7 @@ enum Command {
     /// the primary, promote the most advanced replica, prove no acknowledged write was lost,
     /// and watch the old primary rewind and rejoin; exit status 1 if a write was lost or the
     /// nodes do not converge.
-    Demo {
-        /// Directory to create the demo's temporary directory in [default: the system's].
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Keep the nodes' data directories at the end.
-        #[arg(long)]
-        keep: bool,
-        /// Seconds of load before the primary is killed.
-        #[arg(long, default_value_t = 3.0)]
-        seconds: f64,
-    },
+    Demo(demo::DemoOptions),
     /// Snapshots: create (from a stopped store or a running shiplogd), verify, inspect, restore.
     Snapshot {
         #[command(subcommand)]
@@ -255,9 +245,7 @@ fn main() -> ExitCode {
             force,
             password_file,
         } => promote::promote(&addr, force, password_file.as_deref()),
-        Command::Demo { dir, keep, seconds } => {
-            demo::run(&demo::DemoOptions { dir, keep, seconds })
-        }
+        Command::Demo(options) => demo::run(&options),
         Command::Snapshot { command } => snapshot::run(command),
         Command::Load {
             server,
