@@ -789,9 +789,9 @@ fn acknowledge(
     Ok(())
 }
 
-/// Tells the primary at `options.primary` that a node of `epoch` exists (a hello naming it as
-/// the highest epoch seen), so that, being older, it steps down. `Ok` once it heard: it refused
-/// the hello as stale, or it closed the connection (it is no primary any more).
+/// Tells the primary at `options.primary` that a node of `epoch` exists (a fence frame instead
+/// of a hello), so that, being older, it steps down. `Ok` once it heard: it answered the notice,
+/// or it closed the connection (it is no primary any more).
 ///
 /// # Errors
 /// It could not be reached or did not answer: try again later.
@@ -800,36 +800,21 @@ pub fn send_fence(options: &LinkOptions, epoch: crate::format::Epoch) -> Result<
     let mut stream = connect(options, &status)?;
     stream.set_read_timeout(Some(options.timeout))?;
     stream.set_write_timeout(Some(options.timeout))?;
-    let hello = Frame::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        cluster_id: 0,
-        replica_id: options.replica_id,
-        last_lsn: 0,
-        last_epoch: 0,
-        listen_port: options.listen_port,
-        last_digest: 0,
-        highest_epoch: epoch,
-    });
     let challenge = handshake(&mut stream)?;
     let mut frames = FrameStream::new(stream, &[]);
     if let Some(challenge) = challenge {
         authenticate(&mut frames, options, &challenge)?;
     }
-    frames.send(&hello)?;
-    loop {
-        match frames.read_frame() {
-            Ok(Frame::Refuse {
-                code: RefuseCode::StaleEpoch,
-                ..
-            }) => return Ok(()),
-            Ok(Frame::Refuse { code, reason }) => return Err(ReplError::refused(code, reason)),
-            // Its history comes first; a welcome means it is of this epoch or newer.
-            Ok(Frame::History { .. }) => {}
-            Ok(_) => return Ok(()),
-            Err(ReplError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
+    frames.send(&Frame::Fence { epoch })?;
+    match frames.read_frame() {
+        Ok(Frame::Refuse {
+            code: RefuseCode::StaleEpoch | RefuseCode::Other,
+            ..
+        }) => Ok(()),
+        Ok(other) => Err(ReplError::Protocol(format!(
+            "the old primary answered a fence with {other:?}"
+        ))),
+        Err(ReplError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+        Err(e) => Err(e),
     }
 }

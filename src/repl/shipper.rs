@@ -119,14 +119,7 @@ pub fn serve(
     if let Some(auth) = hooks.auth {
         authenticate(&mut frames, auth)?;
     }
-    let hello = match frames.read_frame()? {
-        Frame::Hello(hello) => hello,
-        other => {
-            return Err(ReplError::Protocol(format!(
-                "expected a hello, got {other:?}"
-            )));
-        }
-    };
+    let hello = read_hello(wal, &mut frames, hooks)?;
     let checked = check_epochs(wal, &mut frames, &hello, hooks)?;
     let mut start_after = match checked {
         Ok(after) => after,
@@ -358,6 +351,51 @@ fn authenticate(frames: &mut FrameStream, auth: Auth<'_>) -> Result<(), ReplErro
         nonce: &auth.challenge,
         proof: &mine,
     })
+}
+
+/// The replica's hello; a fence frame in its place is answered ([`heed_fence`]) and ends the
+/// session.
+fn read_hello(
+    wal: &Wal,
+    frames: &mut FrameStream,
+    hooks: SessionHooks<'_>,
+) -> Result<Hello, ReplError> {
+    match frames.read_frame()? {
+        Frame::Hello(hello) => Ok(hello),
+        // A promoted node telling its old primary about its epoch: nothing ships.
+        Frame::Fence { epoch } => Err(heed_fence(wal, frames, epoch, hooks)),
+        other => Err(ReplError::Protocol(format!(
+            "expected a hello, got {other:?}"
+        ))),
+    }
+}
+
+/// Answers a fence frame sent instead of a hello: steps down when `epoch` is newer than this
+/// node's, and refuses the session either way (code 7 says the notice was taken).
+fn heed_fence(
+    wal: &Wal,
+    frames: &mut FrameStream,
+    epoch: Epoch,
+    hooks: SessionHooks<'_>,
+) -> ReplError {
+    let mine = wal.highest_epoch();
+    let (code, reason) = if epoch > mine {
+        (hooks.on_fenced)(epoch);
+        (
+            RefuseCode::StaleEpoch,
+            format!("this primary is of epoch {mine}, older than {epoch}: it stepped down"),
+        )
+    } else {
+        (
+            RefuseCode::Other,
+            format!("this node is of epoch {mine}, not older than {epoch}"),
+        )
+    };
+    let _ = frames.send(&Frame::Refuse {
+        code,
+        reason: &reason,
+    });
+    ReplError::Refused { code, reason }
 }
 
 /// Steps down (and refuses) when the replica knows of a newer epoch; otherwise checks its log
