@@ -47,6 +47,27 @@ pub enum SimOp {
     Rename,
     /// `FileSystem::sync_dir`.
     SyncDir,
+    /// `FileSystem::remove`.
+    Remove,
+    /// `LogFile::truncate`.
+    Truncate,
+    /// `LogFile::map` (mmap).
+    Map,
+}
+
+impl SimOp {
+    /// Every operation that can be made to fail, for loops that fail each in turn.
+    pub const ALL: [SimOp; 9] = [
+        SimOp::SyncData,
+        SimOp::Write,
+        SimOp::Allocate,
+        SimOp::Create,
+        SimOp::Rename,
+        SimOp::SyncDir,
+        SimOp::Remove,
+        SimOp::Truncate,
+        SimOp::Map,
+    ];
 }
 
 #[derive(Debug, Default)]
@@ -122,6 +143,13 @@ impl SimFs {
     #[must_use]
     pub fn op_count(&self, op: SimOp) -> u64 {
         lock(&self.state).op_counts.get(&op).copied().unwrap_or(0)
+    }
+
+    /// How many writes are not yet durable: the range of `whole_writes` worth trying in
+    /// [`CrashMode::Ordered`].
+    #[must_use]
+    pub fn unsynced_writes(&self) -> usize {
+        lock(&self.state).unsynced.len()
     }
 
     /// The image a power loss now would leave, as a new independent file system.
@@ -330,6 +358,7 @@ impl FileSystem for SimFs {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut state = lock(&self.state);
+        state.check(SimOp::Remove)?;
         state.names.remove(path).ok_or_else(|| not_found(path))?;
         Ok(())
     }
@@ -429,6 +458,7 @@ impl LogFile for SimFile {
 
     fn truncate(&self, len: u64) -> io::Result<()> {
         let mut state = lock(&self.state);
+        state.check(SimOp::Truncate)?;
         let inode = state
             .inodes
             .get_mut(&self.inode)
@@ -439,9 +469,9 @@ impl LogFile for SimFile {
     }
 
     fn map(&self) -> io::Result<Arc<dyn Mapping>> {
-        Ok(Arc::new(SimMapping(
-            lock(&self.state).inodes[&self.inode].data.clone(),
-        )))
+        let mut state = lock(&self.state);
+        state.check(SimOp::Map)?;
+        Ok(Arc::new(SimMapping(state.inodes[&self.inode].data.clone())))
     }
 }
 
