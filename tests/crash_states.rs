@@ -7,6 +7,9 @@
 //! are lost). Every image must open and hold every acknowledged operation, no phantom data, and
 //! no deleted key. In process, each injected error must reach the caller or stop the log
 //! (fail-stop), and the same file system reopened after a `kill -9` loses nothing acknowledged.
+//!
+//! Not here: the directory-level `snapshot::restore_snapshot` (it uses `std::fs`, not the
+//! `FileSystem` trait), rewind truncation (`tests/wal_epochs_and_rewind.rs`), and hint files.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,6 +24,7 @@ use std::sync::Arc;
 use shiplog::engine::CheckpointStatus;
 use shiplog::format::epochs::{EpochHistory, EpochStart};
 use shiplog::io::{CrashMode, SimFs, SimOp};
+use shiplog::snapshot::{install_base, write_snapshot};
 use shiplog::wal::Options;
 use shiplog::{Db, DbOptions, Durability, Entry, Lsn, RecordKind, Wal};
 
@@ -811,4 +815,101 @@ fn a_crash_during_a_checkpoint_write_leaves_the_same_state_with_or_without_it() 
     let figures = explore("index checkpoint", &mut protocol);
     assert!(figures.faults >= 8, "{figures:?}");
     assert!(figures.states >= 50, "{figures:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Restore in place from a snapshot (a replica's bootstrap): marker, reset, base, unmark
+// ---------------------------------------------------------------------------------------------
+
+/// A snapshot of a store of 100 keys, and those keys.
+fn snapshot() -> &'static (Vec<u8>, KvModel) {
+    static SNAPSHOT: std::sync::OnceLock<(Vec<u8>, KvModel)> = std::sync::OnceLock::new();
+    SNAPSHOT.get_or_init(|| {
+        let fs = SimFs::new();
+        let source = Db::open("/source", db_options(&fs)).unwrap();
+        let mut model = KvModel::default();
+        for k in 500..600 {
+            model.put(&source, &key(k), &value(k, 1));
+        }
+        let mut bytes = Vec::new();
+        write_snapshot(&source.freeze().unwrap(), &mut bytes, 1, &mut |_| {}).unwrap();
+        (bytes, model)
+    })
+}
+
+struct Restore {
+    /// The store's state before the restore.
+    old: KvModel,
+    /// Steps acknowledged: 1 = marked (`begin_restore`), 3 = finished.
+    acked_steps: u32,
+}
+
+impl Protocol for Restore {
+    type Handle = Db;
+
+    fn setup(&mut self, fs: &SimFs) -> Db {
+        let db = Db::open(DIR, db_options(fs)).unwrap();
+        self.old = KvModel::default();
+        for k in 0..20 {
+            self.old.put(&db, &key(k), &value(k, 0));
+        }
+        self.old.delete(&db, &key(3));
+        self.acked_steps = 0;
+        db
+    }
+
+    fn run(&mut self, db: &Db) -> Result<(), String> {
+        db.begin_restore().map_err(|e| e.to_string())?;
+        self.acked_steps = 1;
+        let mut source = &snapshot().0[..];
+        install_base(db.wal(), &mut source, &mut |_| {}).map_err(|e| e.to_string())?;
+        self.acked_steps = 2;
+        db.finish_restore().map_err(|e| e.to_string())?;
+        self.acked_steps = 3;
+        Ok(())
+    }
+
+    /// A store under restore takes no writes of its own (a replica's come from its primary):
+    /// nothing to try.
+    fn follow_up(&mut self, _db: &Db) -> bool {
+        true
+    }
+
+    fn check(&self, image: &SimFs, finished: bool) -> Result<(), String> {
+        let db = KvModel::open(image)?;
+        let restored = snapshot().1.check(&db).is_ok() && db.len() == 100;
+        if finished || self.acked_steps == 3 {
+            return if restored && !db.restoring() {
+                Ok(())
+            } else {
+                Err("a finished restore is not what the store holds".into())
+            };
+        }
+        if db.restoring() {
+            // Marked: nothing of a partial base, nor of the old state, is served.
+            return if db.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("a store under restore serves {} keys", db.len()))
+            };
+        }
+        if restored {
+            return Ok(());
+        }
+        if self.acked_steps >= 1 {
+            return Err("the old state came back after the restore was marked".into());
+        }
+        self.old.check(&db)
+    }
+}
+
+#[test]
+fn a_crash_during_a_restore_in_place_leaves_the_old_state_an_empty_marked_store_or_the_new_one() {
+    let mut protocol = Restore {
+        old: KvModel::default(),
+        acked_steps: 0,
+    };
+    let figures = explore("restore in place", &mut protocol);
+    assert!(figures.faults >= 50, "{figures:?}");
+    assert!(figures.states >= 250, "{figures:?}");
 }
