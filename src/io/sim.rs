@@ -30,6 +30,10 @@ pub enum CrashMode {
     /// Each 512-byte sector of each unsynced write independently survives or not, chosen by a
     /// pseudo-random sequence from `seed`: writes reaching the disk in any order.
     Scattered { seed: u64 },
+    /// Every unsynced write is lost, and of the directory changes (creations, renames,
+    /// removals) not yet made durable by a `sync_dir`, the first `dir_changes` in issue order
+    /// survive: a journaling file system that commits metadata in order, cut part-way.
+    DirPrefix { dir_changes: usize },
 }
 
 /// Operations that can be made to fail.
@@ -47,6 +51,27 @@ pub enum SimOp {
     Rename,
     /// `FileSystem::sync_dir`.
     SyncDir,
+    /// `FileSystem::remove`.
+    Remove,
+    /// `LogFile::truncate`.
+    Truncate,
+    /// `LogFile::map` (mmap).
+    Map,
+}
+
+impl SimOp {
+    /// Every operation that can be made to fail, for loops that fail each in turn.
+    pub const ALL: [SimOp; 9] = [
+        SimOp::SyncData,
+        SimOp::Write,
+        SimOp::Allocate,
+        SimOp::Create,
+        SimOp::Rename,
+        SimOp::SyncDir,
+        SimOp::Remove,
+        SimOp::Truncate,
+        SimOp::Map,
+    ];
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +93,9 @@ struct State {
     names: BTreeMap<PathBuf, u64>,
     durable_names: BTreeMap<PathBuf, u64>,
     unsynced: Vec<UnsyncedWrite>,
+    /// Directory changes not yet durable, in issue order: each one the names it sets (`Some`)
+    /// or unsets (`None`) at once (a rename does both).
+    unsynced_dir: Vec<Vec<(PathBuf, Option<u64>)>>,
     locks: HashSet<PathBuf>,
     next_inode: u64,
     faults: HashMap<SimOp, (u64, i32)>,
@@ -122,6 +150,20 @@ impl SimFs {
     #[must_use]
     pub fn op_count(&self, op: SimOp) -> u64 {
         lock(&self.state).op_counts.get(&op).copied().unwrap_or(0)
+    }
+
+    /// How many writes are not yet durable: the range of `whole_writes` worth trying in
+    /// [`CrashMode::Ordered`].
+    #[must_use]
+    pub fn unsynced_writes(&self) -> usize {
+        lock(&self.state).unsynced.len()
+    }
+
+    /// How many directory changes are not yet durable: the range of `dir_changes` worth
+    /// trying in [`CrashMode::DirPrefix`].
+    #[must_use]
+    pub fn unsynced_dir_changes(&self) -> usize {
+        lock(&self.state).unsynced_dir.len()
     }
 
     /// The image a power loss now would leave, as a new independent file system.
@@ -189,7 +231,17 @@ impl SimFs {
                 }
             }
         }
-        let names = state.durable_names.clone();
+        let mut names = state.durable_names.clone();
+        if let CrashMode::DirPrefix { dir_changes } = mode {
+            for change in state.unsynced_dir.iter().take(dir_changes) {
+                for (path, id) in change {
+                    match id {
+                        Some(id) => names.insert(path.clone(), *id),
+                        None => names.remove(path),
+                    };
+                }
+            }
+        }
         SimFs {
             state: Arc::new(Mutex::new(State {
                 inodes,
@@ -235,6 +287,7 @@ impl SimFs {
                 names: state.names.clone(),
                 durable_names: state.durable_names.clone(),
                 unsynced,
+                unsynced_dir: state.unsynced_dir.clone(),
                 next_inode: state.next_inode,
                 ..State::default()
             })),
@@ -303,6 +356,7 @@ impl FileSystem for SimFs {
         let id = state.next_inode;
         state.inodes.insert(id, Inode::default());
         state.names.insert(path.to_owned(), id);
+        state.unsynced_dir.push(vec![(path.to_owned(), Some(id))]);
         Ok(Arc::new(SimFile {
             state: Arc::clone(&self.state),
             inode: id,
@@ -325,12 +379,17 @@ impl FileSystem for SimFs {
         state.check(SimOp::Rename)?;
         let id = state.names.remove(from).ok_or_else(|| not_found(from))?;
         state.names.insert(to.to_owned(), id);
+        state
+            .unsynced_dir
+            .push(vec![(from.to_owned(), None), (to.to_owned(), Some(id))]);
         Ok(())
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut state = lock(&self.state);
+        state.check(SimOp::Remove)?;
         state.names.remove(path).ok_or_else(|| not_found(path))?;
+        state.unsynced_dir.push(vec![(path.to_owned(), None)]);
         Ok(())
     }
 
@@ -346,6 +405,9 @@ impl FileSystem for SimFs {
             .map(|(p, &id)| (p.clone(), id))
             .collect();
         state.durable_names.extend(current);
+        state
+            .unsynced_dir
+            .retain(|change| !change.iter().any(|(path, _)| in_dir(path)));
         Ok(())
     }
 
@@ -429,6 +491,7 @@ impl LogFile for SimFile {
 
     fn truncate(&self, len: u64) -> io::Result<()> {
         let mut state = lock(&self.state);
+        state.check(SimOp::Truncate)?;
         let inode = state
             .inodes
             .get_mut(&self.inode)
@@ -439,9 +502,9 @@ impl LogFile for SimFile {
     }
 
     fn map(&self) -> io::Result<Arc<dyn Mapping>> {
-        Ok(Arc::new(SimMapping(
-            lock(&self.state).inodes[&self.inode].data.clone(),
-        )))
+        let mut state = lock(&self.state);
+        state.check(SimOp::Map)?;
+        Ok(Arc::new(SimMapping(state.inodes[&self.inode].data.clone())))
     }
 }
 

@@ -12,6 +12,7 @@ use crate::io::FileSystem;
 
 use super::error::{Result, WalError};
 use super::segment::Segment;
+use super::writer::{GroupCommit, WriterState};
 use super::{Wal, random_u32};
 
 /// Name of the epoch history file in the log's directory.
@@ -64,13 +65,26 @@ pub(super) fn load_history(
     Ok(history)
 }
 
+/// How replacing the history file failed.
+enum HistoryWriteError {
+    /// Before the rename: the old history is still the file.
+    Unchanged(WalError),
+    /// At the rename or the directory sync: the new history may have taken the name (now, or
+    /// at the next power loss), so the file and the log's memory may disagree.
+    Uncertain(WalError),
+}
+
 /// Replaces the history file durably: temp file, sync, rename, directory sync.
-fn write_history(fs: &dyn FileSystem, dir: &Path, history: &EpochHistory) -> Result<()> {
+fn write_history(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    history: &EpochHistory,
+) -> std::result::Result<(), HistoryWriteError> {
     let temp = dir.join(EPOCH_HISTORY_TEMP);
     let path = dir.join(EPOCH_HISTORY_FILE);
     let io = |op, p: &Path| {
         let p = p.to_owned();
-        move |e| WalError::io(op, p, e)
+        move |e| HistoryWriteError::Unchanged(WalError::io(op, p, e))
     };
     let file = fs.create(&temp).map_err(io("create", &temp))?;
     file.write_all_at(history.encode().as_bytes(), 0)
@@ -78,8 +92,38 @@ fn write_history(fs: &dyn FileSystem, dir: &Path, history: &EpochHistory) -> Res
     // IMPORTANT: the new history is durable before it takes the name, and the name before
     // any record of a new epoch is written.
     file.sync_data().map_err(io("fdatasync", &temp))?;
-    fs.rename(&temp, &path).map_err(io("rename", &temp))?;
-    fs.sync_dir(dir).map_err(io("fsync directory", dir))
+    let uncertain = |op, p: &Path| {
+        let p = p.to_owned();
+        move |e| HistoryWriteError::Uncertain(WalError::io(op, p, e))
+    };
+    fs.rename(&temp, &path)
+        .map_err(uncertain("rename", &temp))?;
+    fs.sync_dir(dir).map_err(uncertain("fsync directory", dir))
+}
+
+impl HistoryWriteError {
+    /// The error to return; an uncertain history also poisons the log.
+    // IMPORTANT: once the rename may have happened, the history on disk may name an epoch the
+    // log's memory does not. Records appended after that would carry the old epoch under the
+    // new history (found by `tests/crash_states.rs`: a failed directory sync in `begin_epoch`,
+    // then an append, left LSN 31 of epoch 1 under a history starting epoch 2 at 31). The log
+    // stops, and reopening it reads whichever history the disk holds.
+    fn settle(self, commit: &GroupCommit, state: &mut WriterState) -> WalError {
+        match self {
+            Self::Unchanged(error) => error,
+            Self::Uncertain(error) => {
+                if state.poisoned.is_none() {
+                    let source = match &error {
+                        WalError::Io { source, .. } => Arc::clone(source),
+                        other => Arc::new(std::io::Error::other(other.to_string())),
+                    };
+                    state.poisoned = Some(("epoch history update", source));
+                }
+                commit.notify(state);
+                error
+            }
+        }
+    }
 }
 
 impl Wal {
@@ -135,7 +179,7 @@ impl Wal {
                 reason: e.to_string(),
             })?;
         let fs = self.shared.options.fs.as_ref();
-        write_history(fs, &self.shared.dir, &next)?;
+        write_history(fs, &self.shared.dir, &next).map_err(|e| e.settle(commit, &mut state))?;
         *history = next;
         state.epoch = epoch;
         if state.active_end > SEGMENT_HEADER_BYTES as u64 || state.active.is_compacted() {
@@ -193,7 +237,12 @@ impl Wal {
                 ),
             });
         }
-        write_history(self.shared.options.fs.as_ref(), &self.shared.dir, history)?;
+        if let Err(e) = write_history(self.shared.options.fs.as_ref(), &self.shared.dir, history) {
+            // The commit lock comes before the history's (as in `begin_epoch`): let go first.
+            drop(mine);
+            let commit = &self.shared.commit;
+            return Err(e.settle(commit, &mut commit.lock()));
+        }
         *mine = history.clone();
         Ok(())
     }
