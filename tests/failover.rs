@@ -189,6 +189,19 @@ fn a_primary_paused_across_a_promotion_steps_down_when_it_runs_again() {
         refused.to_string().contains("replaced by a failover"),
         "{refused}"
     );
+    // The operator sees it in `shiplog status` too.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_shiplog"))
+        .args(["status", &primary.addr.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("REPLACED by a failover (epoch 2 exists)"), "{text}");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_shiplog"))
+        .args(["status", "--json", &replica.addr.to_string()])
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&status.stdout);
+    assert!(json.contains("\"epoch\":2"), "{json}");
     // Re-pointed, it follows the new primary (nothing to cut: it wrote nothing more).
     let port = replica.addr.port().to_string();
     let _: () = redis::cmd("REPLICAOF")

@@ -203,6 +203,11 @@ struct Status {
     version: Option<String>,
     uptime_seconds: Option<u64>,
     durable_lsn: Option<u64>,
+    /// The newest epoch the node knows, and its first LSN.
+    epoch: Option<u64>,
+    epoch_start_lsn: Option<u64>,
+    /// A primary that a failover replaced: the newer epoch it heard of.
+    fenced_by_epoch: Option<u64>,
     role: Role,
 }
 
@@ -261,6 +266,9 @@ impl Status {
             version: info.get("shiplog_version").map(str::to_owned),
             uptime_seconds: info.number("uptime_in_seconds"),
             durable_lsn: info.number("durable_lsn"),
+            epoch: info.number("epoch"),
+            epoch_start_lsn: info.number("epoch_start_lsn"),
+            fenced_by_epoch: info.number("fenced_by_epoch"),
             role,
         })
     }
@@ -307,9 +315,28 @@ fn render_human(status: &Status) -> String {
         or_dash(status.version.as_deref()),
         or_dash(status.uptime_seconds)
     );
+    let _ = writeln!(
+        out,
+        "{:<w$}{} (from LSN {})",
+        "epoch",
+        or_dash(status.epoch),
+        or_dash(status.epoch_start_lsn)
+    );
     match &status.role {
         Role::Primary(p) => {
-            let _ = writeln!(out, "{:<w$}primary", "role");
+            match status.fenced_by_epoch {
+                Some(epoch) => {
+                    let _ = writeln!(
+                        out,
+                        "{:<w$}primary, REPLACED by a failover (epoch {epoch} exists): it \
+                         refuses writes; point it at the new primary",
+                        "role"
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "{:<w$}primary", "role");
+                }
+            }
             let _ = writeln!(out, "{:<w$}{}", "durable LSN", or_dash(status.durable_lsn));
             render_replicas_human(&mut out, p);
             render_slots_human(&mut out, p);
@@ -513,7 +540,10 @@ fn render_json(status: &Status) -> String {
         )
         .string("version", status.version.as_deref())
         .number("uptime_seconds", status.uptime_seconds)
-        .number("durable_lsn", status.durable_lsn);
+        .number("durable_lsn", status.durable_lsn)
+        .number("epoch", status.epoch)
+        .number("epoch_start_lsn", status.epoch_start_lsn)
+        .number("fenced_by_epoch", status.fenced_by_epoch);
     match &status.role {
         Role::Primary(p) => {
             let replicas = json_array(p.replicas.iter().map(|r| {
