@@ -321,6 +321,13 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    /// Stops the load, so a failed test leaves no client running.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
 /// One client: writes (80%, half of them to fresh keys) and reads (20%) of its own keys on the
 /// current primary, one at a time, each recorded with its outcome.
 fn client(id: usize, primary: &Mutex<SocketAddr>, history: &History, stop: &AtomicBool) {
