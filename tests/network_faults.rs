@@ -291,7 +291,10 @@ fn acknowledged_writes_survive_many_schedules_of_network_faults() {
     let mut tally = Tally::default();
     let mut seeder = Rng::new(start);
     for seed in seeds((0..schedules).map(|_| seeder.next())) {
-        eprintln!("schedule {}: SHIPLOG_NEMESIS_SEED={seed:#x}", tally.schedules);
+        eprintln!(
+            "schedule {}: SHIPLOG_NEMESIS_SEED={seed:#x}",
+            tally.schedules
+        );
         schedule(seed, steps(LONG_STEPS), &mut tally);
     }
     eprint!("{tally}");

@@ -287,7 +287,11 @@ impl Cluster {
         let expected = dump(&mut primary.daemon().client());
         let lsn = primary.lsn("master_repl_offset");
         for (i, node) in self.nodes.iter().enumerate() {
-            assert_eq!(dump(&mut node.daemon().client()), expected, "node {i} differs");
+            assert_eq!(
+                dump(&mut node.daemon().client()),
+                expected,
+                "node {i} differs"
+            );
             if i != self.primary {
                 assert_eq!(
                     node.lsn("replica_applied_lsn"),

@@ -205,7 +205,11 @@ fn connect(
         list.push(server.try_clone().unwrap());
     }
     for (from, to, up) in [
-        (client.try_clone().unwrap(), server.try_clone().unwrap(), true),
+        (
+            client.try_clone().unwrap(),
+            server.try_clone().unwrap(),
+            true,
+        ),
         (server, client, false),
     ] {
         let faults = Arc::clone(faults);
