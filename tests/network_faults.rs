@@ -142,6 +142,8 @@ fn inject(cluster: &mut Cluster, rng: &mut Rng, fault: Fault) {
     let primary = cluster.primary;
     let hold = rng.millis(50, 500);
     let link = cluster.link(primary, replica);
+    // Captured by the test harness: shown for a failed schedule.
+    eprintln!("  {fault:?}: primary {primary}, replica {replica}, {hold:?}");
     match fault {
         Fault::PartitionToReplica => {
             link.hold_down(true);
@@ -209,7 +211,14 @@ fn schedule(seed: u64, steps: usize, tally: &mut Tally) {
         }
         // Let the load run on the healed cluster for a moment.
         std::thread::sleep(Duration::from_millis(200));
-        (cluster.finish(), faults)
+        let summary = cluster.finish();
+        assert!(
+            summary.anomalies.is_empty(),
+            "{} anomalies: {:#?}",
+            summary.anomalies.len(),
+            &summary.anomalies[..summary.anomalies.len().min(20)]
+        );
+        (summary, faults)
     }));
     match run {
         Ok((summary, faults)) => {
@@ -223,12 +232,6 @@ fn schedule(seed: u64, steps: usize, tally: &mut Tally) {
             tally.indeterminate += summary.indeterminate;
             tally.reads += summary.reads;
             tally.anomalies += summary.anomalies.len();
-            assert!(
-                summary.anomalies.is_empty(),
-                "schedule SHIPLOG_NEMESIS_SEED={seed:#x} ({steps} steps): {} anomalies: {:#?}",
-                summary.anomalies.len(),
-                &summary.anomalies[..summary.anomalies.len().min(20)]
-            );
             assert!(
                 summary.acknowledged > 0,
                 "schedule SHIPLOG_NEMESIS_SEED={seed:#x}: no write was acknowledged"

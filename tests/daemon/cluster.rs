@@ -49,6 +49,8 @@ pub struct Node {
     /// `links[j]`: what node `j` connects through when it replicates from this node, so the
     /// log this node ships to `j` (and what `j` sends back) can be held back.
     pub links: Vec<Proxy>,
+    /// The logs of its earlier processes, for a failed test to show.
+    pub past_logs: String,
 }
 
 impl Node {
@@ -65,7 +67,19 @@ impl Node {
         if let Some(p) = &primary {
             args.extend(["--replica-of", p.as_str()]);
         }
+        if let Some(old) = self.daemon.take() {
+            self.past_logs.push_str(&old.log());
+        }
         self.daemon = Some(Daemon::start(&self.dir, &args));
+    }
+
+    /// Every line its processes logged, oldest first.
+    pub fn logs(&self) -> String {
+        let mut all = self.past_logs.clone();
+        if let Some(daemon) = &self.daemon {
+            all.push_str(&daemon.log());
+        }
+        all
     }
 
     pub fn daemon(&self) -> &Daemon {
@@ -128,6 +142,7 @@ impl Cluster {
                     flags,
                     daemon: None,
                     links: (0..3).map(|_| Proxy::start(upstream)).collect(),
+                    past_logs: String::new(),
                 }
             })
             .collect();
@@ -232,7 +247,10 @@ impl Cluster {
             self.nodes[old].links.iter().for_each(Proxy::stall);
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.nodes[old].daemon.take().unwrap().kill();
+        let killed = self.nodes[old].daemon.take().unwrap();
+        self.nodes[old].past_logs.push_str(&killed.log());
+        self.nodes[old].past_logs.push_str("--- kill -9 ---\n");
+        killed.kill();
         if pause {
             for proxy in &self.nodes[old].links {
                 proxy.drop_connections();
@@ -260,6 +278,13 @@ impl Cluster {
             node.daemon().log()
         );
         self.repoint(old, promoted);
+    }
+
+    /// Writes each node's logs beside its directory (`n0.log`, ...), for a failed test.
+    pub fn save_logs(&self) {
+        for node in &self.nodes {
+            let _ = std::fs::write(node.dir.with_extension("log"), node.logs());
+        }
     }
 
     /// Waits until every replica has applied what the primary made durable.
@@ -318,8 +343,12 @@ impl Cluster {
             lsn,
             anomalies: self.history.anomalies(&final_state),
         };
-        for node in &mut self.nodes {
-            node.daemon.take().unwrap().stop();
+        if summary.anomalies.is_empty() {
+            for node in &mut self.nodes {
+                node.daemon.take().unwrap().stop();
+            }
+        } else {
+            self.save_logs();
         }
         summary
     }
