@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::event_loop::LoopHandle;
-use crate::format::Lsn;
+use crate::format::{Epoch, Lsn};
 use crate::repl::status::PeerProgress;
 
 /// Most replicas a level may ask for (the most shipping sessions a primary runs).
@@ -165,13 +165,38 @@ impl ReplicaAck {
 #[derive(Debug, Clone, Default)]
 pub struct AckView {
     replicas: Vec<ReplicaAck>,
+    /// The epoch this node takes writes in, as an unfenced primary; `None` on a replica or a
+    /// primary a failover replaced.
+    writable_epoch: Option<Epoch>,
 }
 
 impl AckView {
     /// A view of the given replicas.
     #[must_use]
     pub fn new(replicas: Vec<ReplicaAck>) -> Self {
-        Self { replicas }
+        Self {
+            replicas,
+            writable_epoch: None,
+        }
+    }
+
+    /// The view of a primary taking writes in `epoch` (`None`: it takes none).
+    #[must_use]
+    pub fn in_epoch(mut self, epoch: Option<Epoch>) -> Self {
+        self.writable_epoch = epoch;
+        self
+    }
+
+    /// Whether a write made at `lsn` in `epoch` has the acknowledgements `level` asks for.
+    ///
+    /// IMPORTANT: acknowledgements count LSNs, not records. Once this node stopped being the
+    /// primary of the write's epoch (it stepped down, was re-pointed and maybe rewound, or was
+    /// promoted again), the record at `lsn` may be another one, of a later epoch, and a
+    /// replica holding that LSN says nothing about the write: it is never acknowledged then,
+    /// and its deadline answers it `-NOREPLICAS` (indeterminate), which is always true.
+    #[must_use]
+    pub fn acknowledges(&self, level: AckLevel, lsn: Lsn, epoch: Epoch) -> bool {
+        self.writable_epoch == Some(epoch) && self.satisfies(level, lsn)
     }
 
     /// Replicas holding `lsn` durably (and visibly, when `applied`).
@@ -358,12 +383,14 @@ impl Shared {
     /// The replicas that count for acknowledgement levels now (see [`ReplicaAck::of`]).
     #[must_use]
     pub fn ack_view(&self) -> AckView {
+        let writable = !self.replication.is_read_only() && self.fenced_by().is_none();
         AckView::new(
             self.replica_progress()
                 .iter()
                 .filter_map(ReplicaAck::of)
                 .collect(),
         )
+        .in_epoch(writable.then(|| self.keyspace.db().wal().highest_epoch()))
     }
 
     /// Makes `peer`'s acknowledgements wake the loops whose connections wait for them.
@@ -448,5 +475,15 @@ mod tests {
         assert!(!view.satisfies(AckLevel::Replicated(2), 6));
         assert!(!view.satisfies(AckLevel::Applied(1), 9));
         assert!(view.satisfies(AckLevel::Local, 1000));
+        assert!(
+            !view.acknowledges(AckLevel::Replicated(2), 5, 1),
+            "a view of no writable epoch acknowledges nothing"
+        );
+        let view = view.in_epoch(Some(2));
+        assert!(view.acknowledges(AckLevel::Replicated(2), 5, 2));
+        assert!(
+            !view.acknowledges(AckLevel::Replicated(2), 5, 1),
+            "a write of an earlier epoch is not acknowledged by LSNs of this one"
+        );
     }
 }

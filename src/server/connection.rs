@@ -15,8 +15,8 @@ use super::Shared;
 use super::acks::{AckLevel, AckView, NOREPLICAS, SyncFallback};
 use super::commands::{self, COMMANDS, Flow, Kind};
 use super::session::Session;
-use crate::format::Lsn;
 use crate::format::resp::{Partial, ReplyWriter, RequestLimits, parse_request_resuming};
+use crate::format::{Epoch, Lsn};
 use crate::wal::Durability;
 
 /// Initial (and idle) size of the input buffer.
@@ -85,6 +85,8 @@ struct GatedReply {
     lsn: Lsn,
     /// The level it must reach.
     level: AckLevel,
+    /// The epoch this node was the primary of when it made the write.
+    epoch: Epoch,
 }
 
 /// What the loop does with a connection after a turn.
@@ -447,7 +449,11 @@ impl Connection {
         let Some(deadline) = self.gate_deadline else {
             return true;
         };
-        if self.gated.iter().all(|g| view.satisfies(g.level, g.lsn)) {
+        if self
+            .gated
+            .iter()
+            .all(|g| view.acknowledges(g.level, g.lsn, g.epoch))
+        {
             self.gated.clear();
             self.gate_deadline = None;
             self.record_writes(shared);
@@ -469,7 +475,9 @@ impl Connection {
         let gated = std::mem::take(&mut self.gated);
         self.gate_deadline = None;
         self.record_writes(shared);
-        let late = gated.iter().filter(|g| !view.satisfies(g.level, g.lsn));
+        let late = gated
+            .iter()
+            .filter(|g| !view.acknowledges(g.level, g.lsn, g.epoch));
         if shared.options.sync.fallback == SyncFallback::Async {
             for g in late {
                 shared
@@ -657,6 +665,7 @@ impl Connection {
                 end: self.out.len(),
                 lsn,
                 level,
+                epoch: shared.keyspace.db().wal().highest_epoch(),
             });
         }
     }

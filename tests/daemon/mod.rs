@@ -8,6 +8,7 @@
     reason = "test helpers: each test binary uses a part; a failed unwrap is a failed test"
 )]
 
+pub mod cluster;
 pub mod history;
 pub mod proxy;
 
