@@ -195,7 +195,10 @@ fn a_primary_paused_across_a_promotion_steps_down_when_it_runs_again() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("REPLACED by a failover (epoch 2 exists)"), "{text}");
+    assert!(
+        text.contains("REPLACED by a failover (epoch 2 exists)"),
+        "{text}"
+    );
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_shiplog"))
         .args(["status", "--json", &replica.addr.to_string()])
         .output()

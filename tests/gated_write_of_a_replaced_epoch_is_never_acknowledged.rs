@@ -63,7 +63,12 @@ fn a_write_gated_before_a_failover_is_not_acknowledged_by_a_later_epoch() {
     assert!(wait_caught_up(&b, &a, 30));
     replicaof(&a, None);
     replicaof(&b, Some(&a.addr.to_string()));
-    assert!(wait_caught_up(&a, &b, 30));
+    assert!(
+        wait_caught_up(&a, &b, 30),
+        "B does not follow A again:\n--- A\n{}\n--- B\n{}",
+        a.log(),
+        b.log()
+    );
     let () = redis::cmd("SET")
         .arg("k")
         .arg("4")
@@ -78,6 +83,19 @@ fn a_write_gated_before_a_failover_is_not_acknowledged_by_a_later_epoch() {
     );
     let value: String = redis::cmd("GET").arg("k").query(&mut b.client()).unwrap();
     assert_eq!(value, "4");
+    // `WAIT` on the same connection counts no replica for that write either: its LSN holds
+    // another write now.
+    gated.send_command(&[b"WAIT", b"1", b"200"]);
+    assert_eq!(
+        gated.reply(),
+        ":0\r\n",
+        "WAIT counted replicas for a rolled-back write"
+    );
+    // A new write on it is counted again.
+    gated.send_command(&[b"SET", b"k", b"5"]);
+    assert_eq!(gated.reply(), "+OK\r\n");
+    gated.send_command(&[b"WAIT", b"1", b"0"]);
+    assert_eq!(gated.reply(), ":1\r\n");
     assert!(wait_until(5, || info_field(
         &mut a.client(),
         "replication",

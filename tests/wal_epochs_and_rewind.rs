@@ -233,3 +233,32 @@ fn a_crash_at_any_step_of_a_rewind_leaves_a_prefix_that_opens() {
 fn libc_eio() -> i32 {
     5
 }
+
+#[test]
+fn an_empty_segment_a_promotion_started_is_dropped_before_following_a_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), small_segments()).unwrap();
+    append(&wal, 10);
+    let segments = wal.segment_extents().len();
+    assert_eq!(wal.begin_epoch(2).unwrap(), 11);
+    assert_eq!(
+        wal.segment_extents().len(),
+        segments + 1,
+        "the epoch started a segment"
+    );
+    wal.drop_empty_tail().unwrap();
+    assert_eq!(wal.segment_extents().len(), segments);
+    assert_eq!(wal.epoch(), 1, "the log's epoch is its last record's again");
+    // The history still knows the epoch (the new primary's history replaces it at the
+    // welcome); a second call changes nothing.
+    assert_eq!(wal.highest_epoch(), 2);
+    wal.drop_empty_tail().unwrap();
+    assert_eq!(wal.segment_extents().len(), segments);
+    wal.close().unwrap();
+    let wal = Wal::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(wal.written_lsn(), 10);
+    assert_eq!(wal.segment_extents().len(), segments);
+    for lsn in 1..=10 {
+        assert_eq!(*wal.read(lsn).unwrap().unwrap().payload, payload(lsn)[..]);
+    }
+}

@@ -196,6 +196,9 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
     if let Some(challenge) = challenge {
         authenticate(&mut frames, options, &challenge)?;
     }
+    // A segment this node started itself (say by a promotion that wrote nothing) is not the
+    // primary's: the log must end where its records do when shipping resumes.
+    store.wal().drop_empty_tail()?;
     let last_lsn = send_hello(store, options, &mut frames)?;
     let mut reply = frames.read_frame()?;
     let mut history = None;

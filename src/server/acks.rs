@@ -199,6 +199,17 @@ impl AckView {
         self.writable_epoch == Some(epoch) && self.satisfies(level, lsn)
     }
 
+    /// Replicas holding durably the write made at `lsn` in `epoch` (`WAIT`): none once this
+    /// node is no longer the writable primary of that epoch, whose LSNs may hold other writes
+    /// now. A connection that never wrote (`lsn` 0) counts every replica, as Redis does.
+    #[must_use]
+    pub fn holding_in(&self, lsn: Lsn, epoch: Epoch) -> usize {
+        if lsn > 0 && self.writable_epoch != Some(epoch) {
+            return 0;
+        }
+        self.holding(lsn, false)
+    }
+
     /// Replicas holding `lsn` durably (and visibly, when `applied`).
     #[must_use]
     pub fn holding(&self, lsn: Lsn, applied: bool) -> usize {
@@ -225,6 +236,8 @@ impl AckView {
 pub struct WaitAcks {
     /// The connection's last write LSN.
     pub lsn: Lsn,
+    /// The epoch it was written in.
+    pub epoch: Epoch,
     /// Replicas asked for.
     pub replicas: usize,
     /// `None`: no deadline (`WAIT n 0`).
@@ -484,6 +497,17 @@ mod tests {
         assert!(
             !view.acknowledges(AckLevel::Replicated(2), 5, 1),
             "a write of an earlier epoch is not acknowledged by LSNs of this one"
+        );
+        assert_eq!(view.holding_in(5, 2), 2, "WAIT for a write of this epoch");
+        assert_eq!(
+            view.holding_in(5, 1),
+            0,
+            "WAIT for a write of an earlier epoch"
+        );
+        assert_eq!(
+            view.holding_in(0, 0),
+            2,
+            "WAIT on a connection that never wrote"
         );
     }
 }

@@ -906,6 +906,7 @@ fn run(
                 // The deletes are this connection's write: `WAIT` and the acknowledgement
                 // gate count replicas from here.
                 session.last_write_lsn = session.last_write_lsn.max(lsn);
+                session.last_write_epoch = shared.keyspace.db().wal().highest_epoch();
             }
             tracing::info!(removed, client = session.id, "FLUSHALL");
             reply.ok();
@@ -1313,6 +1314,7 @@ fn wait(shared: &Shared, session: &mut Session, args: &[&[u8]]) -> Result<(), Fa
     };
     session.waiting_acks = Some(WaitAcks {
         lsn: session.last_write_lsn,
+        epoch: session.last_write_epoch,
         // A negative count is met at once, as in Redis.
         replicas: usize::try_from(replicas).unwrap_or(0),
         deadline: (timeout_ms > 0)

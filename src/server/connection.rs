@@ -391,6 +391,7 @@ impl Connection {
         }
         if let Some(lsn) = lsn {
             self.session.last_write_lsn = self.session.last_write_lsn.max(lsn);
+            self.session.last_write_epoch = shared.keyspace.db().wal().highest_epoch();
         }
         self.arm_gate(shared);
         if self.gate_deadline.is_none() {
@@ -509,7 +510,7 @@ impl Connection {
     /// none waits.
     pub fn resolve_wait(&mut self, shared: &Shared) -> bool {
         if let Some(wait) = self.session.waiting_acks {
-            let count = shared.ack_view().holding(wait.lsn, false);
+            let count = shared.ack_view().holding_in(wait.lsn, wait.epoch);
             if count < wait.replicas && wait.deadline.is_none_or(|d| Instant::now() < d) {
                 return false;
             }

@@ -5,7 +5,7 @@
 //! paused or restarted old primary steps down as soon as it runs again.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -115,41 +115,24 @@ impl Shared {
             return refuse(format!("ERR syncing the log before the promotion: {e}"));
         }
         let mine = self.position();
-        let mut highest = wal.highest_epoch().max(fenced);
-        for peer in peers
+        let mut targets: Vec<(SocketAddr, bool)> = peers
             .iter()
             .filter(|p| p.replica_id != replication.replica_id)
+            .map(|p| (SocketAddr::new(peer_ip(p), p.port), false))
+            .collect();
+        // The primary it followed, if it still answers (a switchover, or a primary that is
+        // back): its epoch counts, and so does a log it holds beyond this node's.
+        if let Some(addr) = primary
+            .as_deref()
+            .and_then(|p| p.to_socket_addrs().ok())
+            .and_then(|mut a| a.next())
         {
-            let addr = SocketAddr::new(peer_ip(peer), peer.port);
-            match query_position(addr, self.options.masterauth.as_deref()) {
-                Ok(position) => {
-                    if !force && position.highest_epoch > highest {
-                        return refuse(format!(
-                            "ERR peer {addr} already knows epoch {}: another node was promoted; \
-                             point this node at it, or use SHIPLOG.PROMOTE FORCE",
-                            position.highest_epoch
-                        ));
-                    }
-                    if !force && position.ahead_of(&mine) {
-                        return refuse(format!(
-                            "ERR peer {addr} holds LSN {} (epoch {}) durably and this node only \
-                             LSN {} (epoch {}): promote the most advanced replica (or use \
-                             SHIPLOG.PROMOTE FORCE, losing the records only it holds)",
-                            position.durable_lsn,
-                            position.last_epoch,
-                            mine.durable_lsn,
-                            mine.last_epoch
-                        ));
-                    }
-                    highest = highest.max(position.highest_epoch);
-                }
-                Err(e) => tracing::warn!(
-                    peer = %addr,
-                    error = %e,
-                    "a peer did not tell its position; promoting without comparing with it"
-                ),
-            }
+            targets.push((addr, true));
         }
+        let highest = match self.compare_with_peers(&targets, mine, force) {
+            Ok(peers_highest) => wal.highest_epoch().max(fenced).max(peers_highest),
+            Err(why) => return refuse(why),
+        };
         let epoch = highest + 1;
         let start_lsn = match wal.begin_epoch(epoch) {
             Ok(start) => start,
@@ -168,6 +151,49 @@ impl Shared {
             self.notify_old_primary(old, epoch);
         }
         Ok(Promotion::Promoted { epoch, start_lsn })
+    }
+
+    /// Asks each target (address, whether it is the primary this node followed) where it
+    /// stands; the newest epoch any of them knows, or why the promotion must not go on: one is
+    /// further than `mine`, or (a sibling, not the primary followed) knows a newer epoch than
+    /// this node, so another node was promoted. Targets that do not answer are skipped.
+    fn compare_with_peers(
+        &self,
+        targets: &[(SocketAddr, bool)],
+        mine: Position,
+        force: bool,
+    ) -> Result<Epoch, String> {
+        let mut highest = mine.highest_epoch;
+        for &(addr, followed) in targets {
+            let position = match query_position(addr, self.options.masterauth.as_deref()) {
+                Ok(position) => position,
+                Err(e) => {
+                    tracing::warn!(
+                        peer = %addr,
+                        error = %e,
+                        "a peer did not tell its position; promoting without comparing with it"
+                    );
+                    continue;
+                }
+            };
+            if !force && !followed && position.highest_epoch > highest {
+                return Err(format!(
+                    "ERR peer {addr} already knows epoch {}: another node was promoted; point \
+                     this node at it, or use SHIPLOG.PROMOTE FORCE",
+                    position.highest_epoch
+                ));
+            }
+            if !force && position.ahead_of(&mine) {
+                return Err(format!(
+                    "ERR peer {addr} holds LSN {} (epoch {}) durably and this node only LSN {} \
+                     (epoch {}): promote the most advanced replica (or use SHIPLOG.PROMOTE \
+                     FORCE, losing the records only it holds)",
+                    position.durable_lsn, position.last_epoch, mine.durable_lsn, mine.last_epoch
+                ));
+            }
+            highest = highest.max(position.highest_epoch);
+        }
+        Ok(highest)
     }
 
     /// This primary learned of a newer epoch: it was replaced, and refuses writes from now on

@@ -29,6 +29,9 @@ pub struct Session {
     /// The LSN of this connection's last committed write (or of a staged write it read): the
     /// token a client hands to `SHIPLOG.WAITLSN` on a replica to read its own writes.
     pub last_write_lsn: crate::format::Lsn,
+    /// The epoch this node was the primary of when it made that write: `WAIT` counts replicas
+    /// only while it still is (after a failover, that LSN may hold another write).
+    pub last_write_epoch: crate::format::Epoch,
     /// `SHIPLOG.WAITLSN` is waiting for this LSN to be applied, until the deadline (`None`:
     /// no deadline); nothing more of this connection runs meanwhile.
     pub waiting: Option<(crate::format::Lsn, Option<std::time::Instant>)>,
@@ -52,6 +55,7 @@ impl Session {
             ship_challenge: None,
             wants_snapshot: false,
             last_write_lsn: 0,
+            last_write_epoch: 0,
             waiting: None,
             ack_level: None,
             waiting_acks: None,

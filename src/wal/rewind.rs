@@ -246,3 +246,66 @@ impl Wal {
         )?))
     }
 }
+
+impl Wal {
+    /// Replica side, before following a primary: an active segment without records that this
+    /// log started itself (a promotion whose epoch wrote nothing, or a rotation) is not
+    /// necessarily its new primary's; removes it, so the log ends with the segment holding its
+    /// last record, which the primary resends the header of when shipping resumes. Nothing
+    /// happens when the active segment holds records, or when the one before it is compacted.
+    ///
+    /// # Errors
+    /// A poisoned or closed log; I/O errors.
+    pub fn drop_empty_tail(&self) -> Result<()> {
+        let _serial = self
+            .shared
+            .retention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.sync()?;
+        let commit = &self.shared.commit;
+        let mut state = loop {
+            let state = commit.lock();
+            state.check_open()?;
+            if !state.writing && !state.syncing && state.pending.is_empty() {
+                break state;
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        if state.active_end > SEGMENT_HEADER_BYTES as u64 || state.active.is_compacted() {
+            return Ok(());
+        }
+        let segments: Vec<Arc<Segment>> = self.shared.segments().clone();
+        let Some(previous) = segments
+            .len()
+            .checked_sub(2)
+            .map(|i| Arc::clone(&segments[i]))
+        else {
+            return Ok(());
+        };
+        if previous.is_compacted() || previous.last_lsn() + 1 != state.next_lsn {
+            return Ok(());
+        }
+        let fs = self.shared.options.fs.as_ref();
+        let dir = &self.shared.dir;
+        let empty = Arc::clone(&state.active);
+        // IMPORTANT: the empty segment goes durably before the log relies on its predecessor
+        // being the last: a crash in between leaves the empty segment, which recovery keeps
+        // as the active one, as before.
+        fs.remove(&empty.path)
+            .map_err(|e| WalError::io("remove", &empty.path, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| WalError::io("fsync directory", dir, e))?;
+        self.shared.segments_mut().pop();
+        let last = state.next_lsn - 1;
+        state.epoch = match self.read(last) {
+            Ok(Some(record)) if last > 0 => record.epoch,
+            _ => previous.header.epoch,
+        };
+        state.active_end = previous.records_end();
+        state.active = previous;
+        state.last_written_segment = None;
+        Ok(())
+    }
+}
