@@ -86,7 +86,13 @@ impl FrameStream {
                 let grown = self.buffer.len() * 2;
                 self.buffer.resize(grown, 0);
             }
-            let n = self.stream.read(&mut self.buffer[self.end..])?;
+            let n = match self.stream.read(&mut self.buffer[self.end..]) {
+                Ok(n) => n,
+                // A signal (say the SIGCONT after a SIGSTOP) interrupted the read: nothing was
+                // lost, read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
             if n == 0 && end_ok && self.start == self.end {
                 return Ok(None);
             }
