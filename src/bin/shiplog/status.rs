@@ -612,7 +612,7 @@ mod tests {
         lag_lsns=3\r\n\
         slave_extra:ignored\r\n\
         slot0:id=00ab,lsn=40,retained_bytes=1000,cap_left_bytes=9000,connected=yes\r\n\
-        max_retained_bytes:10000\r\n";
+        max_retained_bytes:10000\r\nepoch:2\r\nepoch_start_lsn:30\r\n";
 
     #[test]
     fn a_primary_reports_replicas_and_slots() {
@@ -622,7 +622,8 @@ mod tests {
             status.as_deref(),
             Some(
                 "{\"target\":\"h:1\",\"role\":\"primary\",\"version\":\"0.1.0\",\"uptime_seconds\":7,\
-                 \"durable_lsn\":42,\"connected_replicas\":1,\"replicas\":[{\"addr\":\"127.0.0.1\",\
+                 \"durable_lsn\":42,\"epoch\":2,\"epoch_start_lsn\":30,\"fenced_by_epoch\":null,\
+                 \"connected_replicas\":1,\"replicas\":[{\"addr\":\"127.0.0.1\",\
                  \"listen_port\":7001,\"replica_id\":\"00ab\",\"state\":\"online\",\"write_lsn\":41,\
                  \"flush_lsn\":40,\"replay_lsn\":39,\"lag_lsns\":3,\"write_lag_ms\":0.250,\
                  \"flush_lag_ms\":1.500,\"replay_lag_ms\":2.000,\"last_ack_seconds_ago\":0}],\
