@@ -5,7 +5,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
 
 use crate::format::{SEGMENT_HEADER_BYTES, SegmentHeader};
 
@@ -27,15 +26,7 @@ impl Wal {
             .unwrap_or_else(PoisonError::into_inner);
         self.sync()?;
         let commit = &self.shared.commit;
-        let mut state = loop {
-            let state = commit.lock();
-            state.check_open()?;
-            if !state.writing && !state.syncing && state.pending.is_empty() {
-                break state;
-            }
-            drop(state);
-            std::thread::sleep(Duration::from_millis(1));
-        };
+        let mut state = commit.lock_idle()?;
         let fs = self.shared.options.fs.as_ref();
         let dir = &self.shared.dir;
         let io = |op, e| WalError::io(op, dir, e);

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
 
 use crate::format::{
     Lsn, RecordMeta, SEGMENT_HEADER_BYTES, SegmentHeader, encode_record, encoded_record_bytes,
@@ -97,15 +96,7 @@ impl Wal {
             .unwrap_or_else(PoisonError::into_inner);
         self.sync()?;
         let commit = &self.shared.commit;
-        let mut state = loop {
-            let state = commit.lock();
-            state.check_open()?;
-            if !state.writing && !state.syncing && state.pending.is_empty() {
-                break state;
-            }
-            drop(state);
-            std::thread::sleep(Duration::from_millis(1));
-        };
+        let mut state = commit.lock_idle()?;
         if fork >= state.next_lsn - 1 {
             return Ok(());
         }
@@ -264,15 +255,7 @@ impl Wal {
             .unwrap_or_else(PoisonError::into_inner);
         self.sync()?;
         let commit = &self.shared.commit;
-        let mut state = loop {
-            let state = commit.lock();
-            state.check_open()?;
-            if !state.writing && !state.syncing && state.pending.is_empty() {
-                break state;
-            }
-            drop(state);
-            std::thread::sleep(Duration::from_millis(1));
-        };
+        let mut state = commit.lock_idle()?;
         if state.active_end > SEGMENT_HEADER_BYTES as u64 || state.active.is_compacted() {
             return Ok(());
         }

@@ -128,6 +128,20 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The writer state once no write or sync is in flight and nothing is queued (for the
+    /// operations that replace segment files under the log: reset, rewind).
+    pub fn lock_idle(&self) -> Result<MutexGuard<'_, WriterState>> {
+        loop {
+            let state = self.lock();
+            state.check_open()?;
+            if !state.writing && !state.syncing && state.pending.is_empty() {
+                return Ok(state);
+            }
+            drop(state);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     pub fn written(&self) -> Lsn {
         self.written_lsn.load(Ordering::Acquire)
     }
