@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The most bytes `captured` keeps: the first ones forwarded.
+const CAPTURE_LIMIT: usize = 16 << 20;
+
 #[derive(Default)]
 struct Faults {
     /// Added to every forwarded read, in microseconds.
@@ -141,7 +144,7 @@ impl Proxy {
         }
     }
 
-    /// Every byte forwarded so far, in both directions.
+    /// Every byte forwarded so far, in both directions (the first 16 MiB).
     pub fn captured(&self) -> Vec<u8> {
         self.faults.captured.lock().unwrap().clone()
     }
@@ -231,11 +234,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, faults: &Faults, up: bool) {
         if delay > 0 {
             std::thread::sleep(Duration::from_micros(delay));
         }
-        faults
-            .captured
-            .lock()
-            .unwrap()
-            .extend_from_slice(&buffer[..n]);
+        {
+            // Bounded, so hour-long runs through a proxy do not grow without end.
+            let mut captured = faults.captured.lock().unwrap();
+            let room = CAPTURE_LIMIT.saturating_sub(captured.len());
+            captured.extend_from_slice(&buffer[..n.min(room)]);
+        }
         if to.write_all(&buffer[..n]).is_err() {
             break;
         }
