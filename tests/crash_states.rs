@@ -8,8 +8,8 @@
 //! no deleted key. In process, each injected error must reach the caller or stop the log
 //! (fail-stop), and the same file system reopened after a `kill -9` loses nothing acknowledged.
 //!
-//! Not here: the directory-level `snapshot::restore_snapshot` (it uses `std::fs`, not the
-//! `FileSystem` trait), rewind truncation (`tests/wal_epochs_and_rewind.rs`), and hint files.
+//! Not here: rewind truncation (`tests/wal_epochs_and_rewind.rs`) and hint files. The
+//! snapshot file's own source is read from the real file system in the restore protocol.
 
 #![allow(
     clippy::unwrap_used,
@@ -24,7 +24,9 @@ use std::sync::Arc;
 use shiplog::engine::CheckpointStatus;
 use shiplog::format::epochs::{EpochHistory, EpochStart};
 use shiplog::io::{CrashMode, SimFs, SimOp};
-use shiplog::snapshot::{install_base, write_snapshot};
+use shiplog::snapshot::{
+    create_snapshot_file_in, install_base, read_snapshot, restore_snapshot_with, write_snapshot,
+};
 use shiplog::wal::Options;
 use shiplog::{Db, DbOptions, Durability, Entry, Lsn, RecordKind, Wal};
 
@@ -912,4 +914,187 @@ fn a_crash_during_a_restore_in_place_leaves_the_old_state_an_empty_marked_store_
     let figures = explore("restore in place", &mut protocol);
     assert!(figures.faults >= 50, "{figures:?}");
     assert!(figures.states >= 250, "{figures:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Snapshot file creation: temporary file, write, fsync, rename, directory sync
+// ---------------------------------------------------------------------------------------------
+
+const SNAPSHOT_PATH: &str = "/backups/store.snapshot";
+
+/// Keys and values, in key order.
+type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The keys and values of a snapshot file in `image`, if a whole and valid one is at `path`;
+/// `Ok(None)` if there is no file; an error for a file that is there but damaged.
+fn snapshot_in(image: &SimFs, path: &str) -> Result<Option<Entries>, String> {
+    use shiplog::io::FileSystem;
+    let Ok(file) = image.open(path.as_ref(), false) else {
+        return Ok(None);
+    };
+    let mut bytes = vec![0; file.size_bytes().unwrap() as usize];
+    file.read_exact_at(&mut bytes, 0).unwrap();
+    let mut entries = BTreeMap::new();
+    read_snapshot(
+        &mut &bytes[..],
+        &mut |_, entry| {
+            entries.insert(entry.key.to_vec(), entry.value.to_vec());
+            Ok(())
+        },
+        &mut |_| {},
+    )
+    .map_err(|e| format!("{path} is there but not a whole snapshot: {e}"))?;
+    Ok(Some(entries))
+}
+
+struct SnapshotCreate {
+    kv: KvModel,
+    /// What the snapshot must hold: the acknowledged state when it was frozen.
+    frozen: Entries,
+}
+
+impl Protocol for SnapshotCreate {
+    type Handle = (Db, SimFs);
+
+    fn setup(&mut self, fs: &SimFs) -> (Db, SimFs) {
+        let db = Db::open(DIR, db_options(fs)).unwrap();
+        self.kv = KvModel::default();
+        self.kv.fill(&db);
+        self.frozen = self
+            .kv
+            .acked
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect();
+        (db, fs.clone())
+    }
+
+    fn run(&mut self, (db, fs): &(Db, SimFs)) -> Result<(), String> {
+        let frozen = db.freeze().map_err(|e| e.to_string())?;
+        create_snapshot_file_in(fs, &frozen, SNAPSHOT_PATH.as_ref(), 1, &mut |_| {})
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The store goes on taking writes whatever happened to the snapshot.
+    fn follow_up(&mut self, (db, _): &(Db, SimFs)) -> bool {
+        self.kv.put(db, &key(300), &value(300, 0))
+    }
+
+    fn check(&self, image: &SimFs, finished: bool) -> Result<(), String> {
+        self.kv.check(&KvModel::open(image)?)?;
+        match snapshot_in(image, SNAPSHOT_PATH)? {
+            Some(entries) if entries != self.frozen => Err(format!(
+                "the snapshot holds {} keys, not the {} frozen",
+                entries.len(),
+                self.frozen.len()
+            )),
+            Some(_) => Ok(()),
+            None if finished => Err("a snapshot reported written is not there".into()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[test]
+fn a_crash_while_a_snapshot_file_is_written_leaves_no_file_or_a_whole_one() {
+    let mut protocol = SnapshotCreate {
+        kv: KvModel::default(),
+        frozen: BTreeMap::new(),
+    };
+    let figures = explore("snapshot file creation", &mut protocol);
+    assert!(figures.faults >= 5, "{figures:?}");
+    assert!(figures.states >= 30, "{figures:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Restore of a snapshot file into a new directory: a temporary directory beside the target,
+//    its log written and synced, then renamed into place and the parent synced
+// ---------------------------------------------------------------------------------------------
+
+const RESTORED: &str = "/stores/restored";
+
+/// The snapshot of `snapshot()` as a file on the real file system (the restore reads its
+/// source from there).
+fn snapshot_file() -> &'static std::path::Path {
+    static FILE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("source.snapshot"), &snapshot().0).unwrap();
+        dir
+    });
+    Box::leak(dir.path().join("source.snapshot").into_boxed_path())
+}
+
+struct DirectoryRestore {
+    /// Whether a restore has returned `Ok`.
+    acked: bool,
+}
+
+impl DirectoryRestore {
+    fn restore(fs: &SimFs) -> Result<(), String> {
+        restore_snapshot_with(
+            snapshot_file(),
+            RESTORED.as_ref(),
+            wal_options(fs),
+            &mut |_| {},
+        )
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+}
+
+impl Protocol for DirectoryRestore {
+    type Handle = SimFs;
+
+    fn setup(&mut self, fs: &SimFs) -> SimFs {
+        self.acked = false;
+        fs.clone()
+    }
+
+    fn run(&mut self, fs: &SimFs) -> Result<(), String> {
+        Self::restore(fs)?;
+        self.acked = true;
+        Ok(())
+    }
+
+    /// A failed restore is tried again once the disk works: it must clear what the failed
+    /// one left and succeed.
+    fn follow_up(&mut self, fs: &SimFs) -> bool {
+        if !self.acked {
+            Self::restore(fs).unwrap_or_else(|e| panic!("a retried restore failed: {e}"));
+            self.acked = true;
+        }
+        true
+    }
+
+    fn check(&self, image: &SimFs, finished: bool) -> Result<(), String> {
+        use shiplog::io::FileSystem;
+        let present = !image.entries(RESTORED.as_ref()).unwrap().is_empty();
+        if !present {
+            return if finished || self.acked {
+                Err("a finished restore is not there".into())
+            } else {
+                Ok(())
+            };
+        }
+        // Whatever is at the target is the whole snapshot, never a part of it.
+        let db = Db::open(RESTORED, db_options(image)).map_err(|e| format!("open: {e}"))?;
+        snapshot().1.check(&db)?;
+        if db.len() != 100 {
+            return Err(format!(
+                "the restored store holds {} keys, not 100",
+                db.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_crash_during_a_restore_into_a_new_directory_leaves_nothing_or_the_whole_snapshot() {
+    let mut protocol = DirectoryRestore { acked: false };
+    let figures = explore("restore into a new directory", &mut protocol);
+    assert!(figures.faults >= 20, "{figures:?}");
+    assert!(figures.states >= 100, "{figures:?}");
 }

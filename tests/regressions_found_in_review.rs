@@ -158,6 +158,15 @@ mod slow {
         fn sync_dir(&self, d: &Path) -> io::Result<()> {
             self.0.sync_dir(d)
         }
+        fn entries(&self, d: &Path) -> io::Result<Vec<String>> {
+            self.0.entries(d)
+        }
+        fn rename_dir(&self, a: &Path, b: &Path) -> io::Result<()> {
+            self.0.rename_dir(a, b)
+        }
+        fn remove_dir_all(&self, d: &Path) -> io::Result<()> {
+            self.0.remove_dir_all(d)
+        }
         fn lock_dir(&self, d: &Path) -> Result<Box<dyn DirLock>, LockError> {
             self.0.lock_dir(d)
         }

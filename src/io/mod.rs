@@ -33,6 +33,13 @@ pub trait FileSystem: Send + Sync + Debug {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes creations, renames and removals inside `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Names of every entry directly inside `dir`, files and directories; none if it is missing.
+    fn entries(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Renames the directory `from` to `to`, in the same parent; `to` must be missing or empty.
+    /// Durable at the next `sync_dir` of the parent.
+    fn rename_dir(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes `dir` and everything below it; a missing `dir` is not an error.
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Takes the exclusive lock on `dir`, held until the guard drops.
     ///
     /// # Errors

@@ -87,15 +87,67 @@ struct UnsyncedWrite {
     bytes: Vec<u8>,
 }
 
+/// A directory change not yet durable.
+#[derive(Debug, Clone)]
+enum DirChange {
+    /// Names inside `dir` set (`Some`) or unset (`None`) at once (a rename does both).
+    Names {
+        dir: PathBuf,
+        names: Vec<(PathBuf, Option<u64>)>,
+    },
+    /// The directory `from` renamed to `to`: only what is durable under `from` moves, as a
+    /// file system that commits the rename of a directory whose own entries it never
+    /// committed leaves the new directory without them.
+    MoveDir {
+        parent: PathBuf,
+        from: PathBuf,
+        to: PathBuf,
+    },
+}
+
+impl DirChange {
+    /// The directory whose `sync_dir` makes this change durable.
+    fn dir(&self) -> &Path {
+        match self {
+            DirChange::Names { dir, .. } => dir,
+            DirChange::MoveDir { parent, .. } => parent,
+        }
+    }
+
+    fn apply(&self, names: &mut BTreeMap<PathBuf, u64>) {
+        match self {
+            DirChange::Names { names: changes, .. } => {
+                for (path, id) in changes {
+                    match id {
+                        Some(id) => names.insert(path.clone(), *id),
+                        None => names.remove(path),
+                    };
+                }
+            }
+            DirChange::MoveDir { from, to, .. } => {
+                let moved: Vec<(PathBuf, u64)> = names
+                    .iter()
+                    .filter_map(|(path, &id)| Some((to.join(path.strip_prefix(from).ok()?), id)))
+                    .collect();
+                names.retain(|path, _| !path.starts_with(from));
+                names.extend(moved);
+            }
+        }
+    }
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_owned).unwrap_or_default()
+}
+
 #[derive(Debug, Default)]
 struct State {
     inodes: HashMap<u64, Inode>,
     names: BTreeMap<PathBuf, u64>,
     durable_names: BTreeMap<PathBuf, u64>,
     unsynced: Vec<UnsyncedWrite>,
-    /// Directory changes not yet durable, in issue order: each one the names it sets (`Some`)
-    /// or unsets (`None`) at once (a rename does both).
-    unsynced_dir: Vec<Vec<(PathBuf, Option<u64>)>>,
+    /// Directory changes not yet durable, in issue order.
+    unsynced_dir: Vec<DirChange>,
     locks: HashSet<PathBuf>,
     next_inode: u64,
     faults: HashMap<SimOp, (u64, i32)>,
@@ -234,12 +286,7 @@ impl SimFs {
         let mut names = state.durable_names.clone();
         if let CrashMode::DirPrefix { dir_changes } = mode {
             for change in state.unsynced_dir.iter().take(dir_changes) {
-                for (path, id) in change {
-                    match id {
-                        Some(id) => names.insert(path.clone(), *id),
-                        None => names.remove(path),
-                    };
-                }
+                change.apply(&mut names);
             }
         }
         SimFs {
@@ -356,7 +403,10 @@ impl FileSystem for SimFs {
         let id = state.next_inode;
         state.inodes.insert(id, Inode::default());
         state.names.insert(path.to_owned(), id);
-        state.unsynced_dir.push(vec![(path.to_owned(), Some(id))]);
+        state.unsynced_dir.push(DirChange::Names {
+            dir: parent_of(path),
+            names: vec![(path.to_owned(), Some(id))],
+        });
         Ok(Arc::new(SimFile {
             state: Arc::clone(&self.state),
             inode: id,
@@ -379,9 +429,10 @@ impl FileSystem for SimFs {
         state.check(SimOp::Rename)?;
         let id = state.names.remove(from).ok_or_else(|| not_found(from))?;
         state.names.insert(to.to_owned(), id);
-        state
-            .unsynced_dir
-            .push(vec![(from.to_owned(), None), (to.to_owned(), Some(id))]);
+        state.unsynced_dir.push(DirChange::Names {
+            dir: parent_of(to),
+            names: vec![(from.to_owned(), None), (to.to_owned(), Some(id))],
+        });
         Ok(())
     }
 
@@ -389,25 +440,79 @@ impl FileSystem for SimFs {
         let mut state = lock(&self.state);
         state.check(SimOp::Remove)?;
         state.names.remove(path).ok_or_else(|| not_found(path))?;
-        state.unsynced_dir.push(vec![(path.to_owned(), None)]);
+        state.unsynced_dir.push(DirChange::Names {
+            dir: parent_of(path),
+            names: vec![(path.to_owned(), None)],
+        });
         Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = lock(&self.state);
         state.check(SimOp::SyncDir)?;
-        let in_dir = |path: &PathBuf| path.parent() == Some(dir);
-        state.durable_names.retain(|path, _| !in_dir(path));
-        let current: Vec<_> = state
+        let State {
+            unsynced_dir,
+            durable_names,
+            ..
+        } = &mut *state;
+        unsynced_dir.retain(|change| {
+            let here = change.dir() == dir;
+            if here {
+                change.apply(durable_names);
+            }
+            !here
+        });
+        Ok(())
+    }
+
+    fn entries(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = lock(&self.state);
+        let names: std::collections::BTreeSet<String> = state
             .names
-            .iter()
-            .filter(|(p, _)| in_dir(p))
-            .map(|(p, &id)| (p.clone(), id))
+            .keys()
+            .filter_map(|path| path.strip_prefix(dir).ok()?.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
             .collect();
-        state.durable_names.extend(current);
-        state
-            .unsynced_dir
-            .retain(|change| !change.iter().any(|(path, _)| in_dir(path)));
+        Ok(names.into_iter().collect())
+    }
+
+    fn rename_dir(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check(SimOp::Rename)?;
+        if !state.names.keys().any(|p| p.starts_with(from)) {
+            return Err(not_found(from));
+        }
+        if state.names.keys().any(|p| p.starts_with(to)) {
+            return Err(io::Error::from_raw_os_error(39));
+        }
+        let change = DirChange::MoveDir {
+            parent: parent_of(from),
+            from: from.to_owned(),
+            to: to.to_owned(),
+        };
+        change.apply(&mut state.names);
+        state.unsynced_dir.push(change);
+        Ok(())
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check(SimOp::Remove)?;
+        // Each file's removal is a change of its own directory (as `unlink` is), durable when
+        // that directory is synced; the directories are implicit here.
+        let removed: Vec<PathBuf> = state
+            .names
+            .keys()
+            .filter(|path| path.starts_with(dir))
+            .cloned()
+            .collect();
+        for path in removed {
+            state.names.remove(&path);
+            state.unsynced_dir.push(DirChange::Names {
+                dir: parent_of(&path),
+                names: vec![(path, None)],
+            });
+        }
         Ok(())
     }
 
@@ -511,5 +616,62 @@ impl LogFile for SimFile {
 impl Mapping for SimMapping {
     fn bytes(&self) -> &[u8] {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(fs: &SimFs, dir: &str) -> Vec<String> {
+        fs.entries(Path::new(dir)).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_directory_rename_is_durable_at_the_parents_sync_and_moves_only_durable_entries() {
+        let fs = SimFs::new();
+        fs.create(Path::new("/p/tmp/a")).unwrap();
+        fs.sync_dir(Path::new("/p/tmp")).unwrap();
+        fs.create(Path::new("/p/tmp/b")).unwrap();
+        fs.rename_dir(Path::new("/p/tmp"), Path::new("/p/dir"))
+            .unwrap();
+        assert_eq!(entries(&fs, "/p/dir"), ["a", "b"]);
+        assert_eq!(entries(&fs, "/p"), ["dir"]);
+        let before = fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(entries(&before, "/p"), ["tmp"]);
+        assert_eq!(entries(&before, "/p/tmp"), ["a"]);
+        fs.sync_dir(Path::new("/p")).unwrap();
+        let after = fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(entries(&after, "/p"), ["dir"]);
+        assert_eq!(
+            entries(&after, "/p/dir"),
+            ["a"],
+            "b's creation was never synced"
+        );
+        assert!(
+            fs.rename_dir(Path::new("/p/nothing"), Path::new("/p/x"))
+                .is_err()
+        );
+        fs.create(Path::new("/p/other/c")).unwrap();
+        assert!(
+            fs.rename_dir(Path::new("/p/other"), Path::new("/p/dir"))
+                .is_err(),
+            "the target is not empty"
+        );
+    }
+
+    #[test]
+    fn a_removed_directory_stays_removed_only_once_its_entries_removal_is_synced() {
+        let fs = SimFs::new();
+        fs.create(Path::new("/p/d/a")).unwrap();
+        fs.sync_dir(Path::new("/p/d")).unwrap();
+        fs.remove_dir_all(Path::new("/p/d")).unwrap();
+        fs.remove_dir_all(Path::new("/p/missing")).unwrap();
+        assert!(entries(&fs, "/p").is_empty());
+        assert_eq!(entries(&fs.crash(CrashMode::DropUnsynced), "/p/d"), ["a"]);
+        // A new file of the same name, created and synced after the removal, survives.
+        fs.create(Path::new("/p/d/a")).unwrap();
+        fs.sync_dir(Path::new("/p/d")).unwrap();
+        assert_eq!(entries(&fs.crash(CrashMode::DropUnsynced), "/p/d"), ["a"]);
     }
 }

@@ -14,8 +14,8 @@ mod write;
 pub use builds::{SNAPSHOTS_DIR, SnapshotBuilds, SnapshotFile};
 pub use error::{Result, SnapshotError};
 pub use read::{SnapshotInfo, read_header, read_snapshot, verify_snapshot};
-pub use restore::{BaseSegments, install_base, restore_snapshot};
-pub use write::{SnapshotSummary, create_snapshot_file, write_snapshot};
+pub use restore::{BaseSegments, install_base, restore_snapshot, restore_snapshot_with};
+pub use write::{SnapshotSummary, create_snapshot_file, create_snapshot_file_in, write_snapshot};
 
 /// Default zstd level: level 1 compresses key-value data faster than level 3 and, on such data,
 /// about as well (`docs/benchmarks.md`, "Snapshots").

@@ -6,6 +6,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::format::kv::{KIND_PUT, decode_kv, encode_put};
 use crate::format::snapshot::{SnapshotEntry, SnapshotHeader};
@@ -181,8 +182,26 @@ pub fn restore_snapshot(
     dir: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<SnapshotInfo> {
-    if let Ok(mut entries) = std::fs::read_dir(dir)
-        && entries.next().is_some()
+    restore_snapshot_with(snapshot, dir, wal::Options::default(), progress)
+}
+
+/// [`restore_snapshot`] with the new log's `options`: its file system (`options.fs`; the
+/// snapshot file itself is read from the operating system's) and segment size. The cluster id
+/// is the snapshot's.
+///
+/// # Errors
+/// As [`restore_snapshot`].
+pub fn restore_snapshot_with(
+    snapshot: &Path,
+    dir: &Path,
+    options: wal::Options,
+    progress: &mut dyn FnMut(u64),
+) -> Result<SnapshotInfo> {
+    let fs = Arc::clone(&options.fs);
+    if !fs
+        .entries(dir)
+        .map_err(SnapshotError::io("list", dir))?
+        .is_empty()
     {
         return Err(SnapshotError::TargetNotEmpty {
             dir: dir.to_owned(),
@@ -193,28 +212,38 @@ pub fn restore_snapshot(
     let header = read_header(&mut source)?;
     let mut source = std::io::Cursor::new(header.encode()).chain(source);
     let temp = temp_dir_beside(dir);
-    if temp.exists() {
-        std::fs::remove_dir_all(&temp).map_err(SnapshotError::io("remove", &temp))?;
-    }
+    fs.remove_dir_all(&temp)
+        .map_err(SnapshotError::io("remove", &temp))?;
+    let sync_dir = |dir: &Path| {
+        fs.sync_dir(dir)
+            .map_err(SnapshotError::io("fsync directory", dir))
+    };
     let result = (|| {
         let options = wal::Options {
             cluster_id: Some(header.cluster_id),
             prepare_next_segment: false,
-            ..wal::Options::default()
+            ..options
         };
         let wal = Wal::open(&temp, options)?;
         let info = install_base(&wal, &mut source, progress)?;
         wal.close()?;
         sync_dir(&temp)?;
-        std::fs::rename(&temp, dir).map_err(SnapshotError::io("rename into place", dir))?;
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+        // An empty directory at `dir` (allowed above) is replaced by the rename.
+        fs.rename_dir(&temp, dir)
+            .map_err(SnapshotError::io("rename into place", dir))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Err(e) = sync_dir(parent)
+        {
+            // The rename may not be durable: undo it, so a failed restore leaves `dir` as it
+            // was (and a retry finds it empty) rather than holding a store it reported failed.
+            let _ = fs.rename_dir(dir, &temp);
+            return Err(e);
         }
         debug_assert_eq!(info.header, header);
         Ok(info)
     })();
     if result.is_err() {
-        let _ = std::fs::remove_dir_all(&temp);
+        let _ = fs.remove_dir_all(&temp);
     }
     result
 }
@@ -224,10 +253,4 @@ fn temp_dir_beside(dir: &Path) -> PathBuf {
         .file_name()
         .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
     dir.with_file_name(format!(".{name}.restore-{}", std::process::id()))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(SnapshotError::io("fsync directory", dir))
 }

@@ -7,6 +7,7 @@ use crate::engine::FrozenState;
 use crate::format::snapshot::{
     SNAPSHOT_ENTRY_FIXED_BYTES, SnapshotHeader, SnapshotTrailer, encode_entry,
 };
+use crate::io::{FileSystem, LogFile, RealFs};
 
 use super::error::{Result, SnapshotError};
 
@@ -199,28 +200,74 @@ pub fn create_snapshot_file(
     level: i32,
     progress: &mut dyn FnMut(u64),
 ) -> Result<SnapshotSummary> {
+    create_snapshot_file_in(&RealFs, state, path, level, progress)
+}
+
+/// [`create_snapshot_file`] through `fs`.
+///
+/// # Errors
+/// As [`create_snapshot_file`].
+pub fn create_snapshot_file_in(
+    fs: &dyn FileSystem,
+    state: &FrozenState,
+    path: &Path,
+    level: i32,
+    progress: &mut dyn FnMut(u64),
+) -> Result<SnapshotSummary> {
     let name = path
         .file_name()
         .map_or_else(|| "snapshot".into(), |n| n.to_string_lossy().into_owned());
     let temp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let file = std::fs::File::create(&temp).map_err(SnapshotError::io("create", &temp))?;
+    // A temporary file of an earlier attempt by a process of the same pid is garbage.
+    if fs.open(&temp, false).is_ok() {
+        fs.remove(&temp)
+            .map_err(SnapshotError::io("remove", &temp))?;
+    }
+    let file = fs
+        .create(&temp)
+        .map_err(SnapshotError::io("create", &temp))?;
     let result = (|| {
-        let mut writer = std::io::BufWriter::with_capacity(1 << 20, &file);
+        let mut writer = std::io::BufWriter::with_capacity(
+            1 << 20,
+            FileWriter {
+                file: file.as_ref(),
+                offset: 0,
+            },
+        );
         let summary = write_snapshot(state, &mut writer, level, progress)?;
         writer
             .into_inner()
             .map_err(|e| SnapshotError::io("write", &temp)(e.into_error()))?;
-        file.sync_all().map_err(SnapshotError::io("fsync", &temp))?;
-        std::fs::rename(&temp, path).map_err(SnapshotError::io("rename", path))?;
+        file.sync_data()
+            .map_err(SnapshotError::io("fsync", &temp))?;
+        fs.rename(&temp, path)
+            .map_err(SnapshotError::io("rename", path))?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::File::open(parent)
-                .and_then(|d| d.sync_all())
+            fs.sync_dir(parent)
                 .map_err(SnapshotError::io("fsync directory", parent))?;
         }
         Ok(summary)
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
+        let _ = fs.remove(&temp);
     }
     result
+}
+
+/// Appends to a [`LogFile`] through `std::io::Write`.
+struct FileWriter<'a> {
+    file: &'a dyn LogFile,
+    offset: u64,
+}
+
+impl std::io::Write for FileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write_all_at(buf, self.offset)?;
+        self.offset += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
