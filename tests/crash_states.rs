@@ -106,8 +106,35 @@ fn crash_modes(unsynced: usize, dir_changes: usize) -> Vec<CrashMode> {
         });
     }
     modes.extend((1..=dir_changes).map(|dir_changes| CrashMode::DirPrefix { dir_changes }));
+    // Directory changes committed in any order: every subset of up to six changes (the
+    // prefixes are above), a sample of subsets of more.
+    if dir_changes >= 2 {
+        let masks: Vec<u64> = if dir_changes <= EVERY_SUBSET_MAX {
+            (0..1u64 << dir_changes).collect()
+        } else {
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            (0..64)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+                })
+                .collect()
+        };
+        let is_prefix = |keep: u64| (keep + 1).is_power_of_two();
+        modes.extend(
+            masks
+                .into_iter()
+                .filter(|&keep| !is_prefix(keep))
+                .map(|keep| CrashMode::DirSubset { keep }),
+        );
+    }
     modes
 }
+
+/// Unsynced directory changes up to which every subset of them is tried.
+const EVERY_SUBSET_MAX: usize = 6;
 
 fn check_images<P: Protocol>(
     protocol: &P,

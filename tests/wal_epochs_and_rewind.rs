@@ -204,7 +204,20 @@ fn a_crash_at_any_step_of_a_rewind_leaves_a_prefix_that_opens() {
             append(&wal, LAST);
             fs.fail_nth(op, fs.op_count(op) + nth, libc_eio());
             let result = wal.truncate_after(FORK);
-            for mode in [CrashMode::DropUnsynced, CrashMode::Scattered { seed: nth }] {
+            let mut modes = vec![CrashMode::DropUnsynced, CrashMode::Scattered { seed: nth }];
+            // Directory changes not yet synced: every prefix, and every subset of up to six
+            // (a file system that commits them in any order), a sample of more.
+            let changes = fs.unsynced_dir_changes();
+            modes.extend((1..=changes).map(|dir_changes| CrashMode::DirPrefix { dir_changes }));
+            let subsets = if changes <= 6 { 1u64 << changes } else { 64 };
+            modes.extend((0..subsets).map(|i| CrashMode::DirSubset {
+                keep: if changes <= 6 {
+                    i
+                } else {
+                    (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                },
+            }));
+            for mode in modes {
                 let image = fs.crash(mode);
                 let reopened = Wal::open(dir, sim_options(&image))
                     .unwrap_or_else(|e| panic!("{op:?} #{nth} failing, {mode:?}: {e}"));
@@ -227,7 +240,8 @@ fn a_crash_at_any_step_of_a_rewind_leaves_a_prefix_that_opens() {
             }
         }
     }
-    assert!(states >= 300);
+    eprintln!("rewind: {states} crash states");
+    assert!(states >= 600, "{states}");
 }
 
 fn libc_eio() -> i32 {

@@ -34,6 +34,10 @@ pub enum CrashMode {
     /// removals) not yet made durable by a `sync_dir`, the first `dir_changes` in issue order
     /// survive: a journaling file system that commits metadata in order, cut part-way.
     DirPrefix { dir_changes: usize },
+    /// Every unsynced write is lost, and of the directory changes not yet durable, those whose
+    /// bit is set in `keep` (bit `i` for the `i`-th in issue order; later than the 64th are
+    /// lost) survive: a file system that commits metadata in any order.
+    DirSubset { keep: u64 },
 }
 
 /// Operations that can be made to fail.
@@ -287,6 +291,13 @@ impl SimFs {
         if let CrashMode::DirPrefix { dir_changes } = mode {
             for change in state.unsynced_dir.iter().take(dir_changes) {
                 change.apply(&mut names);
+            }
+        }
+        if let CrashMode::DirSubset { keep } = mode {
+            for (i, change) in state.unsynced_dir.iter().enumerate().take(64) {
+                if keep >> i & 1 == 1 {
+                    change.apply(&mut names);
+                }
             }
         }
         SimFs {

@@ -620,13 +620,13 @@ impl Wal {
             segments.drain(..count).collect()
         };
         let fs = self.shared.options.fs.as_ref();
-        // IMPORTANT: remove in LSN order, so a crash part-way leaves a log that merely starts
-        // later, never one with a gap.
+        // IMPORTANT: remove in LSN order, each removal durable before the next, so a crash
+        // part-way leaves a log that merely starts later, never one with a gap, even on a
+        // file system that commits directory changes out of order (a directory sync per
+        // segment: retention removes few, large files).
         for segment in &doomed {
             fs.remove(&segment.path)
                 .map_err(|e| WalError::io("remove", &segment.path, e))?;
-        }
-        if !doomed.is_empty() {
             fs.sync_dir(&self.shared.dir)
                 .map_err(|e| WalError::io("fsync directory", &self.shared.dir, e))?;
         }
