@@ -82,6 +82,45 @@ impl SimOp {
 struct Inode {
     data: Vec<u8>,
     durable: Vec<u8>,
+    /// Byte ranges `[start, end)` a failed `sync_data` marked clean without writing them (with
+    /// fsyncgate on): the page cache shows the new bytes, the disk keeps the old ones, and no
+    /// later sync writes them, until they are written again.
+    lost: Vec<(u64, u64)>,
+}
+
+impl Inode {
+    /// Takes `[start, end)` out of the lost ranges: it was written again.
+    fn rewritten(&mut self, start: u64, end: u64) {
+        let mut kept = Vec::with_capacity(self.lost.len());
+        for &(lo, hi) in &self.lost {
+            if hi <= start || lo >= end {
+                kept.push((lo, hi));
+                continue;
+            }
+            if lo < start {
+                kept.push((lo, start));
+            }
+            if hi > end {
+                kept.push((end, hi));
+            }
+        }
+        self.lost = kept;
+    }
+
+    /// What a successful `sync_data` leaves on disk: the page cache, except the lost ranges,
+    /// which keep what the disk had (zeros past its old end).
+    fn synced(&self) -> Vec<u8> {
+        let mut durable = self.data.clone();
+        for &(lo, hi) in &self.lost {
+            let (Ok(lo), Ok(hi)) = (usize::try_from(lo), usize::try_from(hi)) else {
+                continue;
+            };
+            for i in lo..hi.min(durable.len()) {
+                durable[i] = self.durable.get(i).copied().unwrap_or(0);
+            }
+        }
+        durable
+    }
 }
 
 #[derive(Debug)]
@@ -156,6 +195,9 @@ struct State {
     next_inode: u64,
     faults: HashMap<SimOp, (u64, i32)>,
     op_counts: HashMap<SimOp, u64>,
+    /// Whether a failed `sync_data` drops the file's dirty pages (Linux's behaviour, which
+    /// Postgres developers called "fsyncgate"): see [`SimFs::set_fsyncgate`].
+    fsyncgate: bool,
 }
 
 impl State {
@@ -202,6 +244,15 @@ impl SimFs {
         lock(&self.state).faults.insert(op, (nth, errno));
     }
 
+    /// With `on`, a failed `sync_data` behaves as Linux's writeback error handling does: the
+    /// file's unsynced writes are marked clean without reaching the disk. Reads (and a
+    /// restarted process) still see them in the page cache, a later `sync_data` succeeds
+    /// without writing them, and a power loss reveals the old bytes, until they are written
+    /// again. Kept by [`SimFs::process_crash`].
+    pub fn set_fsyncgate(&self, on: bool) {
+        lock(&self.state).fsyncgate = on;
+    }
+
     /// How many times `op` has been called.
     #[must_use]
     pub fn op_count(&self, op: SimOp) -> u64 {
@@ -238,6 +289,7 @@ impl SimFs {
                     Inode {
                         data: inode.durable.clone(),
                         durable: inode.durable.clone(),
+                        lost: Vec::new(),
                     },
                 )
             })
@@ -326,6 +378,7 @@ impl SimFs {
                     Inode {
                         data: inode.data.clone(),
                         durable: inode.durable.clone(),
+                        lost: inode.lost.clone(),
                     },
                 )
             })
@@ -347,6 +400,7 @@ impl SimFs {
                 unsynced,
                 unsynced_dir: state.unsynced_dir.clone(),
                 next_inode: state.next_inode,
+                fsyncgate: state.fsyncgate,
                 ..State::default()
             })),
         }
@@ -573,6 +627,7 @@ impl LogFile for SimFile {
             .get_mut(&self.inode)
             .ok_or(io::ErrorKind::NotFound)?;
         apply_write(&mut inode.data, offset, buf);
+        inode.rewritten(offset, offset + buf.len() as u64);
         state.unsynced.push(UnsyncedWrite {
             inode: self.inode,
             offset,
@@ -583,10 +638,24 @@ impl LogFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut state = lock(&self.state);
-        state.check(SimOp::SyncData)?;
         let id = self.inode;
+        if let Err(e) = state.check(SimOp::SyncData) {
+            if state.fsyncgate {
+                let dropped: Vec<(u64, u64)> = state
+                    .unsynced
+                    .iter()
+                    .filter(|w| w.inode == id)
+                    .map(|w| (w.offset, w.offset + w.bytes.len() as u64))
+                    .collect();
+                state.unsynced.retain(|w| w.inode != id);
+                if let Some(inode) = state.inodes.get_mut(&id) {
+                    inode.lost.extend(dropped);
+                }
+            }
+            return Err(e);
+        }
         let inode = state.inodes.get_mut(&id).ok_or(io::ErrorKind::NotFound)?;
-        inode.durable.clone_from(&inode.data);
+        inode.durable = inode.synced();
         state.unsynced.retain(|w| w.inode != id);
         Ok(())
     }
@@ -612,6 +681,7 @@ impl LogFile for SimFile {
             .inodes
             .get_mut(&self.inode)
             .ok_or(io::ErrorKind::NotFound)?;
+        inode.rewritten(len, u64::MAX);
         let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(22))?;
         inode.data.truncate(len);
         Ok(())

@@ -306,6 +306,19 @@ fn survivors(scan: &SegmentScan, status: &SegmentStatus) -> (Option<Lsn>, u64, u
     }
 }
 
+/// Writes bytes `0..end` of `file` again, as they read now.
+fn rewrite(file: &dyn LogFile, end: u64) -> std::io::Result<()> {
+    let mut buf = vec![0u8; usize::try_from(end.min(1 << 20)).unwrap_or(1 << 20)];
+    let mut offset = 0;
+    while offset < end {
+        let n = usize::try_from(end - offset).map_or(buf.len(), |n| n.min(buf.len()));
+        file.read_exact_at(&mut buf[..n], offset)?;
+        file.write_all_at(&buf[..n], offset)?;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
 /// Makes a clean analysis true on disk: zeroes torn tails, removes unused and temporary files.
 pub(crate) fn apply(fs: &dyn FileSystem, dir: &Path, analysis: &mut Analysis) -> Result<()> {
     assert!(
@@ -371,6 +384,17 @@ pub(crate) fn apply(fs: &dyn FileSystem, dir: &Path, analysis: &mut Analysis) ->
             SegmentStatus::UnusedEmpty | SegmentStatus::Superseded
         )
     });
+    // IMPORTANT: a failed fdatasync before the restart may have marked the tail's pages clean
+    // without writing them (Linux's writeback error handling, "fsyncgate"): recovery just
+    // read those records from the page cache, and no sync would ever write them, so a later
+    // power loss would open a hole under records acknowledged after them. Only the last
+    // segment holding records can have such pages (a segment is sealed durably before its
+    // successor gets a record, and the log stops at the first failed sync): write its bytes
+    // again so the sync below really writes them.
+    if let Some(tail) = analysis.segments.last() {
+        rewrite(tail.file.as_ref(), tail.end_offset)
+            .map_err(|e| WalError::io("rewrite the tail of", &tail.report.path, e))?;
+    }
     // IMPORTANT: after a process crash (not a power loss) the records recovery just read may
     // still be only in the page cache; the log is about to call them durable. Sync every
     // segment (cheap when clean), and the directory, before it does.
