@@ -113,6 +113,11 @@ fn after_a_failed_fsync_a_restart_and_a_power_loss_keep_every_acknowledged_recor
             assert_holds(&wal, acked, &format!("{context}, restarted, {mode:?}"));
         }
     }
+    eprintln!(
+        "fsyncgate: {failures} fsync failures injected, {cached_after_restart} restarts read \
+         unwritten records from the cache, {} power-loss images checked",
+        failures * 2
+    );
     assert!(
         failures >= 80,
         "only {failures} fsync failures were injected"
