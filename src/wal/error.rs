@@ -10,7 +10,7 @@ use crate::io::LockError;
 #[non_exhaustive]
 pub enum WalError {
     /// A file operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {source}{}", io_hint(source))]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -97,6 +97,15 @@ pub enum WalError {
     /// An option is out of its bounds.
     #[error("invalid option {name}: {reason}")]
     InvalidOption { name: &'static str, reason: String },
+}
+
+/// What the operator can do about an I/O error, where that is clear from the error alone.
+fn io_hint(error: &io::Error) -> &'static str {
+    if error.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) {
+        "; the file system is full: free space on it or grow it"
+    } else {
+        ""
+    }
 }
 
 impl WalError {
