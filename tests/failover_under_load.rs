@@ -40,6 +40,10 @@ fn run(
         cluster.converge();
         let pause = always_pause || cycle % 2 == 1;
         cluster.failover(pause);
+        if (cycle + 1) % 50 == 0 {
+            // Progress of a long run; the history is checked once, at the end.
+            eprintln!("{} failovers done", cycle + 1);
+        }
     }
     std::thread::sleep(Duration::from_millis(300));
     let summary = cluster.finish();
