@@ -166,3 +166,37 @@ fn the_simulator_hides_nothing_a_failed_fsync_dropped() {
     file.read_exact_at(&mut disk, 0).unwrap();
     assert_eq!(&disk, b"durable dropped later");
 }
+
+#[test]
+fn only_a_clean_close_is_marked_and_an_open_removes_the_mark_durably() {
+    use shiplog::io::FileSystem;
+    use shiplog::wal::CLEAN_CLOSE_FILE;
+    let marked = |fs: &SimFs| {
+        fs.list(Path::new(DIR))
+            .unwrap()
+            .iter()
+            .any(|n| n == CLEAN_CLOSE_FILE)
+    };
+    let fs = SimFs::new();
+    let wal = Wal::open(Path::new(DIR), options(&fs)).unwrap();
+    append(&wal, 1).unwrap();
+    assert!(!marked(&fs));
+    wal.close().unwrap();
+    assert!(
+        marked(&fs.crash(CrashMode::DropUnsynced)),
+        "the mark is durable"
+    );
+
+    let wal = Wal::open(Path::new(DIR), options(&fs)).unwrap();
+    assert!(
+        !marked(&fs.crash(CrashMode::DropUnsynced)),
+        "removed durably at open"
+    );
+    append(&wal, 2).unwrap();
+    // A log stopped by a failed fsync is not marked when it closes.
+    fs.set_fsyncgate(true);
+    fs.fail_nth(SimOp::SyncData, fs.op_count(SimOp::SyncData) + 1, EIO);
+    assert!(append(&wal, 3).is_err());
+    wal.close().unwrap();
+    assert!(!marked(&fs));
+}

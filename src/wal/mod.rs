@@ -50,6 +50,12 @@ use writer::{GroupCommit, PendingWrite, WriterState};
 
 /// Default size at which segments are rotated.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// An empty file a log leaves in its directory when it closes after a final sync that
+/// succeeded, and that opening removes (durably) before the log can write: while it exists,
+/// nothing was written since the last successful sync, so recovery need not write the tail
+/// again (`docs/design.md`, "fsync failure is fatal").
+pub const CLEAN_CLOSE_FILE: &str = "clean-close";
 /// Default interval of the background sync for [`Durability::Buffered`] writes.
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 5;
 
@@ -262,7 +268,21 @@ impl Wal {
             (None, Some(id)) => id,
             (None, None) => u128::from(random_u64()) << 64 | u128::from(random_u64()),
         };
-        recovery::apply(fs.as_ref(), &dir, &mut analysis)?;
+        let clean_close = dir.join(CLEAN_CLOSE_FILE);
+        let closed_cleanly = fs
+            .list(&dir)
+            .map_err(|e| WalError::io("list", &dir, e))?
+            .iter()
+            .any(|name| name == CLEAN_CLOSE_FILE);
+        recovery::apply(fs.as_ref(), &dir, &mut analysis, closed_cleanly)?;
+        if closed_cleanly {
+            // IMPORTANT: gone durably before this log can write, so the file always means
+            // "nothing written since the last successful sync".
+            fs.remove(&clean_close)
+                .map_err(|e| WalError::io("remove", &clean_close, e))?;
+            fs.sync_dir(&dir)
+                .map_err(|e| WalError::io("fsync directory", &dir, e))?;
+        }
         let recovery = analysis.segments.iter().map(|s| s.report.clone()).collect();
         let (segments, next_lsn, epoch, active_end) =
             Self::load(fs.as_ref(), &dir, &options, cluster_id, analysis)?;
@@ -719,11 +739,8 @@ impl Wal {
     }
 
     fn shutdown(&mut self) -> Result<()> {
-        let result = if self.shared.commit.lock().poisoned.is_some() {
-            Ok(())
-        } else {
-            self.sync()
-        };
+        let poisoned = self.shared.commit.lock().poisoned.is_some();
+        let result = if poisoned { Ok(()) } else { self.sync() };
         {
             let mut state = self.shared.commit.lock();
             state.closed = true;
@@ -737,7 +754,25 @@ impl Wal {
         if let Some(mut preparer) = self.preparer.take() {
             preparer.stop();
         }
+        if !poisoned && result.is_ok() {
+            self.mark_clean_close();
+        }
         result
+    }
+
+    /// Leaves `CLEAN_CLOSE_FILE` after a final sync that succeeded. Best effort: without it,
+    /// the next open only does more work.
+    fn mark_clean_close(&self) {
+        let fs = self.shared.options.fs.as_ref();
+        let path = self.shared.dir.join(CLEAN_CLOSE_FILE);
+        let marked = match fs.create(&path) {
+            Ok(_) => fs.sync_dir(&self.shared.dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = marked {
+            tracing::warn!(file = %path.display(), error = %e, "could not mark the log closed cleanly; the next open writes its tail again");
+        }
     }
 }
 

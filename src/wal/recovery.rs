@@ -319,8 +319,14 @@ fn rewrite(file: &dyn LogFile, end: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Makes a clean analysis true on disk: zeroes torn tails, removes unused and temporary files.
-pub(crate) fn apply(fs: &dyn FileSystem, dir: &Path, analysis: &mut Analysis) -> Result<()> {
+/// Makes a clean analysis true on disk: zeroes torn tails, removes unused and temporary files,
+/// writes the tail again unless the log was `closed_cleanly`, and syncs.
+pub(crate) fn apply(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    analysis: &mut Analysis,
+    closed_cleanly: bool,
+) -> Result<()> {
     assert!(
         analysis.first_problem().is_none(),
         "apply() only runs on a log without corruption"
@@ -391,7 +397,9 @@ pub(crate) fn apply(fs: &dyn FileSystem, dir: &Path, analysis: &mut Analysis) ->
     // segment holding records can have such pages (a segment is sealed durably before its
     // successor gets a record, and the log stops at the first failed sync): write its bytes
     // again so the sync below really writes them.
-    if let Some(tail) = analysis.segments.last() {
+    // After a clean close (a final sync that succeeded, see `CLEAN_CLOSE_FILE`) there are no
+    // such pages, and the rewrite, up to a whole segment, is skipped.
+    if let Some(tail) = analysis.segments.last().filter(|_| !closed_cleanly) {
         rewrite(tail.file.as_ref(), tail.end_offset)
             .map_err(|e| WalError::io("rewrite the tail of", &tail.report.path, e))?;
     }
