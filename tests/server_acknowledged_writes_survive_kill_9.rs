@@ -1,11 +1,13 @@
 //! The server-level crash loop: four clients overwrite and delete keys of their own with `SET`,
 //! `MSET` and `DEL`, the server is killed with SIGKILL at a random moment and restarted, and
 //! every key must then hold its last acknowledged state, or the state of the one write that was
-//! in flight at the kill (a multi-key write whole or not at all). The key space is bounded, so
-//! the log is overwritten and compacted under the kills and a cycle costs the same at cycle 10
-//! and at cycle 10,000. `cargo test` runs a short loop; the long one is
-//! `SHIPLOG_KILL_CYCLES=10000 cargo test --release --test server_acknowledged_writes_survive_kill_9
-//! -- --ignored --nocapture`, which prints its progress every 250 cycles.
+//! in flight at the kill (a multi-key write whole or not at all). The key space is bounded and
+//! segments are small, and every 25th cycle runs long enough for the compaction thread to start,
+//! so the log is overwritten and compacted under the kills and a cycle costs about the same at
+//! cycle 10 and at cycle 10,000 (the figures print the log's size). `cargo test` runs a short
+//! loop; the long one is `SHIPLOG_KILL_CYCLES=10000 cargo test --release --test
+//! server_acknowledged_writes_survive_kill_9 -- --ignored --nocapture`, which prints its progress
+//! every 250 cycles; `SHIPLOG_KILL_SEED=<hex>` runs another schedule, so runs can go side by side.
 
 #![allow(
     clippy::unwrap_used,
@@ -69,13 +71,13 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(id: usize) -> Self {
+    fn new(id: usize, seed: u64) -> Self {
         Self {
             id,
             acknowledged: vec![State::Absent; KEYS_PER_WRITER],
             in_flight: Vec::new(),
             next_version: 1,
-            rng: 0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
+            rng: (seed ^ (id as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d)) | 1,
             operations: 0,
         }
     }
@@ -210,22 +212,45 @@ struct Figures {
     keys_checked: u64,
     in_flight_kept: u64,
     in_flight_dropped: u64,
+    /// Bytes of segment files at the end: compaction keeps it near the live data.
+    log_bytes: u64,
+}
+
+/// The default seed of a run (`SHIPLOG_KILL_SEED` sets another, for runs side by side).
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Small segments, so they seal often and compaction has work.
+const DAEMON_ARGS: [&str; 4] = ["--io-threads", "2", "--segment-bytes", "1048576"];
+
+/// Every this many cycles, one runs 1.5 s before the kill instead of 20–220 ms: long enough
+/// for the compaction thread (it checks once a second) to start a pass, which the kill may
+/// then interrupt.
+const LONG_CYCLE_EVERY: usize = 25;
+
+fn log_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
 }
 
 /// Runs `cycles` kill/restart cycles and returns what it checked.
-fn crash_loop(cycles: usize, report_every: usize) -> Figures {
+fn crash_loop(cycles: usize, seed: u64, report_every: usize) -> Figures {
     let dir = tempfile::tempdir().unwrap();
-    let mut writers: Vec<Writer> = (0..WRITERS).map(Writer::new).collect();
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut writers: Vec<Writer> = (0..WRITERS).map(|id| Writer::new(id, seed)).collect();
+    let mut rng = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
     let mut figures = Figures {
         acknowledged: 0,
         keys_checked: 0,
         in_flight_kept: 0,
         in_flight_dropped: 0,
+        log_bytes: 0,
     };
     let started = Instant::now();
     for cycle in 0..cycles {
-        let daemon = Daemon::start(dir.path(), &["--io-threads", "2"]);
+        let daemon = Daemon::start(dir.path(), &DAEMON_ARGS);
         {
             let mut con = daemon.client();
             for writer in &mut writers {
@@ -246,7 +271,12 @@ fn crash_loop(cycles: usize, report_every: usize) -> Figures {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(20 + rng % 200));
+        let run_for = if cycle % LONG_CYCLE_EVERY == LONG_CYCLE_EVERY - 1 {
+            1500
+        } else {
+            20 + rng % 200
+        };
+        std::thread::sleep(Duration::from_millis(run_for));
         daemon.kill();
         stop.store(true, Ordering::Relaxed);
         writers = running.into_iter().map(|w| w.join().unwrap()).collect();
@@ -254,17 +284,18 @@ fn crash_loop(cycles: usize, report_every: usize) -> Figures {
             let acknowledged: u64 = writers.iter().map(|w| w.operations).sum();
             eprintln!(
                 "{} kill cycles in {:.0?}: {acknowledged} writes acknowledged, {} keys checked, \
-                 in flight at the kill {} kept / {} dropped, 0 lost",
+                 in flight at the kill {} kept / {} dropped, log {} KiB, 0 lost",
                 cycle + 1,
                 started.elapsed(),
                 figures.keys_checked,
                 figures.in_flight_kept,
-                figures.in_flight_dropped
+                figures.in_flight_dropped,
+                log_bytes(dir.path()) >> 10
             );
         }
     }
     // A clean restart at the end checks the last cycle's writes too.
-    let daemon = Daemon::start(dir.path(), &[]);
+    let daemon = Daemon::start(dir.path(), &DAEMON_ARGS);
     let mut con = daemon.client();
     for writer in &mut writers {
         let outcome = writer.verify(&mut con, cycles);
@@ -274,12 +305,13 @@ fn crash_loop(cycles: usize, report_every: usize) -> Figures {
     }
     daemon.stop();
     figures.acknowledged = writers.iter().map(|w| w.operations).sum();
+    figures.log_bytes = log_bytes(dir.path());
     figures
 }
 
 #[test]
 fn acknowledged_writes_survive_20_kills() {
-    let figures = crash_loop(20, 0);
+    let figures = crash_loop(20, SEED, 0);
     assert!(
         figures.acknowledged > 1000,
         "only {} writes were acknowledged",
@@ -304,7 +336,7 @@ fn the_model_refuses_an_older_value_and_half_a_batch() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
     let mut con = daemon.client();
-    let mut writer = Writer::new(0);
+    let mut writer = Writer::new(0, SEED);
     writer.acknowledged[3] = State::Version(7);
     let _: () = con.set(key_of(0, 3), value_of(0, 3, 5)).unwrap();
     let older = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -338,15 +370,20 @@ fn acknowledged_writes_survive_many_kills() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
+    let seed = std::env::var("SHIPLOG_KILL_SEED")
+        .ok()
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(SEED);
     let started = Instant::now();
-    let figures = crash_loop(cycles, 250);
+    let figures = crash_loop(cycles, seed, 250);
     println!(
-        "{cycles} kill cycles in {:.0?}: {} writes acknowledged, {} keys checked, in flight at \
-         the kill {} kept / {} dropped, 0 lost",
+        "{cycles} kill cycles (seed {seed:#x}) in {:.0?}: {} writes acknowledged, {} keys \
+         checked, in flight at the kill {} kept / {} dropped, log {} KiB at the end, 0 lost",
         started.elapsed(),
         figures.acknowledged,
         figures.keys_checked,
         figures.in_flight_kept,
-        figures.in_flight_dropped
+        figures.in_flight_dropped,
+        figures.log_bytes >> 10
     );
 }
