@@ -301,6 +301,12 @@ fn acknowledged_writes_survive_many_schedules_of_network_faults() {
             tally.schedules
         );
         schedule(seed, steps(LONG_STEPS), &mut tally);
+        if tally.schedules % 10 == 0 {
+            // Figures so far: each schedule is checked on its own, so a run stopped part-way
+            // still counts every schedule it finished.
+            eprint!("{tally}");
+            eprintln!("wall time so far {:.0} s", began.elapsed().as_secs_f64());
+        }
     }
     eprint!("{tally}");
     eprintln!("wall time {:.0} s", began.elapsed().as_secs_f64());
