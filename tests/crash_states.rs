@@ -501,8 +501,18 @@ impl Protocol for Retention {
         Ok(())
     }
 
+    /// Appends that fill new segments, then retention again up to near the end: it must
+    /// remove, in order, whatever a failed call left on disk, so the log never gets a gap
+    /// behind the durable removal of a newer segment.
     fn follow_up(&mut self, wal: &Wal) -> bool {
-        self.log.follow_up(wal)
+        let mut acknowledged = true;
+        for _ in 0..60 {
+            acknowledged &= self.log.follow_up(wal);
+        }
+        if acknowledged && wal.remove_before(wal.written_lsn() - 5).is_ok() {
+            self.log.first = 1..=wal.first_lsn();
+        }
+        acknowledged
     }
 
     fn check(&self, image: &SimFs, finished: bool) -> Result<(), String> {

@@ -60,21 +60,30 @@ fn assert_holds(wal: &Wal, through: Lsn, context: &str) {
     }
 }
 
-/// Tries 80 appends with the `nth` `fdatasync` of the run failing; returns the last
-/// acknowledged LSN and whether the failure happened. A failure the log can return without
-/// stopping (the sync of a new segment not yet named) lets later appends succeed; any other
-/// stops it for good (`tests/crash_states.rs` checks which).
-fn run_with_a_failure(fs: &SimFs, nth: u64) -> (Lsn, bool) {
+/// Tries 80 appends with the `nth` `fdatasync` of the run failing; returns the last LSN made
+/// durable by an acknowledged `Sync` append and whether the failure happened. With `buffered`,
+/// two of every three appends are `Buffered`, so a segment can be full of unsynced records
+/// when a `Sync` append rolls to the next one and its seal fails. A failure the log can return
+/// without stopping (the sync of a new segment not yet named) lets later appends succeed; any
+/// other stops it for good (`tests/crash_states.rs` checks which).
+fn run_with_a_failure(fs: &SimFs, nth: u64, buffered: bool) -> (Lsn, bool) {
     let wal = Wal::open(Path::new(DIR), options(fs)).unwrap();
     fs.set_fsyncgate(true);
     let target = fs.op_count(SimOp::SyncData) + nth;
     fs.fail_nth(SimOp::SyncData, target, EIO);
     let mut acked = 0;
-    for _ in 0..80 {
+    for i in 0..80 {
         let lsn = wal.written_lsn() + 1;
-        if let Ok(got) = append(&wal, lsn) {
+        let durability = if buffered && i % 3 != 2 {
+            Durability::Buffered
+        } else {
+            Durability::Sync
+        };
+        if let Ok(got) = wal.append(kind(), &payload(lsn), durability) {
             assert_eq!(got, lsn);
-            acked = lsn;
+            if durability == Durability::Sync {
+                acked = lsn;
+            }
         }
     }
     (acked, fs.op_count(SimOp::SyncData) >= target)
@@ -82,11 +91,20 @@ fn run_with_a_failure(fs: &SimFs, nth: u64) -> (Lsn, bool) {
 
 #[test]
 fn after_a_failed_fsync_a_restart_and_a_power_loss_keep_every_acknowledged_record() {
+    explore(false);
+}
+
+#[test]
+fn the_same_with_buffered_appends_whose_segment_is_sealed_by_a_failing_sync() {
+    explore(true);
+}
+
+fn explore(buffered: bool) {
     let mut failures = 0;
     let mut cached_after_restart = 0;
     for nth in 1..=90 {
         let fs = SimFs::new();
-        let (acked, failed) = run_with_a_failure(&fs, nth);
+        let (acked, failed) = run_with_a_failure(&fs, nth, buffered);
         if !failed {
             break;
         }
@@ -114,12 +132,14 @@ fn after_a_failed_fsync_a_restart_and_a_power_loss_keep_every_acknowledged_recor
         }
     }
     eprintln!(
-        "fsyncgate: {failures} fsync failures injected, {cached_after_restart} restarts read \
-         unwritten records from the cache, {} power-loss images checked",
+        "fsyncgate (buffered appends: {buffered}): {failures} fsync failures injected, \
+         {cached_after_restart} restarts read unwritten records from the cache, {} power-loss \
+         images checked",
         failures * 2
     );
+    let expected = if buffered { 30 } else { 80 };
     assert!(
-        failures >= 80,
+        failures >= expected,
         "only {failures} fsync failures were injected"
     );
     // The case that matters happened: records never written were read back from the cache.

@@ -218,6 +218,9 @@ pub fn restore_snapshot_with(
         fs.sync_dir(dir)
             .map_err(SnapshotError::io("fsync directory", dir))
     };
+    // Set when the temporary directory must not be emptied on failure: it may be what is
+    // on disk under `dir`'s name.
+    let mut keep_temp = false;
     let result = (|| {
         let options = wal::Options {
             cluster_id: Some(header.cluster_id),
@@ -234,15 +237,27 @@ pub fn restore_snapshot_with(
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty())
             && let Err(e) = sync_dir(parent)
         {
-            // The rename may not be durable: undo it, so a failed restore leaves `dir` as it
-            // was (and a retry finds it empty) rather than holding a store it reported failed.
-            let _ = fs.rename_dir(dir, &temp);
+            // The rename may not be durable: undo it, durably, so a failed restore leaves
+            // `dir` as it was (and a retry finds it empty) rather than a store it reported
+            // failed. Emptying the temporary directory before the undo is durable could leave
+            // a part of the store under `dir` after a power loss: if the undo fails, the
+            // store stays whole wherever it is.
+            let undone = fs.rename_dir(dir, &temp).is_ok() && fs.sync_dir(parent).is_ok();
+            if !undone {
+                keep_temp = true;
+                tracing::warn!(
+                    target_dir = %dir.display(),
+                    temp_dir = %temp.display(),
+                    "a restore failed after its rename and could not be undone: the whole \
+                     restored store is in one of these directories; check with `shiplog verify`"
+                );
+            }
             return Err(e);
         }
         debug_assert_eq!(info.header, header);
         Ok(info)
     })();
-    if result.is_err() {
+    if result.is_err() && !keep_temp {
         let _ = fs.remove_dir_all(&temp);
     }
     result

@@ -623,7 +623,7 @@ impl Wal {
     /// records that are not yet durable). Returns how many files were removed.
     ///
     /// # Errors
-    /// I/O errors; files removed before the error stay removed.
+    /// I/O errors; files removed before the error stay removed, the others stay in the log.
     pub fn remove_before(&self, lsn: Lsn) -> Result<usize> {
         let _serial = self
             .shared
@@ -644,11 +644,20 @@ impl Wal {
         // part-way leaves a log that merely starts later, never one with a gap, even on a
         // file system that commits directory changes out of order (a directory sync per
         // segment: retention removes few, large files).
-        for segment in &doomed {
-            fs.remove(&segment.path)
-                .map_err(|e| WalError::io("remove", &segment.path, e))?;
-            fs.sync_dir(&self.shared.dir)
-                .map_err(|e| WalError::io("fsync directory", &self.shared.dir, e))?;
+        for (i, segment) in doomed.iter().enumerate() {
+            let (failure, not_removed_from) = match fs.remove(&segment.path) {
+                Err(e) => (WalError::io("remove", &segment.path, e), i),
+                Ok(()) => match fs.sync_dir(&self.shared.dir) {
+                    Err(e) => (WalError::io("fsync directory", &self.shared.dir, e), i + 1),
+                    Ok(()) => continue,
+                },
+            };
+            // IMPORTANT: the segments still on disk go back to the front of the list, so a
+            // later call removes them first, in order: left out, they would stay on disk while
+            // a later, durable removal of a newer segment made a gap behind them.
+            let rest = doomed[not_removed_from..].iter().cloned();
+            self.shared.segments_mut().splice(0..0, rest);
+            return Err(failure);
         }
         Ok(doomed.len())
     }

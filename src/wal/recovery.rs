@@ -394,14 +394,22 @@ pub(crate) fn apply(
     // without writing them (Linux's writeback error handling, "fsyncgate"): recovery just
     // read those records from the page cache, and no sync would ever write them, so a later
     // power loss would open a hole under records acknowledged after them. Only the last
-    // segment holding records can have such pages (a segment is sealed durably before its
-    // successor gets a record, and the log stops at the first failed sync): write its bytes
-    // again so the sync below really writes them.
-    // After a clean close (a final sync that succeeded, see `CLEAN_CLOSE_FILE`) there are no
-    // such pages, and the rewrite, up to a whole segment, is skipped.
-    if let Some(tail) = analysis.segments.last().filter(|_| !closed_cleanly) {
-        rewrite(tail.file.as_ref(), tail.end_offset)
-            .map_err(|e| WalError::io("rewrite the tail of", &tail.report.path, e))?;
+    // segment holding records, and empty segments after it, can have such pages (a segment
+    // is sealed by a sync that succeeded before its successor gets a record, and the log
+    // stops at its first failed sync; a seal that fails can leave an empty successor already
+    // installed): write their bytes again so the sync below really writes them. After a
+    // clean close (a final sync that succeeded, see `CLEAN_CLOSE_FILE`) there are no such
+    // pages, and the rewrite, up to a whole segment, is skipped.
+    if !closed_cleanly {
+        let from = analysis
+            .segments
+            .iter()
+            .rposition(|s| s.report.record_count > 0)
+            .unwrap_or(0);
+        for tail in &analysis.segments[from..] {
+            rewrite(tail.file.as_ref(), tail.end_offset)
+                .map_err(|e| WalError::io("rewrite the tail of", &tail.report.path, e))?;
+        }
     }
     // IMPORTANT: after a process crash (not a power loss) the records recovery just read may
     // still be only in the page cache; the log is about to call them durable. Sync every

@@ -1,7 +1,7 @@
 //! One segment file: its name, creation protocol, mapping and seek index.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::format::{Lsn, SEGMENT_HEADER_BYTES, SegmentHeader};
@@ -132,6 +132,10 @@ pub struct Segment {
     written_end: AtomicU64,
     view: View,
     sparse_index: Mutex<Vec<(Lsn, u64)>>,
+    /// Held by each `fdatasync` of the file (see [`Segment::sync`]).
+    sync_lock: Mutex<()>,
+    /// Set once an `fdatasync` of the file failed.
+    sync_failed: AtomicBool,
 }
 
 impl Segment {
@@ -210,7 +214,31 @@ impl Segment {
             written_end: AtomicU64::new(written_end),
             view,
             sparse_index: Mutex::new(sparse_index),
+            sync_lock: Mutex::new(()),
+            sync_failed: AtomicBool::new(false),
         })
+    }
+
+    /// `fdatasync` of the file, one at a time; once one has failed, every later one fails
+    /// too. A failed writeback may have dropped pages, and Linux reports the error to one
+    /// `fdatasync` caller only: the seal of a segment and the sync role may sync it at the
+    /// same moment, and the one that did not see the error must not call the records durable.
+    pub(crate) fn sync(&self) -> std::io::Result<()> {
+        let _one = self
+            .sync_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.sync_failed.load(Ordering::Acquire) {
+            return Err(std::io::Error::other(
+                "an earlier fdatasync of this segment failed; restart the process to recover \
+                 from what is on disk",
+            ));
+        }
+        let result = self.file.sync_data();
+        if result.is_err() {
+            self.sync_failed.store(true, Ordering::Release);
+        }
+        result
     }
 
     /// LSN of the first record.
@@ -307,5 +335,33 @@ impl Segment {
                 Ok(mapping)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{SimFs, SimOp};
+
+    #[test]
+    fn once_a_sync_of_a_segment_failed_every_later_one_fails() {
+        let fs = SimFs::new();
+        let header = SegmentHeader {
+            cluster_id: 7,
+            first_lsn: 1,
+            epoch: 1,
+            salt: 9,
+            compacted_through: None,
+        };
+        let segment = Segment::create(&fs, Path::new("/log"), header, 4096, false)
+            .expect("a segment on an empty simulated disk");
+        segment.file.write_all_at(b"record", 64).expect("a write");
+        segment.sync().expect("a sync that works");
+        fs.fail_nth(SimOp::SyncData, fs.op_count(SimOp::SyncData) + 1, 5);
+        assert!(segment.sync().is_err());
+        // The disk answers again, as Linux does once it has reported the error to one caller;
+        // the segment does not.
+        assert!(segment.sync().is_err());
+        assert!(segment.sync().is_err());
     }
 }

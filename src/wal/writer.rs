@@ -341,7 +341,7 @@ impl GroupCommit {
                 // IMPORTANT: a segment is sealed by making all of it durable before any record
                 // reaches its successor, so recovery may treat damage in a sealed segment as
                 // corruption rather than as a torn tail.
-                if let Err(e) = prev.file.sync_data() {
+                if let Err(e) = prev.sync() {
                     outcome = Err(("fdatasync", e));
                     break;
                 }
@@ -397,7 +397,7 @@ impl GroupCommit {
         drop(state);
         let mut outcome = Ok(());
         for segment in &files {
-            if let Err(e) = segment.file.sync_data() {
+            if let Err(e) = segment.sync() {
                 outcome = Err(e);
                 break;
             }
