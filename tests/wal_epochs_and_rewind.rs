@@ -204,6 +204,14 @@ fn a_crash_at_any_step_of_a_rewind_leaves_a_prefix_that_opens() {
             append(&wal, LAST);
             fs.fail_nth(op, fs.op_count(op) + nth, libc_eio());
             let result = wal.truncate_after(FORK);
+            if result.is_err() {
+                // Files and the in-memory log may differ now: the log takes nothing more.
+                let lsn = wal.written_lsn() + 1;
+                assert!(
+                    wal.append(kind(), &payload(lsn), Durability::Sync).is_err(),
+                    "{op:?} #{nth}: an append after a failed rewind was taken"
+                );
+            }
             let mut modes = vec![CrashMode::DropUnsynced, CrashMode::Scattered { seed: nth }];
             // Directory changes not yet synced: every prefix, and every subset of up to six
             // (a file system that commits them in any order), a sample of more.

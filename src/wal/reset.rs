@@ -27,32 +27,45 @@ impl Wal {
         self.sync()?;
         let commit = &self.shared.commit;
         let mut state = commit.lock_idle()?;
-        let fs = self.shared.options.fs.as_ref();
-        let dir = &self.shared.dir;
-        let io = |op, e| WalError::io(op, dir, e);
-        for name in fs.list(dir).map_err(|e| io("list", e))? {
-            if parse_segment_file_name(&name).is_some() {
-                let path = dir.join(&name);
-                fs.remove(&path)
-                    .map_err(|e| WalError::io("remove", &path, e))?;
+        // IMPORTANT: from the first removal on, the files and the in-memory log differ until
+        // the new segment is in place; an error part-way stops the log (appends could
+        // otherwise go to a removed file) and reopening recovers from what is on disk.
+        let created = (|| -> Result<_> {
+            let fs = self.shared.options.fs.as_ref();
+            let dir = &self.shared.dir;
+            let io = |op, e| WalError::io(op, dir, e);
+            for name in fs.list(dir).map_err(|e| io("list", e))? {
+                if parse_segment_file_name(&name).is_some() {
+                    let path = dir.join(&name);
+                    fs.remove(&path)
+                        .map_err(|e| WalError::io("remove", &path, e))?;
+                }
             }
-        }
-        fs.sync_dir(dir).map_err(|e| io("fsync directory", e))?;
-        let header = SegmentHeader {
-            cluster_id: self.shared.cluster_id(),
-            first_lsn: 1,
-            epoch: 1,
-            salt: random_u32(),
-            compacted_through: None,
+            fs.sync_dir(dir).map_err(|e| io("fsync directory", e))?;
+            let header = SegmentHeader {
+                cluster_id: self.shared.cluster_id(),
+                first_lsn: 1,
+                epoch: 1,
+                salt: random_u32(),
+                compacted_through: None,
+            };
+            let options = &self.shared.options;
+            let segment = Arc::new(Segment::create(
+                fs,
+                dir,
+                header,
+                options.segment_bytes,
+                options.zero_fill_segments,
+            )?);
+            Ok(segment)
+        })();
+        let segment = match created {
+            Ok(segment) => segment,
+            Err(e) => {
+                commit.stop_after(&mut state, "reset", &e.to_string());
+                return Err(e);
+            }
         };
-        let options = &self.shared.options;
-        let segment = Arc::new(Segment::create(
-            fs,
-            dir,
-            header,
-            options.segment_bytes,
-            options.zero_fill_segments,
-        )?);
         *self.shared.segments_mut() = vec![Arc::clone(&segment)];
         self.shared
             .retired

@@ -116,41 +116,54 @@ impl Wal {
         if segments[cut..].iter().any(|s| s.is_compacted()) {
             return Err(cannot("a compacted segment holds records after it"));
         }
-        let fs = self.shared.options.fs.as_ref();
-        let dir = &self.shared.dir;
-        for segment in segments[cut + 1..].iter().rev() {
-            fs.remove(&segment.path)
-                .map_err(|e| WalError::io("remove", &segment.path, e))?;
-            fs.sync_dir(dir)
-                .map_err(|e| WalError::io("fsync directory", dir, e))?;
-        }
-        let mut kept: Vec<Arc<Segment>> = segments[..cut].to_vec();
-        let target = &segments[cut];
-        let (active, active_end) = if target.first_lsn() <= fork {
-            let segment = self.cut_segment(target, fork)?;
-            let end = segment.records_end();
-            (segment, end)
-        } else {
-            fs.remove(&target.path)
-                .map_err(|e| WalError::io("remove", &target.path, e))?;
-            fs.sync_dir(dir)
-                .map_err(|e| WalError::io("fsync directory", dir, e))?;
-            match kept.pop() {
-                Some(last) if !last.is_compacted() => {
-                    let end = last.records_end();
-                    (last, end)
+        // IMPORTANT: from the first removal on, the files and the in-memory log differ until
+        // the end; an error part-way stops the log (appends could otherwise go to a removed
+        // file) and reopening recovers from what is on disk.
+        let changed = (|| -> Result<_> {
+            let fs = self.shared.options.fs.as_ref();
+            let dir = &self.shared.dir;
+            for segment in segments[cut + 1..].iter().rev() {
+                fs.remove(&segment.path)
+                    .map_err(|e| WalError::io("remove", &segment.path, e))?;
+                fs.sync_dir(dir)
+                    .map_err(|e| WalError::io("fsync directory", dir, e))?;
+            }
+            let mut kept: Vec<Arc<Segment>> = segments[..cut].to_vec();
+            let target = &segments[cut];
+            let (active, active_end) = if target.first_lsn() <= fork {
+                let segment = self.cut_segment(target, fork)?;
+                let end = segment.records_end();
+                (segment, end)
+            } else {
+                fs.remove(&target.path)
+                    .map_err(|e| WalError::io("remove", &target.path, e))?;
+                fs.sync_dir(dir)
+                    .map_err(|e| WalError::io("fsync directory", dir, e))?;
+                match kept.pop() {
+                    Some(last) if !last.is_compacted() => {
+                        let end = last.records_end();
+                        (last, end)
+                    }
+                    previous => {
+                        kept.extend(previous);
+                        (
+                            self.fresh_segment(&state, fork + 1)?,
+                            SEGMENT_HEADER_BYTES as u64,
+                        )
+                    }
                 }
-                previous => {
-                    kept.extend(previous);
-                    (
-                        self.fresh_segment(&state, fork + 1)?,
-                        SEGMENT_HEADER_BYTES as u64,
-                    )
-                }
+            };
+            kept.push(Arc::clone(&active));
+            let epoch = self.read(fork)?.map_or(state.epoch, |r| r.epoch);
+            Ok((kept, active, active_end, epoch))
+        })();
+        let (kept, active, active_end, epoch) = match changed {
+            Ok(changed) => changed,
+            Err(e) => {
+                commit.stop_after(&mut state, "rewind", &e.to_string());
+                return Err(e);
             }
         };
-        kept.push(Arc::clone(&active));
-        let epoch = self.read(fork)?.map_or(state.epoch, |r| r.epoch);
         *self.shared.segments_mut() = kept;
         self.shared
             .digest

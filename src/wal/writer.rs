@@ -305,6 +305,16 @@ impl GroupCommit {
         self.durable_changed.notify_all();
     }
 
+    /// Stops the log after an error that left its files and its in-memory state out of step
+    /// (a rewind or reset cut short): every later append and sync fails until the log is
+    /// reopened from what is on disk.
+    pub(crate) fn stop_after(&self, state: &mut WriterState, op: &'static str, error: &str) {
+        if state.poisoned.is_none() {
+            state.poisoned = Some((op, Arc::new(io::Error::other(error.to_owned()))));
+        }
+        self.notify(state);
+    }
+
     fn poison<'a>(
         &'a self,
         mut state: MutexGuard<'a, WriterState>,
