@@ -297,11 +297,27 @@ impl Raw {
 
 /// A port that was free a moment ago (for a node that must restart on the same address).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Below Linux's ephemeral range (32768-60999 by default): a port the kernel hands to an
+    // outgoing connection or to a `bind(0)` (the proxies) is never one of these, so a node
+    // killed and restarted on its fixed port finds it free. A port chosen with `bind(0)` was
+    // once taken in between by another test's connection ("Address already in use").
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut x = seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 29;
+        let port = 20_000 + (x % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A field of `INFO section`, parsed.
