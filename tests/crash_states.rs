@@ -1135,3 +1135,174 @@ fn a_crash_during_a_restore_into_a_new_directory_leaves_nothing_or_the_whole_sna
     assert!(figures.faults >= 20, "{figures:?}");
     assert!(figures.states >= 100, "{figures:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 10. A replica receiving the shipped log: its empty first segment replaced by the primary's,
+//     records written at the primary's offsets and synced batch by batch, segments created
+//     with the primary's headers, and a compacted segment written under a temporary name,
+//     synced, renamed into place and the directory synced
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes per shipped chunk: small, so batches and records span chunks.
+const SHIP_CHUNK: usize = 700;
+
+/// The primary's log: `payload(lsn)` records over several segments, the second and third
+/// compacted to every third record.
+fn shipping_primary() -> Wal {
+    let fs = SimFs::new();
+    let primary = Wal::open("/primary", wal_options(&fs)).unwrap();
+    append(&primary, 150);
+    let sealed = primary.sealed_segments();
+    assert!(sealed.len() >= 4, "{} sealed segments", sealed.len());
+    primary
+        .compact_range(
+            sealed[1].first_lsn,
+            sealed[2].last_lsn,
+            |r| r.lsn % 3 == 0,
+            0,
+        )
+        .unwrap();
+    primary
+}
+
+struct ReplicaReceive {
+    primary: Wal,
+    /// What the primary holds at each LSN (`None`: dropped by its compaction).
+    expected: Vec<Option<Vec<u8>>>,
+    /// Last LSN the replica acknowledged durable, as it reports it to the primary.
+    acked: Lsn,
+    /// The last LSN offered to the replica: it may hold anything up to it.
+    offered: Lsn,
+}
+
+impl ReplicaReceive {
+    fn new() -> Self {
+        let primary = shipping_primary();
+        let expected = (0..=primary.durable_lsn())
+            .map(|lsn| {
+                (lsn > 0)
+                    .then(|| primary.read(lsn).unwrap().map(|r| r.payload.to_vec()))
+                    .flatten()
+            })
+            .collect();
+        Self {
+            primary,
+            expected,
+            acked: 0,
+            offered: 0,
+        }
+    }
+
+    /// Ships `chunks` chunks (all of the log for `None`) from where `replica` has written to,
+    /// as a new session does, acknowledging each batch once it is durable.
+    fn ship(&mut self, replica: &Wal, chunks: Option<usize>) -> Result<(), String> {
+        let err = |e: shiplog::wal::WalError| e.to_string();
+        let mut receiver = shiplog::repl::Receiver::new(1 << 20);
+        let mut position = self
+            .primary
+            .ship_position_after(replica.written_lsn())
+            .map_err(err)?;
+        let mut shipped = 0;
+        while chunks.is_none_or(|n| shipped < n) {
+            let Some(chunk) = self
+                .primary
+                .ship_chunk(&position, SHIP_CHUNK)
+                .map_err(err)?
+            else {
+                break;
+            };
+            self.offered = self.offered.max(chunk.last_lsn);
+            if let Some(header) = &chunk.header {
+                receiver
+                    .segment_header(replica, header, chunk.capacity)
+                    .map_err(err)?;
+            }
+            let last = receiver
+                .segment_bytes(
+                    replica,
+                    chunk.segment,
+                    chunk.offset,
+                    &chunk.bytes,
+                    chunk.last_lsn,
+                )
+                .map_err(err)?;
+            if last != 0 {
+                replica.wait_for(last, Durability::Sync).map_err(err)?;
+            }
+            // A compacted segment is durable once installed, without a wait.
+            self.acked = self.acked.max(replica.durable_lsn());
+            position = chunk.next;
+            shipped += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Protocol for ReplicaReceive {
+    type Handle = Wal;
+
+    fn setup(&mut self, fs: &SimFs) -> Wal {
+        self.acked = 0;
+        self.offered = 0;
+        Wal::open(DIR, wal_options(fs)).unwrap()
+    }
+
+    fn run(&mut self, replica: &Wal) -> Result<(), String> {
+        self.ship(replica, None)?;
+        assert_eq!(self.acked, self.primary.durable_lsn());
+        Ok(())
+    }
+
+    /// The replica's next session: one more chunk, if its log still takes writes.
+    fn follow_up(&mut self, replica: &Wal) -> bool {
+        let before = self.acked;
+        if self.acked == self.primary.durable_lsn() {
+            return true;
+        }
+        self.ship(replica, Some(4)).is_ok() && self.acked > before
+    }
+
+    fn check(&self, image: &SimFs, _finished: bool) -> Result<(), String> {
+        let replica = Wal::open(DIR, wal_options(image)).map_err(|e| format!("open: {e}"))?;
+        let end = replica.written_lsn();
+        if end < self.acked {
+            return Err(format!(
+                "acknowledged LSNs {}..={} lost",
+                end + 1,
+                self.acked
+            ));
+        }
+        if end > self.offered {
+            return Err(format!(
+                "the replica ends at {end}, past the {} it was offered",
+                self.offered
+            ));
+        }
+        for lsn in 1..=end {
+            let got = replica
+                .read(lsn)
+                .map_err(|e| format!("LSN {lsn}: {e}"))?
+                .map(|r| r.payload.to_vec());
+            if got != self.expected[lsn as usize] {
+                return Err(format!(
+                    "LSN {lsn}: the replica holds {:?} bytes, the primary {:?}",
+                    got.map(|p| p.len()),
+                    self.expected[lsn as usize].as_ref().map(Vec::len)
+                ));
+            }
+        }
+        if replica.read(end + 1).map_err(|e| e.to_string())?.is_some() {
+            return Err(format!("a record past the end {end}"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_crash_while_a_replica_receives_the_log_keeps_what_it_acknowledged_and_only_the_primarys_bytes()
+{
+    let mut protocol = ReplicaReceive::new();
+    let figures = explore("replica receiving", &mut protocol);
+    assert!(figures.faults >= 100, "{figures:?}");
+    assert!(figures.states >= 500, "{figures:?}");
+}
