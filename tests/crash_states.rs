@@ -1306,3 +1306,97 @@ fn a_crash_while_a_replica_receives_the_log_keeps_what_it_acknowledged_and_only_
     assert!(figures.faults >= 100, "{figures:?}");
     assert!(figures.states >= 500, "{figures:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 11. A small file replaced whole (`io::replace_file`, as the server keeps its retention slots
+//     and replica id): a leftover temporary removed, the new bytes written and synced under
+//     the temporary name, renamed over the file, the directory synced
+// ---------------------------------------------------------------------------------------------
+
+const SLOTS: &str = "/data/replica-slots";
+
+/// The slots file after `version` saves: one more replica each time, LSNs moving on.
+fn slots_version(version: u64) -> Vec<u8> {
+    use shiplog::format::slots::{Slot, encode_slots};
+    let slots: Vec<Slot> = (0..version)
+        .map(|i| Slot {
+            replica_id: u128::from(i) << 64 | 0xfeed,
+            lsn: 100 * version + i,
+        })
+        .collect();
+    encode_slots(&slots).into_bytes()
+}
+
+struct WholeFileReplace {
+    /// Saves acknowledged (the file holds this version or a later attempted one).
+    acked: u64,
+    /// Saves attempted.
+    attempted: u64,
+}
+
+impl WholeFileReplace {
+    fn save(&mut self, fs: &SimFs) -> Result<(), String> {
+        self.attempted += 1;
+        shiplog::io::replace_file(fs, SLOTS.as_ref(), &slots_version(self.attempted))
+            .map_err(|e| e.to_string())?;
+        self.acked = self.attempted;
+        Ok(())
+    }
+}
+
+impl Protocol for WholeFileReplace {
+    type Handle = SimFs;
+
+    fn setup(&mut self, fs: &SimFs) -> SimFs {
+        use shiplog::io::FileSystem;
+        fs.create_dir_all(DIR.as_ref()).unwrap();
+        self.attempted = 0;
+        self.save(fs).unwrap();
+        // A temporary file left by a save cut short before this run.
+        let stale = fs
+            .create(&shiplog::io::replacement_path(SLOTS.as_ref()))
+            .unwrap();
+        stale.write_all_at(b"half a save", 0).unwrap();
+        fs.sync_dir(DIR.as_ref()).unwrap();
+        fs.clone()
+    }
+
+    fn run(&mut self, fs: &SimFs) -> Result<(), String> {
+        self.save(fs)?;
+        self.save(fs)
+    }
+
+    /// The next save (the server saves again at its next tick while the table is dirty).
+    fn follow_up(&mut self, fs: &SimFs) -> bool {
+        self.save(fs).is_ok()
+    }
+
+    fn check(&self, image: &SimFs, _finished: bool) -> Result<(), String> {
+        let bytes = shiplog::io::read_file(image, SLOTS.as_ref())
+            .map_err(|e| e.to_string())?
+            .ok_or("the slots file is gone")?;
+        shiplog::format::slots::parse_slots(&bytes)
+            .map_err(|e| format!("the slots file does not parse: {e}"))?;
+        if (self.acked..=self.attempted).any(|v| bytes == slots_version(v)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the slots file holds none of versions {}..={} ({} bytes)",
+                self.acked,
+                self.attempted,
+                bytes.len()
+            ))
+        }
+    }
+}
+
+#[test]
+fn a_crash_while_a_small_file_is_replaced_leaves_the_old_bytes_or_the_new_ones() {
+    let mut protocol = WholeFileReplace {
+        acked: 0,
+        attempted: 0,
+    };
+    let figures = explore("whole-file replace", &mut protocol);
+    assert!(figures.faults >= 14, "{figures:?}");
+    assert!(figures.states >= 150, "{figures:?}");
+}

@@ -4,6 +4,7 @@
 
 mod real;
 mod sim;
+mod whole_file;
 
 use std::fmt::Debug;
 use std::io;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 pub use real::{RealFs, restore_default_sigpipe};
 pub use sim::{CrashMode, SimFs, SimOp};
+pub use whole_file::{read_file, replace_file, replacement_path};
 
 /// A directory of log files: naming, creation, removal and directory durability.
 #[expect(

@@ -13,6 +13,7 @@ use crate::format::resp::ReplyWriter;
 use crate::format::slots::{
     SLOTS_MAX, Slot, encode_replica_id, encode_slots, parse_replica_id, parse_slots,
 };
+use crate::io::{RealFs, read_file, replace_file};
 use crate::repl::link::{self, LinkOptions};
 use crate::repl::shipper::{self, Bootstrap, SessionHooks, ShipperOptions};
 use crate::repl::{LinkState, LinkStatus, ReplicaPeer};
@@ -47,8 +48,8 @@ struct SlotTable {
 impl SlotTable {
     fn load(dir: &Path) -> std::io::Result<Self> {
         let path = dir.join(SLOTS_FILE);
-        let slots = match std::fs::read(&path) {
-            Ok(bytes) => parse_slots(&bytes).map_err(|e| {
+        let slots = match read_file(&RealFs, &path)? {
+            Some(bytes) => parse_slots(&bytes).map_err(|e| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     format!(
@@ -57,8 +58,7 @@ impl SlotTable {
                     ),
                 )
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
+            None => Vec::new(),
         };
         Ok(Self {
             path,
@@ -70,26 +70,13 @@ impl SlotTable {
         })
     }
 
-    /// Writes the file durably: temp file, sync, rename, directory sync.
+    /// Writes the file durably (`io::replace_file`: old or new after a crash, never a mix).
     fn save(&mut self) -> std::io::Result<()> {
-        write_durably(&self.path, encode_slots(&self.slots).as_bytes())?;
+        replace_file(&RealFs, &self.path, encode_slots(&self.slots).as_bytes())?;
         self.dirty = false;
         self.saved_at = std::time::Instant::now();
         Ok(())
     }
-}
-
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".tmp");
-    let temp = std::path::PathBuf::from(temp);
-    std::fs::write(&temp, bytes)?;
-    std::fs::File::open(&temp)?.sync_all()?;
-    // IMPORTANT: the new content is durable before it takes the name, and the name is durable
-    // before anyone relies on it.
-    std::fs::rename(&temp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -229,8 +216,8 @@ fn splitmix(mut z: u64) -> u64 {
 
 fn replica_id(dir: &Path) -> std::io::Result<u128> {
     let path = dir.join(REPLICA_ID_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => parse_replica_id(&bytes).map_err(|_| {
+    if let Some(bytes) = read_file(&RealFs, &path)? {
+        parse_replica_id(&bytes).map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!(
@@ -238,14 +225,11 @@ fn replica_id(dir: &Path) -> std::io::Result<u128> {
                     path.display()
                 ),
             )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id =
-                u128::from(crate::wal::random_u64()) << 64 | u128::from(crate::wal::random_u64());
-            write_durably(&path, encode_replica_id(id).as_bytes())?;
-            Ok(id)
-        }
-        Err(e) => Err(e),
+        })
+    } else {
+        let id = u128::from(crate::wal::random_u64()) << 64 | u128::from(crate::wal::random_u64());
+        replace_file(&RealFs, &path, encode_replica_id(id).as_bytes())?;
+        Ok(id)
     }
 }
 
