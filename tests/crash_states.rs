@@ -19,7 +19,6 @@
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeInclusive};
-use std::sync::Arc;
 
 use shiplog::engine::CheckpointStatus;
 use shiplog::format::epochs::{EpochHistory, EpochStart};
@@ -27,8 +26,11 @@ use shiplog::io::{CrashMode, SimFs, SimOp};
 use shiplog::snapshot::{
     create_snapshot_file_in, install_base, read_snapshot, restore_snapshot_with, write_snapshot,
 };
-use shiplog::wal::Options;
-use shiplog::{Db, DbOptions, Durability, Entry, Lsn, RecordKind, Wal};
+use shiplog::{Db, DbOptions, Durability, Entry, Lsn, Wal};
+
+mod lsn_records;
+
+use lsn_records::{append, kind, payload, sim_options};
 
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
@@ -242,36 +244,6 @@ fn inject<P: Protocol>(
 // Logs: records with payloads determined by their LSN
 // ---------------------------------------------------------------------------------------------
 
-fn kind() -> RecordKind {
-    RecordKind::new(5).unwrap()
-}
-
-fn payload(lsn: Lsn) -> Vec<u8> {
-    (0..100 + lsn as usize % 50)
-        .map(|i| (lsn as usize * 7 + i) as u8)
-        .collect()
-}
-
-fn wal_options(fs: &SimFs) -> Options {
-    Options {
-        segment_bytes: 4096,
-        prepare_next_segment: false,
-        flush_interval_ms: 60_000,
-        fs: Arc::new(fs.clone()),
-        ..Options::default()
-    }
-}
-
-fn append(wal: &Wal, count: u64) {
-    for _ in 0..count {
-        let lsn = wal.written_lsn() + 1;
-        assert_eq!(
-            wal.append(kind(), &payload(lsn), Durability::Sync).unwrap(),
-            lsn
-        );
-    }
-}
-
 /// What a log may hold after a crash.
 #[derive(Debug, Clone)]
 struct LogModel {
@@ -342,7 +314,7 @@ impl LogModel {
     }
 
     fn check(&self, image: &SimFs) -> Result<(), String> {
-        let wal = Wal::open(DIR, wal_options(image)).map_err(|e| format!("open: {e}"))?;
+        let wal = Wal::open(DIR, sim_options(image)).map_err(|e| format!("open: {e}"))?;
         self.check_records(&wal)
     }
 }
@@ -359,7 +331,7 @@ impl Protocol for SegmentRoll {
     type Handle = Wal;
 
     fn setup(&mut self, fs: &SimFs) -> Wal {
-        let wal = Wal::open(DIR, wal_options(fs)).unwrap();
+        let wal = Wal::open(DIR, sim_options(fs)).unwrap();
         append(&wal, 10);
         self.log = LogModel::new(10);
         wal
@@ -414,7 +386,7 @@ impl Protocol for GroupCommit {
     type Handle = Wal;
 
     fn setup(&mut self, fs: &SimFs) -> Wal {
-        let wal = Wal::open(DIR, wal_options(fs)).unwrap();
+        let wal = Wal::open(DIR, sim_options(fs)).unwrap();
         append(&wal, BATCH_BASE);
         self.log = LogModel::new(BATCH_BASE);
         wal
@@ -478,7 +450,7 @@ impl Protocol for Retention {
     type Handle = Wal;
 
     fn setup(&mut self, fs: &SimFs) -> Wal {
-        let wal = Wal::open(DIR, wal_options(fs)).unwrap();
+        let wal = Wal::open(DIR, sim_options(fs)).unwrap();
         append(&wal, RETAINED_LAST);
         self.log = LogModel::new(RETAINED_LAST);
         wal
@@ -587,7 +559,7 @@ impl Protocol for Epochs {
     type Handle = Wal;
 
     fn setup(&mut self, fs: &SimFs) -> Wal {
-        let wal = Wal::open(DIR, wal_options(fs)).unwrap();
+        let wal = Wal::open(DIR, sim_options(fs)).unwrap();
         append(&wal, EPOCH_BASE);
         self.log = LogModel::new(EPOCH_BASE);
         self.history_acked = 0;
@@ -614,7 +586,7 @@ impl Protocol for Epochs {
     }
 
     fn check(&self, image: &SimFs, _finished: bool) -> Result<(), String> {
-        let wal = Wal::open(DIR, wal_options(image)).map_err(|e| format!("open: {e}"))?;
+        let wal = Wal::open(DIR, sim_options(image)).map_err(|e| format!("open: {e}"))?;
         self.log.check_records(&wal)?;
         let found = wal.epoch_history();
         let histories = epoch_histories();
@@ -658,7 +630,7 @@ fn a_crash_during_an_epoch_change_leaves_the_old_or_the_new_history_never_a_torn
 
 fn db_options(fs: &SimFs) -> DbOptions {
     let mut options = DbOptions {
-        wal: wal_options(fs),
+        wal: sim_options(fs),
         ..DbOptions::default()
     };
     options.compaction.enabled = false;
@@ -1073,7 +1045,7 @@ impl DirectoryRestore {
         restore_snapshot_with(
             snapshot_file(),
             RESTORED.as_ref(),
-            wal_options(fs),
+            sim_options(fs),
             &mut |_| {},
         )
         .map(drop)
@@ -1150,7 +1122,7 @@ const SHIP_CHUNK: usize = 700;
 /// compacted to every third record.
 fn shipping_primary() -> Wal {
     let fs = SimFs::new();
-    let primary = Wal::open("/primary", wal_options(&fs)).unwrap();
+    let primary = Wal::open("/primary", sim_options(&fs)).unwrap();
     append(&primary, 150);
     let sealed = primary.sealed_segments();
     assert!(sealed.len() >= 4, "{} sealed segments", sealed.len());
@@ -1244,7 +1216,7 @@ impl Protocol for ReplicaReceive {
     fn setup(&mut self, fs: &SimFs) -> Wal {
         self.acked = 0;
         self.offered = 0;
-        Wal::open(DIR, wal_options(fs)).unwrap()
+        Wal::open(DIR, sim_options(fs)).unwrap()
     }
 
     fn run(&mut self, replica: &Wal) -> Result<(), String> {
@@ -1263,7 +1235,7 @@ impl Protocol for ReplicaReceive {
     }
 
     fn check(&self, image: &SimFs, _finished: bool) -> Result<(), String> {
-        let replica = Wal::open(DIR, wal_options(image)).map_err(|e| format!("open: {e}"))?;
+        let replica = Wal::open(DIR, sim_options(image)).map_err(|e| format!("open: {e}"))?;
         let end = replica.written_lsn();
         if end < self.acked {
             return Err(format!(

@@ -15,34 +15,16 @@
 )]
 
 use std::path::Path;
-use std::sync::Arc;
 
 use shiplog::io::{CrashMode, SimFs, SimOp};
-use shiplog::wal::Options;
-use shiplog::{Durability, Lsn, RecordKind, Wal};
+use shiplog::{Durability, Lsn, Wal};
+
+mod lsn_records;
+
+use lsn_records::{kind, payload, sim_options};
 
 const EIO: i32 = 5;
 const DIR: &str = "/log";
-
-fn kind() -> RecordKind {
-    RecordKind::new(5).unwrap()
-}
-
-fn payload(lsn: Lsn) -> Vec<u8> {
-    (0..100 + lsn as usize % 50)
-        .map(|i| (lsn as usize * 13 + i) as u8)
-        .collect()
-}
-
-fn options(fs: &SimFs) -> Options {
-    Options {
-        segment_bytes: 4096,
-        prepare_next_segment: false,
-        flush_interval_ms: 60_000,
-        fs: Arc::new(fs.clone()),
-        ..Options::default()
-    }
-}
 
 fn append(wal: &Wal, lsn: Lsn) -> shiplog::wal::Result<Lsn> {
     wal.append(kind(), &payload(lsn), Durability::Sync)
@@ -67,7 +49,7 @@ fn assert_holds(wal: &Wal, through: Lsn, context: &str) {
 /// without stopping (the sync of a new segment not yet named) lets later appends succeed; any
 /// other stops it for good (`tests/crash_states.rs` checks which).
 fn run_with_a_failure(fs: &SimFs, nth: u64, buffered: bool) -> (Lsn, bool) {
-    let wal = Wal::open(Path::new(DIR), options(fs)).unwrap();
+    let wal = Wal::open(Path::new(DIR), sim_options(fs)).unwrap();
     fs.set_fsyncgate(true);
     let target = fs.op_count(SimOp::SyncData) + nth;
     fs.fail_nth(SimOp::SyncData, target, EIO);
@@ -113,7 +95,7 @@ fn explore(buffered: bool) {
 
         // Restart (the page cache survives), acknowledge more, then lose the power.
         let restarted = fs.process_crash();
-        let wal = Wal::open(Path::new(DIR), options(&restarted)).unwrap();
+        let wal = Wal::open(Path::new(DIR), sim_options(&restarted)).unwrap();
         assert_holds(&wal, acked, &format!("{context}, restarted"));
         let recovered = wal.written_lsn();
         if recovered > acked {
@@ -126,7 +108,7 @@ fn explore(buffered: bool) {
         drop(wal);
         for mode in [CrashMode::DropUnsynced, CrashMode::Scattered { seed: nth }] {
             let image = restarted.crash(mode);
-            let wal = Wal::open(Path::new(DIR), options(&image))
+            let wal = Wal::open(Path::new(DIR), sim_options(&image))
                 .unwrap_or_else(|e| panic!("{context}, restarted, power loss {mode:?}: {e}"));
             assert_holds(&wal, acked, &format!("{context}, restarted, {mode:?}"));
         }
@@ -198,7 +180,7 @@ fn only_a_clean_close_is_marked_and_an_open_removes_the_mark_durably() {
             .any(|n| n == CLEAN_CLOSE_FILE)
     };
     let fs = SimFs::new();
-    let wal = Wal::open(Path::new(DIR), options(&fs)).unwrap();
+    let wal = Wal::open(Path::new(DIR), sim_options(&fs)).unwrap();
     append(&wal, 1).unwrap();
     assert!(!marked(&fs));
     wal.close().unwrap();
@@ -207,7 +189,7 @@ fn only_a_clean_close_is_marked_and_an_open_removes_the_mark_durably() {
         "the mark is durable"
     );
 
-    let wal = Wal::open(Path::new(DIR), options(&fs)).unwrap();
+    let wal = Wal::open(Path::new(DIR), sim_options(&fs)).unwrap();
     assert!(
         !marked(&fs.crash(CrashMode::DropUnsynced)),
         "removed durably at open"

@@ -19,31 +19,15 @@ use shiplog::io::{CrashMode, SimFs, SimOp};
 use shiplog::wal::{Options, ROLLBACK_DIR, WalError};
 use shiplog::{Durability, RecordKind, Wal};
 
-fn kind() -> RecordKind {
-    RecordKind::new(5).unwrap()
-}
+mod lsn_records;
 
-fn payload(lsn: u64) -> Vec<u8> {
-    (0..100 + lsn as usize % 50)
-        .map(|i| (lsn as usize * 7 + i) as u8)
-        .collect()
-}
+use lsn_records::{append, kind, payload};
 
 fn small_segments() -> Options {
     Options {
         segment_bytes: 4096,
         prepare_next_segment: false,
         ..Options::default()
-    }
-}
-
-fn append(wal: &Wal, count: u64) {
-    for _ in 0..count {
-        let lsn = wal.written_lsn() + 1;
-        assert_eq!(
-            wal.append(kind(), &payload(lsn), Durability::Sync).unwrap(),
-            lsn
-        );
     }
 }
 
