@@ -216,6 +216,21 @@ struct Figures {
     log_bytes: u64,
 }
 
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} writes acknowledged, {} keys checked, in flight at the kill {} kept / {} \
+             dropped, log {} KiB, 0 lost",
+            self.acknowledged,
+            self.keys_checked,
+            self.in_flight_kept,
+            self.in_flight_dropped,
+            self.log_bytes >> 10
+        )
+    }
+}
+
 /// The default seed of a run (`SHIPLOG_KILL_SEED` sets another, for runs side by side).
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -281,16 +296,12 @@ fn crash_loop(cycles: usize, seed: u64, report_every: usize) -> Figures {
         stop.store(true, Ordering::Relaxed);
         writers = running.into_iter().map(|w| w.join().unwrap()).collect();
         if report_every > 0 && (cycle + 1) % report_every == 0 {
-            let acknowledged: u64 = writers.iter().map(|w| w.operations).sum();
+            figures.acknowledged = writers.iter().map(|w| w.operations).sum();
+            figures.log_bytes = log_bytes(dir.path());
             eprintln!(
-                "{} kill cycles in {:.0?}: {acknowledged} writes acknowledged, {} keys checked, \
-                 in flight at the kill {} kept / {} dropped, log {} KiB, 0 lost",
+                "{} kill cycles in {:.0?}: {figures}",
                 cycle + 1,
-                started.elapsed(),
-                figures.keys_checked,
-                figures.in_flight_kept,
-                figures.in_flight_dropped,
-                log_bytes(dir.path()) >> 10
+                started.elapsed()
             );
         }
     }
@@ -377,13 +388,7 @@ fn acknowledged_writes_survive_many_kills() {
     let started = Instant::now();
     let figures = crash_loop(cycles, seed, 250);
     println!(
-        "{cycles} kill cycles (seed {seed:#x}) in {:.0?}: {} writes acknowledged, {} keys \
-         checked, in flight at the kill {} kept / {} dropped, log {} KiB at the end, 0 lost",
-        started.elapsed(),
-        figures.acknowledged,
-        figures.keys_checked,
-        figures.in_flight_kept,
-        figures.in_flight_dropped,
-        figures.log_bytes >> 10
+        "{cycles} kill cycles (seed {seed:#x}) in {:.0?}: {figures}",
+        started.elapsed()
     );
 }
