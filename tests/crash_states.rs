@@ -19,12 +19,14 @@
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeInclusive};
+use std::sync::Arc;
 
 use shiplog::engine::CheckpointStatus;
 use shiplog::format::epochs::{EpochHistory, EpochStart};
 use shiplog::io::{CrashMode, SimFs, SimOp};
 use shiplog::snapshot::{
-    create_snapshot_file_in, install_base, read_snapshot, restore_snapshot_with, write_snapshot,
+    SNAPSHOTS_DIR, SnapshotBuilds, SnapshotFile, create_snapshot_file_in, install_base,
+    read_snapshot, restore_snapshot_with, write_snapshot,
 };
 use shiplog::{Db, DbOptions, Durability, Entry, Lsn, Wal};
 
@@ -1377,4 +1379,125 @@ fn a_crash_while_a_small_file_is_replaced_leaves_the_old_bytes_or_the_new_ones()
     let figures = explore("whole-file replace", &mut protocol);
     assert!(figures.faults >= 14, "{figures:?}");
     assert!(figures.states >= 150, "{figures:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. The snapshot a primary builds for bootstrapping replicas (`SnapshotBuilds`): a newer
+//     build replaces the current one, then the builds are opened again on the image
+// ---------------------------------------------------------------------------------------------
+
+const BUILD_LEVEL: i32 = 1;
+
+struct ReplicaSnapshotBuild {
+    kv: KvModel,
+    /// The state of the build made in setup, and of the one the run makes.
+    states: [Entries; 2],
+    /// Whether the run's build returned `Ok`.
+    acked: bool,
+}
+
+impl ReplicaSnapshotBuild {
+    fn frozen(&self) -> Entries {
+        self.kv
+            .acked
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect()
+    }
+
+    fn builds(fs: &SimFs) -> Result<SnapshotBuilds, String> {
+        SnapshotBuilds::open(Arc::new(fs.clone()), DIR.as_ref(), BUILD_LEVEL)
+            .map_err(|e| format!("opening the snapshot builds: {e}"))
+    }
+
+    /// A build usable only if it holds everything written so far.
+    fn get_or_build(builds: &SnapshotBuilds, db: &Db) -> Result<SnapshotFile, String> {
+        let lsn = db.wal().durable_lsn();
+        builds
+            .get_or_build(db, &|file| file.header.lsn >= lsn)
+            .map(|file| (*file).clone())
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Protocol for ReplicaSnapshotBuild {
+    type Handle = (Db, SnapshotBuilds, SimFs);
+
+    fn setup(&mut self, fs: &SimFs) -> (Db, SnapshotBuilds, SimFs) {
+        use shiplog::io::FileSystem;
+        let db = Db::open(DIR, db_options(fs)).unwrap();
+        self.kv = KvModel::default();
+        self.kv.fill(&db);
+        let builds = Self::builds(fs).unwrap();
+        Self::get_or_build(&builds, &db).unwrap();
+        self.states[0] = self.frozen();
+        for k in 200..220 {
+            self.kv.put(&db, &key(k), &value(k, 0));
+        }
+        self.states[1] = self.frozen();
+        self.acked = false;
+        // An unfinished build of an earlier process, to be cleared at the next open.
+        let snapshots = std::path::Path::new(DIR).join(SNAPSHOTS_DIR);
+        let stale = fs.create(&snapshots.join(".stale.tmp-1")).unwrap();
+        stale.write_all_at(b"half a snapshot", 0).unwrap();
+        fs.sync_dir(&snapshots).unwrap();
+        (db, builds, fs.clone())
+    }
+
+    fn run(&mut self, (db, builds, _): &(Db, SnapshotBuilds, SimFs)) -> Result<(), String> {
+        let file = Self::get_or_build(builds, db)?;
+        assert!(file.header.lsn >= db.wal().durable_lsn());
+        self.acked = true;
+        Ok(())
+    }
+
+    /// A replica asks again once the disk works: the build is made again if it failed.
+    fn follow_up(&mut self, (db, builds, _): &(Db, SnapshotBuilds, SimFs)) -> bool {
+        let ok = Self::get_or_build(builds, db).is_ok();
+        self.acked |= ok;
+        ok
+    }
+
+    fn check(&self, image: &SimFs, finished: bool) -> Result<(), String> {
+        use shiplog::io::FileSystem;
+        self.kv.check(&KvModel::open(image)?)?;
+        let builds = Self::builds(image)?;
+        let current = builds
+            .current()
+            .ok_or("the build made before the run is gone")?;
+        let name = current.path.to_str().unwrap();
+        let entries = snapshot_in(image, name)?.ok_or("the current build is not there")?;
+        let which = self
+            .states
+            .iter()
+            .position(|s| *s == entries)
+            .ok_or_else(|| {
+                format!(
+                    "the current build holds {} keys, neither state",
+                    entries.len()
+                )
+            })?;
+        if (finished || self.acked) && which == 0 {
+            return Err("a finished build is not the current one".into());
+        }
+        // Opening cleared the unfinished build and the replaced one.
+        let snapshots = std::path::Path::new(DIR).join(SNAPSHOTS_DIR);
+        let left = image.entries(&snapshots).map_err(|e| e.to_string())?;
+        if left.len() != 1 {
+            return Err(format!("the snapshots directory holds {left:?} after open"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_crash_while_a_primary_builds_a_snapshot_for_replicas_leaves_the_old_build_or_the_new_one() {
+    let mut protocol = ReplicaSnapshotBuild {
+        kv: KvModel::default(),
+        states: [Entries::new(), Entries::new()],
+        acked: false,
+    };
+    let figures = explore("snapshot build for replicas", &mut protocol);
+    assert!(figures.faults >= 15, "{figures:?}");
+    assert!(figures.states >= 80, "{figures:?}");
 }

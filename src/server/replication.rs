@@ -177,7 +177,7 @@ impl Replication {
             keeper: Mutex::new(None),
             stop_keeper: AtomicBool::new(false),
             stopping: Mutex::new(Vec::new()),
-            snapshots: SnapshotBuilds::open(dir, snapshot_level)
+            snapshots: SnapshotBuilds::open(Arc::new(RealFs), dir, snapshot_level)
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
             building: AtomicUsize::new(0),
             senders: AtomicUsize::new(0),

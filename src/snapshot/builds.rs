@@ -8,9 +8,10 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use crate::engine::Store;
 use crate::format::Lsn;
 use crate::format::snapshot::{SNAPSHOT_HEADER_BYTES, SnapshotHeader};
+use crate::io::FileSystem;
 
 use super::error::{Result, SnapshotError};
-use super::write::create_snapshot_file;
+use super::write::create_snapshot_file_in;
 
 /// Subdirectory of the data directory holding snapshot files.
 pub const SNAPSHOTS_DIR: &str = "snapshots";
@@ -37,6 +38,7 @@ struct State {
 /// The snapshot builds of one store.
 #[derive(Debug)]
 pub struct SnapshotBuilds {
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     level: i32,
     state: Mutex<State>,
@@ -48,43 +50,41 @@ fn file_name(lsn: Lsn) -> String {
 }
 
 impl SnapshotBuilds {
-    /// Opens `data_dir/snapshots` (created by the first build): removes unfinished builds, keeps the newest complete file
-    /// (its header is checked here; the replica verifies the whole file before using it).
+    /// Opens `data_dir/snapshots` on `fs` (created by the first build): removes unfinished
+    /// builds, keeps the newest complete file (its header is checked here; the replica
+    /// verifies the whole file before using it).
     ///
     /// # Errors
-    /// I/O errors creating or listing the directory.
-    pub fn open(data_dir: &Path, level: i32) -> Result<Self> {
+    /// I/O errors listing the directory.
+    pub fn open(fs: Arc<dyn FileSystem>, data_dir: &Path, level: i32) -> Result<Self> {
         let dir = data_dir.join(SNAPSHOTS_DIR);
         let mut found: Vec<SnapshotFile> = Vec::new();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries.collect::<Vec<_>>(),
-            // Created by the first build.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(SnapshotError::io("list", &dir)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(SnapshotError::io("list", &dir))?;
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
+        // None when the directory is missing: the first build creates it.
+        let names = fs.entries(&dir).map_err(SnapshotError::io("list", &dir))?;
+        for name in names {
+            let path = dir.join(&name);
+            // Removals here are not synced: a file that comes back after a power loss is
+            // judged again at the next start.
             if name.starts_with('.') {
                 tracing::info!(file = %path.display(), "removing an unfinished snapshot build");
-                let _ = std::fs::remove_file(&path);
+                let _ = fs.remove(&path);
                 continue;
             }
-            match Self::describe(&path) {
+            match Self::describe(fs.as_ref(), &path) {
                 Ok(file) => found.push(file),
                 Err(e) => {
                     tracing::warn!(file = %path.display(), error = %e, "removing an unusable snapshot file");
-                    let _ = std::fs::remove_file(&path);
+                    let _ = fs.remove(&path);
                 }
             }
         }
         found.sort_by_key(|f| f.header.lsn);
         let current = found.pop().map(Arc::new);
         for old in found {
-            let _ = std::fs::remove_file(&old.path);
+            let _ = fs.remove(&old.path);
         }
         Ok(Self {
+            fs,
             dir,
             level,
             state: Mutex::new(State {
@@ -95,15 +95,13 @@ impl SnapshotBuilds {
         })
     }
 
-    fn describe(path: &Path) -> Result<SnapshotFile> {
-        use std::io::Read;
-        let mut file = std::fs::File::open(path).map_err(SnapshotError::io("open", path))?;
-        let file_bytes = file
-            .metadata()
-            .map_err(SnapshotError::io("stat", path))?
-            .len();
+    fn describe(fs: &dyn FileSystem, path: &Path) -> Result<SnapshotFile> {
+        let file = fs
+            .open(path, false)
+            .map_err(SnapshotError::io("open", path))?;
+        let file_bytes = file.size_bytes().map_err(SnapshotError::io("stat", path))?;
         let mut header_bytes = [0u8; SNAPSHOT_HEADER_BYTES];
-        file.read_exact(&mut header_bytes)
+        file.read_exact_at(&mut header_bytes, 0)
             .map_err(SnapshotError::io("read", path))?;
         let header = SnapshotHeader::decode(&header_bytes)?;
         Ok(SnapshotFile {
@@ -138,7 +136,10 @@ impl SnapshotBuilds {
         loop {
             // A file removed or cut short behind this process's back is not offered.
             let intact = |c: &SnapshotFile| {
-                std::fs::metadata(&c.path).is_ok_and(|m| m.len() == c.file_bytes)
+                self.fs
+                    .open(&c.path, false)
+                    .and_then(|f| f.size_bytes())
+                    .is_ok_and(|len| len == c.file_bytes)
             };
             if let Some(current) = state.current.as_ref().filter(|c| intact(c) && usable(c)) {
                 return Ok(Arc::clone(current));
@@ -162,14 +163,15 @@ impl SnapshotBuilds {
             && old.path != file.path
         {
             // A transfer still reading the old file keeps its open descriptor.
-            let _ = std::fs::remove_file(&old.path);
+            let _ = self.fs.remove(&old.path);
         }
         Ok(file)
     }
 
     fn build(&self, store: &Store) -> Result<SnapshotFile> {
         let started = std::time::Instant::now();
-        std::fs::create_dir_all(&self.dir)
+        self.fs
+            .create_dir_all(&self.dir)
             .map_err(SnapshotError::io("create directory", &self.dir))?;
         let state = store.freeze()?;
         let path = self.dir.join(file_name(state.lsn()));
@@ -179,13 +181,14 @@ impl SnapshotBuilds {
             bytes = state.live_bytes(),
             "building a snapshot"
         );
-        let summary = create_snapshot_file(&state, &path, self.level, &mut |_| {})?;
+        let summary =
+            create_snapshot_file_in(self.fs.as_ref(), &state, &path, self.level, &mut |_| {})?;
         tracing::info!(
             lsn = summary.header.lsn,
             file_bytes = summary.file_bytes,
             ms = started.elapsed().as_millis(),
             "snapshot built"
         );
-        Self::describe(&path)
+        Self::describe(self.fs.as_ref(), &path)
     }
 }
