@@ -31,7 +31,23 @@ impl DirLock for RealDirLock {}
 
 impl FileSystem for RealFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        self.create_dir_all(parent)?;
+        match fs::create_dir(dir) {
+            Ok(()) => {}
+            // Created by someone else meanwhile: theirs to sync.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        // IMPORTANT: a new directory's name is durable only once its parent is synced; without
+        // this, the files synced inside it could vanish with it at a power loss.
+        self.sync_dir(parent)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -189,4 +205,21 @@ pub fn restore_default_sigpipe() {
     // SAFETY: called at the start of `main`, before any other thread exists, and installs the
     // default disposition (no Rust handler runs in signal context).
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_dir_all_makes_every_missing_level_and_accepts_an_existing_one() {
+        let root = tempfile::tempdir().unwrap();
+        let deep = root.path().join("a/b/c");
+        RealFs.create_dir_all(&deep).unwrap();
+        assert!(deep.is_dir());
+        RealFs.create_dir_all(&deep).unwrap();
+        let file = root.path().join("a/file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(RealFs.create_dir_all(&file.join("d")).is_err());
+    }
 }

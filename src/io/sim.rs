@@ -180,7 +180,11 @@ impl DirChange {
 }
 
 fn parent_of(path: &Path) -> PathBuf {
-    path.parent().map(Path::to_owned).unwrap_or_default()
+    // A bare name is in the current directory, which `sync_dir(".")` makes durable.
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    }
 }
 
 #[derive(Debug, Default)]

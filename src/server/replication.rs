@@ -72,6 +72,8 @@ impl SlotTable {
 
     /// Writes the file durably (`io::replace_file`: old or new after a crash, never a mix).
     fn save(&mut self) -> std::io::Result<()> {
+        // Until a save succeeds the table stays dirty, so the next tick tries again.
+        self.dirty = true;
         replace_file(&RealFs, &self.path, encode_slots(&self.slots).as_bytes())?;
         self.dirty = false;
         self.saved_at = std::time::Instant::now();

@@ -59,7 +59,7 @@ impl SnapshotBuilds {
     pub fn open(fs: Arc<dyn FileSystem>, data_dir: &Path, level: i32) -> Result<Self> {
         let dir = data_dir.join(SNAPSHOTS_DIR);
         let mut found: Vec<SnapshotFile> = Vec::new();
-        // None when the directory is missing: the first build creates it.
+        // Empty when the directory is missing: the first build creates it.
         let names = fs.entries(&dir).map_err(SnapshotError::io("list", &dir))?;
         for name in names {
             let path = dir.join(&name);

@@ -242,10 +242,13 @@ pub fn create_snapshot_file_in(
             .map_err(SnapshotError::io("fsync", &temp))?;
         fs.rename(&temp, path)
             .map_err(SnapshotError::io("rename", path))?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs.sync_dir(parent)
-                .map_err(SnapshotError::io("fsync directory", parent))?;
-        }
+        // A bare file name lives in the current directory, which needs its sync as much.
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs.sync_dir(parent)
+            .map_err(SnapshotError::io("fsync directory", parent))?;
         Ok(summary)
     })();
     if result.is_err() {
