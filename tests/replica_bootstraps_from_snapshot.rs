@@ -134,18 +134,15 @@ fn an_empty_replica_bootstraps_from_a_snapshot_then_follows_the_log() {
     primary.stop();
 }
 
-#[test]
-fn a_replica_killed_mid_transfer_resumes_it_and_converges() {
-    let dir = tempfile::tempdir().unwrap();
-    let (pdir, rdir) = (dir.path().join("p"), dir.path().join("r"));
+/// A primary holding about 8 MB of incompressible state and a new replica bootstrapping from
+/// it through a proxy that slows the transfer; returns once a quarter of the snapshot arrived.
+fn slow_bootstrap(pdir: &Path, rdir: &Path, seed: u64) -> (Daemon, Proxy, Daemon) {
     let port = free_port();
-    let primary = start_primary(&pdir, port);
-    let mut p = primary.client();
-    // Incompressible values: a snapshot of about 8 MB.
-    load(&mut p, 2000, 4096, 3);
+    let primary = start_primary(pdir, port);
+    load(&mut primary.client(), 2000, 4096, seed);
     let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap());
     proxy.delay(Duration::from_millis(15));
-    let replica = Daemon::start(&rdir, &["--replica-of", &proxy.addr.to_string()]);
+    let replica = Daemon::start(rdir, &["--replica-of", &proxy.addr.to_string()]);
     assert!(
         wait_until(60, || {
             let read: u64 = replication_field(&replica, "master_sync_read_bytes")
@@ -158,6 +155,15 @@ fn a_replica_killed_mid_transfer_resumes_it_and_converges() {
         }),
         "the transfer is under way"
     );
+    (primary, proxy, replica)
+}
+
+#[test]
+fn a_replica_killed_mid_transfer_resumes_it_and_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pdir, rdir) = (dir.path().join("p"), dir.path().join("r"));
+    let (primary, proxy, replica) = slow_bootstrap(&pdir, &rdir, 3);
+    let mut p = primary.client();
     let mut r = replica.client();
     assert_eq!(
         info_field(&mut r, "replication", "master_sync_in_progress").as_deref(),
@@ -437,22 +443,8 @@ fn a_replica_killed_while_installing_never_serves_a_partial_state_and_converges(
 fn a_received_snapshot_damaged_on_disk_is_sent_again_not_installed() {
     let dir = tempfile::tempdir().unwrap();
     let (pdir, rdir) = (dir.path().join("p"), dir.path().join("r"));
-    let port = free_port();
-    let primary = start_primary(&pdir, port);
+    let (primary, proxy, replica) = slow_bootstrap(&pdir, &rdir, 43);
     let mut p = primary.client();
-    load(&mut p, 2000, 4096, 43);
-    let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap());
-    proxy.delay(Duration::from_millis(15));
-    let replica = Daemon::start(&rdir, &["--replica-of", &proxy.addr.to_string()]);
-    assert!(
-        wait_until(60, || {
-            let read: u64 = replication_field(&replica, "master_sync_read_bytes")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            read > 1 << 20
-        }),
-        "the transfer is under way"
-    );
     replica.kill();
     let partial = rdir.join("bootstrap/snapshot.partial");
     let held = std::fs::metadata(&partial).unwrap().len();
