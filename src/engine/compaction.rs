@@ -6,6 +6,7 @@
 //! safe: every older put of its key lies before it, in segments this pass (or an earlier one)
 //! has already rewritten without that put, so no replay can resurrect the key.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
@@ -60,16 +61,28 @@ pub struct CompactionStats {
     pub bytes_out: u64,
 }
 
+/// What a pass judges records against.
+struct Judge<'a> {
+    /// Deletes at or before it may be dropped.
+    horizon: Lsn,
+    /// The index speaks only for records up to it; anything later is kept.
+    applied: Lsn,
+    /// Keys written after the settled LSN: every record of them is kept.
+    unsettled: &'a HashSet<Vec<u8>>,
+}
+
 /// Whether a record is still needed: the newest put of a live key, or a delete younger than
-/// the horizon whose key has not been written since. The index speaks only for records up to
-/// `applied`; anything later is kept.
-fn is_needed(index: &Index, record: &Record, horizon: Lsn, applied: Lsn) -> bool {
-    if record.lsn > applied {
+/// the horizon whose key has not been written since, or any record of a key written after the
+/// settled LSN (that write may still be rewound, and then the older record is the value).
+fn is_needed(index: &Index, record: &Record, judge: &Judge<'_>) -> bool {
+    if record.lsn > judge.applied {
         return true;
     }
     match decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES) {
+        Ok(KvOp::Put { key, .. }) if judge.unsettled.contains(key) => true,
+        Ok(KvOp::Delete { key }) if judge.unsettled.contains(key) => true,
         Ok(KvOp::Put { key, .. }) => index.get(key).is_some_and(|l| l.lsn == record.lsn),
-        Ok(KvOp::Delete { key }) => record.lsn > horizon && index.get(key).is_none(),
+        Ok(KvOp::Delete { key }) => record.lsn > judge.horizon && index.get(key).is_none(),
         // Not a key-value record: not ours to judge, keep it.
         Err(_) => true,
     }
@@ -90,23 +103,35 @@ impl Store {
         self.catch_up(self.wal.durable_lsn())?;
         let applied = self.applied_lsn.load(Ordering::Acquire);
         let horizon = applied.saturating_sub(self.options.compaction.tombstone_horizon_lsns);
+        // A replica resumes by reading its last record's segment: that one and every later
+        // one stay as they are while a retention slot holds them.
+        let hold = self.compaction_hold.load(Ordering::Acquire);
+        // IMPORTANT: records the replicas do not all hold yet may be rewound (a failover, then
+        // this node rejoining). A put or delete superseded only by such a record is still the
+        // key's value if that happens: found by the network-fault schedules, where compaction
+        // dropped an acknowledged put superseded by an unreplicated one that was then rolled
+        // back, and the key vanished. With no replica, nothing is unsettled.
+        let settled = if hold == Lsn::MAX { applied } else { hold };
+        let unsettled = self.keys_written_after(settled, applied)?;
+        let judge = Judge {
+            horizon,
+            applied,
+            unsettled: &unsettled,
+        };
         let mut stats = CompactionStats::default();
         let mut group: Vec<SealedSegment> = Vec::new();
         let mut group_kept = 0u64;
         let mut group_dropped = 0u64;
         let target = self.options.wal.segment_bytes;
-        // A replica resumes by reading its last record's segment: that one and every later
-        // one stay as they are while a retention slot holds them.
-        let hold = self.compaction_hold.load(Ordering::Acquire);
         let sealed = self
             .wal
             .sealed_segments()
             .into_iter()
             .take_while(|s| s.last_lsn <= applied && s.last_lsn < hold);
         for segment in sealed {
-            let (kept, dropped) = self.measure(&segment, horizon, applied)?;
+            let (kept, dropped) = self.measure(&segment, &judge)?;
             if !group.is_empty() && group_kept + kept > target {
-                self.compact_group(&group, group_dropped, &mut stats, horizon, applied)?;
+                self.compact_group(&group, group_dropped, &mut stats, &judge)?;
                 group.clear();
                 group_kept = 0;
                 group_dropped = 0;
@@ -115,12 +140,30 @@ impl Store {
             group_kept += kept;
             group_dropped += dropped;
         }
-        self.compact_group(&group, group_dropped, &mut stats, horizon, applied)?;
+        self.compact_group(&group, group_dropped, &mut stats, &judge)?;
         Ok(stats)
     }
 
+    /// The keys of the put and delete records in `(after, to]`.
+    fn keys_written_after(&self, after: Lsn, to: Lsn) -> Result<HashSet<Vec<u8>>> {
+        let mut keys = HashSet::new();
+        if after >= to {
+            return Ok(keys);
+        }
+        for record in self.wal.read_range(after + 1, to)? {
+            let record = record?;
+            match decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES) {
+                Ok(KvOp::Put { key, .. } | KvOp::Delete { key }) => {
+                    keys.insert(key.to_vec());
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(keys)
+    }
+
     /// Bytes of a segment's records that a pass would keep and drop.
-    fn measure(&self, segment: &SealedSegment, horizon: Lsn, applied: Lsn) -> Result<(u64, u64)> {
+    fn measure(&self, segment: &SealedSegment, judge: &Judge<'_>) -> Result<(u64, u64)> {
         let (mut kept, mut dropped) = (0, 0);
         let mut records = self
             .wal
@@ -135,7 +178,7 @@ impl Store {
             let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
             for record in &chunk {
                 let bytes = encoded_record_bytes(record.payload.len()) as u64;
-                if is_needed(&index, record, horizon, applied) {
+                if is_needed(&index, record, judge) {
                     kept += bytes;
                 } else {
                     dropped += bytes;
@@ -150,8 +193,7 @@ impl Store {
         group: &[SealedSegment],
         dropped: u64,
         stats: &mut CompactionStats,
-        horizon: Lsn,
-        applied: Lsn,
+        judge: &Judge<'_>,
     ) -> Result<()> {
         // Nothing to drop and nothing to merge: rewriting would only cost I/O.
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
@@ -172,7 +214,7 @@ impl Store {
             last.last_lsn,
             |record| {
                 let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-                let needed = is_needed(&index, record, horizon, applied);
+                let needed = is_needed(&index, record, judge);
                 if needed
                     && let Ok(KvOp::Put { key, .. }) =
                         decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES)
