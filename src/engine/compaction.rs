@@ -106,6 +106,17 @@ impl Store {
         // A replica resumes by reading its last record's segment: that one and every later
         // one stay as they are while a retention slot holds them.
         let hold = self.compaction_hold.load(Ordering::Acquire);
+        let sealed: Vec<SealedSegment> = self
+            .wal
+            .sealed_segments()
+            .into_iter()
+            .take_while(|s| s.last_lsn <= applied && s.last_lsn < hold)
+            .collect();
+        let mut stats = CompactionStats::default();
+        if sealed.is_empty() {
+            // A replica (hold 0), or nothing sealed yet: no need to look at the tail.
+            return Ok(stats);
+        }
         // IMPORTANT: records the replicas do not all hold yet may be rewound (a failover, then
         // this node rejoining). A put or delete superseded only by such a record is still the
         // key's value if that happens: found by the network-fault schedules, where compaction
@@ -118,16 +129,10 @@ impl Store {
             applied,
             unsettled: &unsettled,
         };
-        let mut stats = CompactionStats::default();
         let mut group: Vec<SealedSegment> = Vec::new();
         let mut group_kept = 0u64;
         let mut group_dropped = 0u64;
         let target = self.options.wal.segment_bytes;
-        let sealed = self
-            .wal
-            .sealed_segments()
-            .into_iter()
-            .take_while(|s| s.last_lsn <= applied && s.last_lsn < hold);
         for segment in sealed {
             let (kept, dropped) = self.measure(&segment, &judge)?;
             if !group.is_empty() && group_kept + kept > target {
@@ -150,7 +155,9 @@ impl Store {
         if after >= to {
             return Ok(keys);
         }
-        for record in self.wal.read_range(after + 1, to)? {
+        // Records before the log's start are gone; they cannot be rewound either.
+        let from = (after + 1).max(self.wal.first_lsn());
+        for record in self.wal.read_range(from, to)? {
             let record = record?;
             match decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES) {
                 Ok(KvOp::Put { key, .. } | KvOp::Delete { key }) => {
