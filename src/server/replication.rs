@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use super::Shared;
+use super::acks::AckLevel;
 use crate::format::resp::ReplyWriter;
 use crate::format::slots::{
     SLOTS_MAX, Slot, encode_replica_id, encode_slots, parse_replica_id, parse_slots,
@@ -206,6 +207,21 @@ impl Replication {
                  exists); write to the new primary"
             )
         })
+    }
+}
+
+/// Where compaction must stop: nowhere when `held` (a replica, whose log is a copy of its
+/// primary's, or a primary building a snapshot); at the oldest retention slot; and, with no
+/// slot, nowhere on a primary whose writes wait for replicas, else (a lone node) nowhere
+/// short of the end. Compaction counts the log up to the hold as settled: a write after it
+/// may still be rolled back by a failover. A primary waiting for replicas with none attached
+/// yet (just promoted, say) has nothing on a replica, so nothing of it is settled.
+fn compaction_hold_at(held: bool, waits_for_replicas: bool, oldest_slot: Option<u64>) -> u64 {
+    match oldest_slot {
+        _ if held => 0,
+        Some(lsn) => lsn,
+        None if waits_for_replicas => 0,
+        None => u64::MAX,
     }
 }
 
@@ -594,15 +610,14 @@ impl Shared {
         })
     }
 
-    /// Where compaction must stop: nowhere on a replica (its log is a copy of its primary's),
-    /// nowhere while a snapshot is built, else at the oldest slot.
+    /// Where compaction must stop (see [`compaction_hold_at`]).
     fn compaction_hold(&self, table: &SlotTable) -> u64 {
-        if self.replication.is_read_only() || self.replication.building.load(Ordering::Acquire) > 0
-        {
-            0
-        } else {
-            table.slots.iter().map(|s| s.lsn).min().unwrap_or(u64::MAX)
-        }
+        compaction_hold_at(
+            self.replication.is_read_only()
+                || self.replication.building.load(Ordering::Acquire) > 0,
+            self.options.sync.level != AckLevel::Local,
+            table.slots.iter().map(|s| s.lsn).min(),
+        )
     }
 
     /// A snapshot that replica `replica_id` can bootstrap from: the log right after it is still
@@ -1029,4 +1044,23 @@ fn send_file_as_bulk(stream: &mut TcpStream, file: &SnapshotFile) -> std::io::Re
     }
     stream.write_all(b"\r\n")?;
     stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compaction_hold_at;
+
+    #[test]
+    fn compaction_holds_everything_a_failover_could_still_roll_back() {
+        // A replica, or a snapshot being built: nothing is compacted.
+        assert_eq!(compaction_hold_at(true, false, Some(50)), 0);
+        assert_eq!(compaction_hold_at(true, true, None), 0);
+        // The oldest slot bounds what every replica holds.
+        assert_eq!(compaction_hold_at(false, true, Some(50)), 50);
+        assert_eq!(compaction_hold_at(false, false, Some(50)), 50);
+        // No slot: a primary waiting for replicas has nothing settled; a lone node has no
+        // failover to fear.
+        assert_eq!(compaction_hold_at(false, true, None), 0);
+        assert_eq!(compaction_hold_at(false, false, None), u64::MAX);
+    }
 }
