@@ -62,30 +62,77 @@ pub struct CompactionStats {
 }
 
 /// What a pass judges records against.
-struct Judge<'a> {
+struct Judge {
     /// Deletes at or before it may be dropped.
     horizon: Lsn,
-    /// The index speaks only for records up to it; anything later is kept.
+    /// The index speaks only for records up to it (when the pass began); anything later is kept.
     applied: Lsn,
-    /// Keys written after the settled LSN: every record of them is kept.
-    unsettled: &'a HashSet<Vec<u8>>,
+    /// Records after it may still be rewound (see `Store::compact`).
+    settled: Lsn,
+    /// The keys of the put and delete records in `(settled, scanned_to]`: every record of
+    /// them is kept.
+    unsettled: HashSet<Vec<u8>>,
+    scanned_to: Lsn,
+    /// A scan of new records failed: nothing is judged dead any more.
+    blind: bool,
 }
 
-/// Whether a record is still needed: the newest put of a live key, or a delete younger than
-/// the horizon whose key has not been written since, or any record of a key written after the
-/// settled LSN (that write may still be rewound, and then the older record is the value).
-fn is_needed(index: &Index, record: &Record, judge: &Judge<'_>) -> bool {
-    if record.lsn > judge.applied {
-        return true;
+impl Judge {
+    /// Takes in the keys written since the last look, up to `applied_now`. Called with the
+    /// index read lock held: the applier moves the applied LSN under the write lock, so the
+    /// index then shows exactly the records up to `applied_now`, and each key it shows
+    /// written after `settled` is in the set before that key's older records are judged.
+    fn catch_up(&mut self, wal: &crate::Wal, applied_now: Lsn) {
+        if self.blind || applied_now <= self.scanned_to {
+            return;
+        }
+        match keys_written(wal, self.scanned_to, applied_now, &mut self.unsettled) {
+            Ok(()) => self.scanned_to = applied_now,
+            Err(_) => self.blind = true,
+        }
     }
-    match decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES) {
-        Ok(KvOp::Put { key, .. }) if judge.unsettled.contains(key) => true,
-        Ok(KvOp::Delete { key }) if judge.unsettled.contains(key) => true,
-        Ok(KvOp::Put { key, .. }) => index.get(key).is_some_and(|l| l.lsn == record.lsn),
-        Ok(KvOp::Delete { key }) => record.lsn > judge.horizon && index.get(key).is_none(),
-        // Not a key-value record: not ours to judge, keep it.
-        Err(_) => true,
+
+    /// Whether a record is still needed: the newest put of a live key, or a delete younger
+    /// than the horizon whose key has not been written since, or any record of a key written
+    /// after the settled LSN (that write may still be rewound, and then the older record is
+    /// the key's value).
+    fn is_needed(&self, index: &Index, record: &Record) -> bool {
+        if self.blind || record.lsn > self.applied {
+            return true;
+        }
+        match decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES) {
+            Ok(KvOp::Put { key, .. } | KvOp::Delete { key }) if self.unsettled.contains(key) => {
+                true
+            }
+            Ok(KvOp::Put { key, .. }) => index.get(key).is_some_and(|l| l.lsn == record.lsn),
+            Ok(KvOp::Delete { key }) => record.lsn > self.horizon && index.get(key).is_none(),
+            // Not a key-value record: not ours to judge, keep it.
+            Err(_) => true,
+        }
     }
+}
+
+/// Adds to `keys` the keys of the put and delete records in `(after, to]` (those still in the
+/// log: earlier ones cannot be rewound either).
+fn keys_written(
+    wal: &crate::Wal,
+    after: Lsn,
+    to: Lsn,
+    keys: &mut HashSet<Vec<u8>>,
+) -> crate::wal::Result<()> {
+    let from = (after + 1).max(wal.first_lsn());
+    if from > to {
+        return Ok(());
+    }
+    for record in wal.read_range(from, to)? {
+        let record = record?;
+        if let Ok(KvOp::Put { key, .. } | KvOp::Delete { key }) =
+            decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES)
+        {
+            keys.insert(key.to_vec());
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -123,20 +170,24 @@ impl Store {
         // dropped an acknowledged put superseded by an unreplicated one that was then rolled
         // back, and the key vanished. With no replica, nothing is unsettled.
         let settled = if hold == Lsn::MAX { applied } else { hold };
-        let unsettled = self.keys_written_after(settled, applied)?;
-        let judge = Judge {
+        let mut unsettled = HashSet::new();
+        keys_written(&self.wal, settled, applied, &mut unsettled)?;
+        let mut judge = Judge {
             horizon,
             applied,
-            unsettled: &unsettled,
+            settled,
+            unsettled,
+            scanned_to: applied.max(settled),
+            blind: false,
         };
         let mut group: Vec<SealedSegment> = Vec::new();
         let mut group_kept = 0u64;
         let mut group_dropped = 0u64;
         let target = self.options.wal.segment_bytes;
         for segment in sealed {
-            let (kept, dropped) = self.measure(&segment, &judge)?;
+            let (kept, dropped) = self.measure(&segment, &mut judge)?;
             if !group.is_empty() && group_kept + kept > target {
-                self.compact_group(&group, group_dropped, &mut stats, &judge)?;
+                self.compact_group(&group, group_dropped, &mut stats, &mut judge)?;
                 group.clear();
                 group_kept = 0;
                 group_dropped = 0;
@@ -145,32 +196,12 @@ impl Store {
             group_kept += kept;
             group_dropped += dropped;
         }
-        self.compact_group(&group, group_dropped, &mut stats, &judge)?;
+        self.compact_group(&group, group_dropped, &mut stats, &mut judge)?;
         Ok(stats)
     }
 
-    /// The keys of the put and delete records in `(after, to]`.
-    fn keys_written_after(&self, after: Lsn, to: Lsn) -> Result<HashSet<Vec<u8>>> {
-        let mut keys = HashSet::new();
-        if after >= to {
-            return Ok(keys);
-        }
-        // Records before the log's start are gone; they cannot be rewound either.
-        let from = (after + 1).max(self.wal.first_lsn());
-        for record in self.wal.read_range(from, to)? {
-            let record = record?;
-            match decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES) {
-                Ok(KvOp::Put { key, .. } | KvOp::Delete { key }) => {
-                    keys.insert(key.to_vec());
-                }
-                Err(_) => {}
-            }
-        }
-        Ok(keys)
-    }
-
     /// Bytes of a segment's records that a pass would keep and drop.
-    fn measure(&self, segment: &SealedSegment, judge: &Judge<'_>) -> Result<(u64, u64)> {
+    fn measure(&self, segment: &SealedSegment, judge: &mut Judge) -> Result<(u64, u64)> {
         let (mut kept, mut dropped) = (0, 0);
         let mut records = self
             .wal
@@ -183,9 +214,10 @@ impl Store {
                 .take(256)
                 .collect::<std::result::Result<_, _>>()?;
             let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            judge.catch_up(&self.wal, self.applied_lsn.load(Ordering::Acquire));
             for record in &chunk {
                 let bytes = encoded_record_bytes(record.payload.len()) as u64;
-                if is_needed(&index, record, judge) {
+                if judge.is_needed(&index, record) {
                     kept += bytes;
                 } else {
                     dropped += bytes;
@@ -200,7 +232,7 @@ impl Store {
         group: &[SealedSegment],
         dropped: u64,
         stats: &mut CompactionStats,
-        judge: &Judge<'_>,
+        judge: &mut Judge,
     ) -> Result<()> {
         // Nothing to drop and nothing to merge: rewriting would only cost I/O.
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
@@ -211,7 +243,10 @@ impl Store {
         }
         // A pass can run for seconds (it is throttled): a replica that attached since it began
         // holds its position now, so look at the hold again before each rewrite.
-        if last.last_lsn >= self.compaction_hold.load(Ordering::Acquire) {
+        // A hold that moved below the settled LSN (a replica that registered lower) makes
+        // records this pass took as settled rewindable: leave them to the next pass.
+        let hold = self.compaction_hold.load(Ordering::Acquire);
+        if last.last_lsn >= hold || hold < judge.settled {
             return Ok(());
         }
         self.forget_checkpoint()?;
@@ -221,7 +256,8 @@ impl Store {
             last.last_lsn,
             |record| {
                 let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-                let needed = is_needed(&index, record, judge);
+                judge.catch_up(&self.wal, self.applied_lsn.load(Ordering::Acquire));
+                let needed = judge.is_needed(&index, record);
                 if needed
                     && let Ok(KvOp::Put { key, .. }) =
                         decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES)

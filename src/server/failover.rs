@@ -140,8 +140,9 @@ impl Shared {
         };
         replication.fenced.store(0, Ordering::Release);
         replication.read_only.store(false, Ordering::Release);
-        // Compaction again, as on any primary (the slot keeper keeps it off replicas).
-        db.set_compaction_hold(u64::MAX);
+        // Compaction again, as on any primary (the slot keeper keeps it off replicas), held
+        // where the slots say: until a replica holds a slot, nothing written here is settled.
+        db.set_compaction_hold(self.current_compaction_hold());
         tracing::warn!(
             epoch,
             start_lsn,

@@ -610,6 +610,11 @@ impl Shared {
         })
     }
 
+    /// Where compaction must stop now, from the slots as they stand.
+    pub(super) fn current_compaction_hold(&self) -> u64 {
+        self.compaction_hold(&lock(&self.replication.slots))
+    }
+
     /// Where compaction must stop (see [`compaction_hold_at`]).
     fn compaction_hold(&self, table: &SlotTable) -> u64 {
         compaction_hold_at(
