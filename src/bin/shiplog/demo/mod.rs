@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use load::{CLIENTS, Load, Outcome};
-use node::{Node, check_interrupted, free_port};
+use node::{Node, check_interrupted, free_port, port_was_taken};
 use probe::{command, connect, expect_simple, info, position, wait_until};
 use relay::Relay;
 
@@ -43,6 +43,8 @@ const SECONDS_MAX: f64 = 600.0;
 const PARTITION_WAIT: Duration = Duration::from_millis(500);
 /// Names of the nodes; the first starts as the primary.
 const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+/// How many more ports a new node tries when the one chosen was taken before it listened.
+const PORT_RETRIES: u32 = 5;
 
 /// `shiplog demo`'s settings.
 #[derive(Debug, clap::Args)]
@@ -94,6 +96,23 @@ impl Cluster {
             flags.extend(["--replica-of".to_owned(), primary.to_owned()]);
         }
         Node::start(&self.daemon, name, &self.root.join(name), addr, &flags)
+    }
+
+    /// Starts a new node on a free port, trying another if something took it meanwhile (a
+    /// second demo on this machine can pick the same one).
+    fn start_on_free_port(
+        &self,
+        name: &'static str,
+        primary: Option<&str>,
+    ) -> Result<Node, String> {
+        let mut attempts = 0;
+        loop {
+            let addr = format!("127.0.0.1:{}", free_port()?);
+            match self.start(name, &addr, primary) {
+                Err(e) if port_was_taken(&e) && attempts < PORT_RETRIES => attempts += 1,
+                result => return result,
+            }
+        }
     }
 }
 
@@ -201,7 +220,6 @@ fn start_cluster(daemon: &Path, root: &Path, sync: bool) -> Result<Cluster, Stri
         relays: Vec::new(),
     };
     for name in NAMES {
-        let addr = format!("127.0.0.1:{}", free_port()?);
         let (primary, role) = match cluster.nodes.first() {
             None => (None, "primary".to_owned()),
             Some(first) => {
@@ -214,7 +232,8 @@ fn start_cluster(daemon: &Path, root: &Path, sync: bool) -> Result<Cluster, Stri
                 )
             }
         };
-        let node = cluster.start(name, &addr, primary.as_deref())?;
+        let node = cluster.start_on_free_port(name, primary.as_deref())?;
+        let addr = &node.addr;
         say!(
             "  started {name} on {addr} (pid {}) as {role}",
             node.pid().unwrap_or(0)

@@ -63,12 +63,59 @@ pub fn check_interrupted() -> Result<(), String> {
     }
 }
 
-/// A port that was free a moment ago.
+/// The lowest port tried, well above the well-known and commonly configured ones.
+const LOWEST_PORT: u16 = 10_000;
+/// Ports tried before giving up.
+const PORT_ATTEMPTS: u64 = 200;
+
+/// A port that was free a moment ago, below the kernel's ephemeral range when there is room.
+///
+/// IMPORTANT: not `bind(0)`. A node keeps its port across a kill and a restart, and a port in
+/// the ephemeral range can be handed out in between, to an outgoing connection or to another
+/// `bind(0)` (the relays); that once failed a restart with "Address already in use".
 pub fn free_port() -> Result<u16, String> {
+    let Some(ephemeral_low) = ephemeral_low().filter(|&low| low > LOWEST_PORT + 1_000) else {
+        return any_free_port();
+    };
+    let span = u64::from(ephemeral_low - LOWEST_PORT);
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            d.as_secs().rotate_left(30) ^ u64::from(d.subsec_nanos())
+        })
+        ^ u64::from(std::process::id()).rotate_left(32);
+    for _ in 0..PORT_ATTEMPTS {
+        // SplitMix64: spreads concurrent demos (different clocks and pids) over the span.
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let port = LOWEST_PORT + u16::try_from(z % span).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    any_free_port()
+}
+
+/// The low end of the kernel's ephemeral port range, when it can be read.
+fn ephemeral_low() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
+}
+
+/// Whatever port the kernel offers: the fallback when there is no room below its range.
+fn any_free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("cannot find a free port on 127.0.0.1: {e}"))
+}
+
+/// True when a node failed to start because its port was taken.
+pub fn port_was_taken(error: &str) -> bool {
+    error.contains("Address already in use")
 }
 
 /// `shiplogd`, next to the running `shiplog`.
