@@ -8,8 +8,9 @@
 //! no deleted key. In process, each injected error must reach the caller or stop the log
 //! (fail-stop), and the same file system reopened after a `kill -9` loses nothing acknowledged.
 //!
-//! Not here: rewind truncation (`tests/wal_epochs_and_rewind.rs`) and hint files. The
-//! snapshot file's own source is read from the real file system in the restore protocol.
+//! Not here: rewind truncation, enumerated the same way in `tests/wal_epochs_and_rewind.rs`.
+//! The checkpoint is the hint file. The snapshot file's own source is read from the real file
+//! system in the restore protocol.
 
 #![allow(
     clippy::unwrap_used,

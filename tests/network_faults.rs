@@ -248,7 +248,7 @@ fn schedule(seed: u64, steps: usize, tally: &mut Tally) {
                 .unwrap_or_default();
             panic!(
                 "schedule SHIPLOG_NEMESIS_SEED={seed:#x} ({steps} steps) failed, its nodes' \
-                 directories kept in {}: {message}",
+                 directories and logs (n0.log, ...) kept in {}: {message}",
                 kept.display()
             );
         }

@@ -1,6 +1,10 @@
 //! Background compaction, in the manner of Kafka's compacted topics: sealed segments are
-//! rewritten keeping only the newest record of each key (and deletes younger than a horizon),
-//! with their LSNs, so the log stays readable by LSN and space stays near the live data.
+//! rewritten keeping the newest record of each key (and deletes younger than a horizon), with
+//! their LSNs, so the log stays readable by LSN and space stays near the live data.
+//!
+//! IMPORTANT: every record of a key written after the settled LSN (what every replica holding
+//! a retention slot has) is kept too. A newer write that no replica has yet may be cut by a
+//! rewind after a failover, and the acknowledged record it superseded must still be there.
 //!
 //! Each pass starts at the beginning of the log. That is what makes dropping an old delete
 //! safe: every older put of its key lies before it, in segments this pass (or an earlier one)

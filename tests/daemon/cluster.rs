@@ -355,9 +355,13 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
-    /// Stops the load, so a failed test leaves no client running.
+    /// Stops the load, so a failed test leaves no client running, and keeps the nodes' logs
+    /// of a failed test beside their directories.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        if std::thread::panicking() {
+            self.save_logs();
+        }
     }
 }
 
