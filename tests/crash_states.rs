@@ -32,8 +32,10 @@ use shiplog::snapshot::{
 use shiplog::{Db, DbOptions, Durability, Entry, Lsn, Wal};
 
 mod lsn_records;
+mod ship_chunks;
 
 use lsn_records::{append, kind, payload, sim_options};
+use ship_chunks::deliver;
 
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
@@ -1210,23 +1212,7 @@ impl ReplicaReceive {
                 break;
             };
             self.offered = self.offered.max(chunk.last_lsn);
-            if let Some(header) = &chunk.header {
-                receiver
-                    .segment_header(replica, header, chunk.capacity)
-                    .map_err(err)?;
-            }
-            let last = receiver
-                .segment_bytes(
-                    replica,
-                    chunk.segment,
-                    chunk.offset,
-                    &chunk.bytes,
-                    chunk.last_lsn,
-                )
-                .map_err(err)?;
-            if last != 0 {
-                replica.wait_for(last, Durability::Sync).map_err(err)?;
-            }
+            deliver(replica, &mut receiver, &chunk).map_err(err)?;
             // A compacted segment is durable once installed, without a wait.
             self.acked = self.acked.max(replica.durable_lsn());
             position = chunk.next;

@@ -22,6 +22,10 @@ use shiplog::repl::Receiver;
 use shiplog::wal::{Options, ShipPosition};
 use shiplog::{Durability, Entry, RecordKind, Wal};
 
+mod ship_chunks;
+
+use ship_chunks::deliver;
+
 /// Seeds of the schedule; each runs `CRASHES` power cuts.
 const ROUNDS: u64 = 100;
 const CRASHES: usize = 4;
@@ -110,23 +114,7 @@ fn ship(
             chunk.last_lsn,
             primary.durable_lsn()
         );
-        if let Some(header) = &chunk.header {
-            receiver
-                .segment_header(replica, header, chunk.capacity)
-                .unwrap();
-        }
-        let queued = receiver
-            .segment_bytes(
-                replica,
-                chunk.segment,
-                chunk.offset,
-                &chunk.bytes,
-                chunk.last_lsn,
-            )
-            .unwrap();
-        if queued != 0 {
-            replica.wait_for(queued, Durability::Sync).unwrap();
-        }
+        deliver(replica, receiver, &chunk).unwrap();
         position = chunk.next;
     }
     position

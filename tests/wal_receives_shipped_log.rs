@@ -10,12 +10,14 @@
 
 use std::path::Path;
 
+use shiplog::Wal;
 use shiplog::format::RecordKind;
 use shiplog::repl::Receiver;
-use shiplog::wal::{
-    Durability, Entry, Options, ShipChunk, ShipPosition, WalError, segment_file_name,
-};
-use shiplog::{Lsn, Wal};
+use shiplog::wal::{Durability, Entry, Options, ShipPosition, WalError, segment_file_name};
+
+mod ship_chunks;
+
+use ship_chunks::deliver;
 
 const CHUNK: usize = 16 << 10;
 
@@ -60,23 +62,6 @@ fn ship(
         position = chunk.next;
     }
     position
-}
-
-fn deliver(replica: &Wal, receiver: &mut Receiver, chunk: &ShipChunk) -> Result<Lsn, WalError> {
-    if let Some(header) = &chunk.header {
-        receiver.segment_header(replica, header, chunk.capacity)?;
-    }
-    let last = receiver.segment_bytes(
-        replica,
-        chunk.segment,
-        chunk.offset,
-        &chunk.bytes,
-        chunk.last_lsn,
-    )?;
-    if last != 0 {
-        replica.wait_for(last, Durability::Sync)?;
-    }
-    Ok(last)
 }
 
 /// Every segment of `replica` is the primary's, byte for byte, up to its own end of records.
