@@ -221,6 +221,53 @@ fn a_primary_paused_across_a_promotion_steps_down_when_it_runs_again() {
 }
 
 #[test]
+fn a_node_promoted_after_hearing_of_an_epoch_it_never_joined_starts_a_newer_one() {
+    // Found by the network-fault schedule SHIPLOG_NEMESIS_SEED=0x4538666743e5: an old primary
+    // heard of epoch 2, was re-pointed (forgetting it) and promoted before it reached the new
+    // primary, and started a second epoch 2. Two primaries of one epoch look alike to every
+    // history check, and the first never stepped down.
+    let dir = tempfile::tempdir().unwrap();
+    let a = Daemon::start(&dir.path().join("a"), &[]);
+    let b = Daemon::start(
+        &dir.path().join("b"),
+        &["--replica-of", &a.addr.to_string()],
+    );
+    for i in 0..20 {
+        set(&mut a.client(), &format!("k{i}"), "v");
+    }
+    assert!(wait_caught_up(&a, &b, 30));
+    assert_eq!(
+        command(&mut b.client(), &["REPLICAOF", "NO", "ONE"]).unwrap(),
+        "OK"
+    );
+    assert_eq!(field(&b, "epoch").as_deref(), Some("2"));
+    assert!(
+        wait_until(30, || field(&a, "fenced_by_epoch").as_deref() == Some("2")),
+        "the old primary learns of epoch 2"
+    );
+    // The new primary dies before the old one reaches it: re-pointed at it, `a` never
+    // receives epoch 2 into its own history.
+    let b_port = b.addr.port().to_string();
+    b.kill();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(&b_port)
+        .query(&mut a.client())
+        .unwrap();
+    assert_eq!(
+        command(&mut a.client(), &["REPLICAOF", "NO", "ONE"]).unwrap(),
+        "OK"
+    );
+    assert_eq!(
+        field(&a, "epoch").as_deref(),
+        Some("3"),
+        "a promotion goes above every epoch the node has heard of:\n{}",
+        a.log()
+    );
+    a.stop();
+}
+
+#[test]
 fn a_replica_of_a_newer_epoch_refuses_to_follow_an_old_primary_which_steps_down() {
     let dir = tempfile::tempdir().unwrap();
     let old = Daemon::start(&dir.path().join("old"), &[]);

@@ -5,7 +5,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::auth::{self, Prover};
@@ -51,6 +52,9 @@ pub struct LinkOptions {
     pub carry_max_bytes: usize,
     /// The primary's password, proven by challenge–response (`--masterauth-file`).
     pub masterauth: Option<Vec<u8>>,
+    /// The newest epoch this node has heard of, raised with every epoch the primary tells:
+    /// a promotion must go above it, even when this log never joined that epoch.
+    pub seen_epoch: Arc<AtomicU32>,
 }
 
 impl LinkOptions {
@@ -66,6 +70,7 @@ impl LinkOptions {
             backoff_max: Duration::from_secs(5),
             carry_max_bytes: (1 << 30) + (8 << 20),
             masterauth: None,
+            seen_epoch: Arc::new(AtomicU32::new(0)),
         }
     }
 }
@@ -203,7 +208,11 @@ fn session(store: &Store, options: &LinkOptions, status: &LinkStatus) -> Result<
     let mut reply = frames.read_frame()?;
     let mut history = None;
     if let Frame::History { entries } = reply {
-        history = Some(parse_history(entries)?);
+        let theirs = parse_history(entries)?;
+        options
+            .seen_epoch
+            .fetch_max(theirs.latest().epoch, Ordering::AcqRel);
+        history = Some(theirs);
         reply = frames.read_frame()?;
     }
     if let (Frame::Refuse { code, reason }, Some(theirs)) = (reply, &history)
@@ -322,6 +331,9 @@ fn accept_welcome(
     welcome: crate::format::repl::Welcome,
     history: Option<&EpochHistory>,
 ) -> Result<(), ReplError> {
+    options
+        .seen_epoch
+        .fetch_max(welcome.epoch, Ordering::AcqRel);
     let wal = store.wal();
     let seen = wal.highest_epoch();
     if welcome.epoch < seen {

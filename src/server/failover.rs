@@ -130,7 +130,11 @@ impl Shared {
             targets.push((addr, true));
         }
         let highest = match self.compare_with_peers(&targets, mine, force) {
-            Ok(peers_highest) => wal.highest_epoch().max(fenced).max(peers_highest),
+            Ok(peers_highest) => wal
+                .highest_epoch()
+                .max(fenced)
+                .max(replication.seen_epoch.load(Ordering::Acquire))
+                .max(peers_highest),
             Err(why) => return refuse(why),
         };
         let epoch = highest + 1;
@@ -200,6 +204,10 @@ impl Shared {
     /// This primary learned of a newer epoch: it was replaced, and refuses writes from now on
     /// (until it is pointed at the new primary).
     pub fn step_down(&self, epoch: Epoch) {
+        // Heard of, whatever this node does about it now: a promotion must go above it.
+        self.replication
+            .seen_epoch
+            .fetch_max(epoch, Ordering::AcqRel);
         if lock(&self.replication.link).is_some() {
             return;
         }

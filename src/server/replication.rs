@@ -138,6 +138,9 @@ pub struct Replication {
     pub(super) read_only: AtomicBool,
     /// The newer epoch that replaced this primary (0: none): writes are refused.
     pub(super) fenced: AtomicU32,
+    /// The newest epoch this node has heard of (a fence, a replica's hello, a primary's
+    /// history), kept across re-pointing, in memory only: a promotion goes above it.
+    pub(super) seen_epoch: Arc<AtomicU32>,
     pub(super) link: Mutex<Option<Link>>,
     replicas: Mutex<Vec<Shipping>>,
     slots: Mutex<SlotTable>,
@@ -173,6 +176,7 @@ impl Replication {
             replica_id: replica_id(dir)? ^ place,
             read_only: AtomicBool::new(false),
             fenced: AtomicU32::new(0),
+            seen_epoch: Arc::new(AtomicU32::new(0)),
             link: Mutex::new(None),
             replicas: Mutex::new(Vec::new()),
             slots: Mutex::new(SlotTable::load(dir)?),
@@ -288,6 +292,7 @@ impl Shared {
         let mut options =
             LinkOptions::new(primary.clone(), replication.replica_id, self.listen.port());
         options.masterauth.clone_from(&self.options.masterauth);
+        options.seen_epoch = Arc::clone(&replication.seen_epoch);
         let me = Arc::clone(self);
         let for_thread = Arc::clone(&status);
         let (handoff_tx, handoff_rx) = std::sync::mpsc::channel::<Option<JoinHandle<()>>>();
