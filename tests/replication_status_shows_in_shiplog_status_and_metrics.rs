@@ -388,3 +388,48 @@ fn metrics_show_replication_on_both_ends() {
     );
     replica.stop();
 }
+
+fn compaction_hold(node: &Daemon) -> String {
+    info_field(&mut node.client(), "persistence", "compaction_hold_lsn").unwrap()
+}
+
+#[test]
+fn info_shows_where_replicas_hold_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let lone = Daemon::start(&dir.path().join("lone"), &[]);
+    write_keys(&lone, 10);
+    assert_eq!(
+        compaction_hold(&lone),
+        "none",
+        "a lone node compacts all it has"
+    );
+    lone.stop();
+
+    // Its writes wait for a replica and none holds a slot yet: nothing it wrote is settled.
+    let primary = Daemon::start(
+        &dir.path().join("p"),
+        &["--sync-replicas", "1", "--sync-timeout-ms", "60000"],
+    );
+    assert!(
+        wait_until(DEADLINE_SECS, || compaction_hold(&primary) == "0"),
+        "{}",
+        compaction_hold(&primary)
+    );
+    let replica = Daemon::start(
+        &dir.path().join("r"),
+        &["--replica-of", &primary.addr.to_string()],
+    );
+    assert_eq!(compaction_hold(&replica), "0", "a replica's log is a copy");
+    write_keys(&primary, 50);
+    assert!(wait_caught_up(&primary, &replica, DEADLINE_SECS));
+    let durable = durable_lsn(&primary);
+    // The slot follows the replica's durable LSN at the next tick.
+    assert!(
+        wait_until(DEADLINE_SECS, || compaction_hold(&primary)
+            == durable.to_string()),
+        "hold {} after the replica made LSN {durable} durable",
+        compaction_hold(&primary)
+    );
+    replica.stop();
+    primary.stop();
+}

@@ -570,6 +570,12 @@ impl Store {
         self.compaction_hold.store(lsn, Ordering::Release);
     }
 
+    /// Where compaction stops now (`Lsn::MAX`: nowhere; 0: it rewrites nothing).
+    #[must_use]
+    pub fn compaction_hold(&self) -> Lsn {
+        self.compaction_hold.load(Ordering::Acquire)
+    }
+
     /// The last LSN visible to readers.
     #[must_use]
     pub fn applied_lsn(&self) -> Lsn {

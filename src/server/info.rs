@@ -159,6 +159,15 @@ fn persistence(shared: &Shared) -> String {
         ("durable_lsn", wal.durable_lsn.to_string()),
         ("applied_lsn", stats.last_lsn.to_string()),
         ("segments", wal.segments.to_string()),
+        // 0 on a replica, and on a primary whose writes wait for replicas while none holds a
+        // slot: its log grows until one does.
+        (
+            "compaction_hold_lsn",
+            match db.compaction_hold() {
+                u64::MAX => "none".to_owned(),
+                lsn => lsn.to_string(),
+            },
+        ),
         ("disk_bytes", stats.disk_bytes.to_string()),
         ("log_bytes_written", wal.bytes_written.to_string()),
         ("fsyncs", wal.syncs.to_string()),
