@@ -268,6 +268,44 @@ fn a_node_promoted_after_hearing_of_an_epoch_it_never_joined_starts_a_newer_one(
 }
 
 #[test]
+fn a_promotion_refused_for_a_newer_sibling_is_remembered_by_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Daemon::start(&dir.path().join("a"), &[]);
+    let b = Daemon::start(
+        &dir.path().join("b"),
+        &["--replica-of", &a.addr.to_string()],
+    );
+    let c = Daemon::start(
+        &dir.path().join("c"),
+        &["--replica-of", &a.addr.to_string()],
+    );
+    for i in 0..20 {
+        set(&mut a.client(), &format!("k{i}"), "v");
+    }
+    assert!(wait_caught_up(&a, &b, 30) && wait_caught_up(&a, &c, 30));
+    // The primary's peers frames reach both replicas with their heartbeats.
+    std::thread::sleep(Duration::from_millis(1500));
+    a.kill();
+    assert_eq!(
+        command(&mut b.client(), &["REPLICAOF", "NO", "ONE"]).unwrap(),
+        "OK"
+    );
+    let refused = command(&mut c.client(), &["REPLICAOF", "NO", "ONE"]).unwrap_err();
+    assert!(
+        refused.to_string().contains("already knows epoch 2"),
+        "{refused}"
+    );
+    // The sibling that told it of epoch 2 is gone before the next attempt.
+    b.kill();
+    assert_eq!(
+        command(&mut c.client(), &["REPLICAOF", "NO", "ONE"]).unwrap(),
+        "OK"
+    );
+    assert_eq!(field(&c, "epoch").as_deref(), Some("3"), "{}", c.log());
+    c.stop();
+}
+
+#[test]
 fn a_replica_of_a_newer_epoch_refuses_to_follow_an_old_primary_which_steps_down() {
     let dir = tempfile::tempdir().unwrap();
     let old = Daemon::start(&dir.path().join("old"), &[]);

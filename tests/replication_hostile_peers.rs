@@ -1004,3 +1004,32 @@ fn a_replica_refuses_records_its_engine_cannot_apply_and_writes_none_of_them() {
         .unwrap_or_else(|log| panic!("the replica does not start again:\n{log}"));
     replica.stop();
 }
+
+#[test]
+fn a_primary_told_that_another_node_started_its_own_epoch_steps_down() {
+    // Only the node that started an epoch sends a fence of it: a primary fenced with its own
+    // epoch shares it with another node's promotion, and must stop taking writes.
+    let dir = tempfile::tempdir().unwrap();
+    let (primary, _) = primary_with_keys(dir.path());
+    let epoch: u32 = info_field(&mut primary.client(), "replication", "epoch")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut peer = Peer::ship(primary.addr, &[]);
+    peer.send(&frame_bytes(&Frame::Fence { epoch }));
+    let (code, reason) = peer.refusal();
+    assert_eq!(code, RefuseCode::StaleEpoch, "{reason}");
+    assert_eq!(
+        info_field(&mut primary.client(), "replication", "fenced_by_epoch"),
+        Some(epoch.to_string())
+    );
+    let refused: redis::RedisResult<()> = primary.client().set("after", "the fence");
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("replaced by a failover")),
+        "{refused:?}"
+    );
+    assert!(primary.wait_for_log("another node started this node's epoch too"));
+    primary.stop();
+}

@@ -371,7 +371,11 @@ fn read_hello(
 }
 
 /// Answers a fence frame sent instead of a hello: steps down when `epoch` is newer than this
-/// node's, and refuses the session either way (code 7 says the notice was taken).
+/// node's, or the same, and refuses the session either way (code 7 says the notice was taken).
+///
+/// IMPORTANT: a fence of this node's own epoch steps it down too. A fence comes only from the
+/// node that started that epoch, so another node started it as well: two primaries of one
+/// epoch, which look alike to every history check. The older one is told to step down.
 fn heed_fence(
     wal: &Wal,
     frames: &mut FrameStream,
@@ -379,11 +383,17 @@ fn heed_fence(
     hooks: SessionHooks<'_>,
 ) -> ReplError {
     let mine = wal.highest_epoch();
-    let (code, reason) = if epoch > mine {
+    let (code, reason) = if epoch >= mine {
+        if epoch == mine {
+            tracing::error!(
+                epoch,
+                "another node started this node's epoch too (two promotions could not reach each                  other): stepping down; point this node at the primary that sent the notice"
+            );
+        }
         (hooks.on_fenced)(epoch);
         (
             RefuseCode::StaleEpoch,
-            format!("this primary is of epoch {mine}, older than {epoch}: it stepped down"),
+            format!("this primary is of epoch {mine}, not newer than {epoch}: it stepped down"),
         )
     } else {
         (

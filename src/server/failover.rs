@@ -171,7 +171,13 @@ impl Shared {
         let mut highest = mine.highest_epoch;
         for &(addr, followed) in targets {
             let position = match query_position(addr, self.options.masterauth.as_deref()) {
-                Ok(position) => position,
+                Ok(position) => {
+                    // Heard of, even if this promotion is refused: a later one goes above it.
+                    self.replication
+                        .seen_epoch
+                        .fetch_max(position.highest_epoch, Ordering::AcqRel);
+                    position
+                }
                 Err(e) => {
                     tracing::warn!(
                         peer = %addr,
@@ -211,7 +217,8 @@ impl Shared {
         if lock(&self.replication.link).is_some() {
             return;
         }
-        if epoch <= self.keyspace.db().wal().highest_epoch() {
+        // The same epoch counts: only a fence names it, sent by a node that started it too.
+        if epoch < self.keyspace.db().wal().highest_epoch() {
             return;
         }
         let before = self.replication.fenced.fetch_max(epoch, Ordering::AcqRel);
