@@ -725,7 +725,9 @@ impl Wal {
     pub fn stats(&self) -> WalStats {
         let segments = self.shared.segments();
         WalStats {
-            first_lsn: self.first_lsn(),
+            // Not `self.first_lsn()`: that reads the list again under this guard (see
+            // `shipped_segment`).
+            first_lsn: segments.first().map_or(1, |s| s.first_lsn()),
             written_lsn: self.written_lsn(),
             durable_lsn: self.durable_lsn(),
             segments: segments.len(),

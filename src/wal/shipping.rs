@@ -115,15 +115,19 @@ impl Wal {
     }
 
     fn shipped_segment(&self, segment: Lsn, lsn: Lsn) -> Result<Arc<Segment>> {
-        self.shared
+        // IMPORTANT: the list's read guard is gone before `first_lsn` takes it again. Read
+        // twice by one thread, it deadlocks once compaction waits to swap a segment in between
+        // (std's lock lets no new reader in while a writer waits): a primary hung that way.
+        let found = self
+            .shared
             .segments()
             .iter()
             .find(|s| s.first_lsn() == segment)
-            .cloned()
-            .ok_or(WalError::NotRetained {
-                lsn,
-                first: self.first_lsn(),
-            })
+            .cloned();
+        found.ok_or_else(|| WalError::NotRetained {
+            lsn,
+            first: self.first_lsn(),
+        })
     }
 
     /// The next range to ship from `position`, at most `max_bytes` long and within one
