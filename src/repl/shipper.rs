@@ -387,7 +387,8 @@ fn heed_fence(
         if epoch == mine {
             tracing::error!(
                 epoch,
-                "another node started this node's epoch too (two promotions could not reach each                  other): stepping down; point this node at the primary that sent the notice"
+                "another node started this node's epoch too (two promotions could not reach each \
+                 other): stepping down; point this node at the primary that sent the notice"
             );
         }
         (hooks.on_fenced)(epoch);
