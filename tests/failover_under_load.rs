@@ -64,9 +64,36 @@ fn run(
     summary.anomalies
 }
 
+/// A temporary directory that a failing test keeps, with the nodes' directories and logs
+/// (`n0.log`, ...), and names on stderr.
+struct KeptOnFailure(Option<tempfile::TempDir>);
+
+impl KeptOnFailure {
+    fn new() -> Self {
+        Self(Some(tempfile::tempdir().unwrap()))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_ref().unwrap().path()
+    }
+}
+
+impl Drop for KeptOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!(
+                "the nodes' directories and logs are kept in {}",
+                dir.keep().display()
+            );
+        }
+    }
+}
+
 #[test]
 fn no_acknowledged_write_is_lost_across_kill_9_failovers() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = KeptOnFailure::new();
     assert_none(&run(4, dir.path(), &SYNC, false));
 }
 
@@ -89,7 +116,7 @@ fn no_acknowledged_write_is_lost_across_many_kill_9_failovers() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = KeptOnFailure::new();
     assert_none(&run(cycles, dir.path(), &SYNC, false));
 }
 

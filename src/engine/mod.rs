@@ -271,10 +271,11 @@ impl Store {
         batch: &WriteBatch,
         durability: Durability,
     ) -> Result<Option<Lsn>> {
+        let cuts = self.wal.cuts();
         let Some(lsn) = self.stage_batch(batch)? else {
             return Ok(None);
         };
-        self.commit_through(lsn, durability)?;
+        self.commit_through(lsn, cuts, durability)?;
         Ok(Some(lsn))
     }
 
@@ -301,11 +302,14 @@ impl Store {
     }
 
     /// Brings every write up to `lsn` (staged or not) to `durability` and makes it visible.
+    /// `cuts` is [`Wal::cuts`] read before the writes were staged: if the log's end was cut
+    /// since (a rewind or a restore), `lsn` may name another record, and this fails instead.
     ///
     /// # Errors
-    /// Log errors (a failed sync poisons the log: the staged writes are then not durable).
-    pub fn commit_through(&self, lsn: Lsn, durability: Durability) -> Result<()> {
-        self.wal.wait_for(lsn, durability)?;
+    /// `Cut` (the staged writes may be gone), or log errors (a failed sync poisons the log:
+    /// the staged writes are then not durable).
+    pub fn commit_through(&self, lsn: Lsn, cuts: u64, durability: Durability) -> Result<()> {
+        self.wal.wait_for_uncut(lsn, durability, cuts)?;
         self.catch_up(lsn)
     }
 

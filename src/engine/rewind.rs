@@ -21,6 +21,9 @@ impl Store {
     /// `CannotRewind` (nothing changed, the store still serves its state: empty it with a
     /// restore instead), I/O errors.
     pub fn rewind_to(&self, fork: Lsn) -> Result<Option<PathBuf>> {
+        // Records queued and not yet written (a client's write staged as this node stepped
+        // down) are cut too: written first, so the rollback file holds them as well.
+        self.wal.sync_queued()?;
         if self.wal.written_lsn() <= fork {
             return Ok(None);
         }

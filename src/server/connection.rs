@@ -120,8 +120,9 @@ pub struct Connection {
     out_sent: usize,
     /// The socket may have more to read (an event came, or a turn stopped early).
     pub readable: bool,
-    /// Staged writes up to this LSN wait for a sync before anything more happens.
-    pub awaiting: Option<Lsn>,
+    /// Staged writes up to this LSN, staged when the log's cut count was this, wait for a
+    /// sync before anything more happens.
+    pub awaiting: Option<(Lsn, u64)>,
     /// Write commands answered in `out`, whose latency ends at the commit.
     awaiting_metrics: Vec<(usize, Instant, bool)>,
     /// The peer closed its side: finish what was received, then close.
@@ -262,7 +263,7 @@ impl Connection {
                 if shared.keyspace.durability() == Durability::Sync {
                     // The loop syncs once for every connection of its turn, then turns this
                     // one again: it commits, answers and goes on where it stopped.
-                    self.awaiting = Some(lsn);
+                    self.awaiting = Some((lsn, self.session.uncommitted.cuts()));
                     return Ok(Turn::Idle);
                 }
                 self.commit(shared);

@@ -21,7 +21,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use super::Shared;
 use super::connection::{Connection, Turn};
 use crate::format::Lsn;
-use crate::wal::Durability;
+use crate::wal::{Durability, WalError};
 
 /// Token of a loop's wake-up socket in its epoll set.
 const WAKE: u64 = u64::MAX;
@@ -104,9 +104,10 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
     let mut connections: HashMap<u64, Connection> = HashMap::new();
     let mut events = vec![EpollEvent::empty(); 256];
     let mut ready: Vec<u64> = Vec::new();
-    // Connections waiting for a sync, and the highest LSN they wait for.
+    // Connections waiting for a sync, the highest LSN they wait for, and the log's lowest cut
+    // count when they staged.
     let mut waiting: Vec<u64> = Vec::new();
-    let mut waiting_for: Lsn = 0;
+    let mut waiting_for: (Lsn, u64) = (0, 0);
     // Connections in `SHIPLOG.WAITLSN` (looked at every millisecond until answered) or
     // waiting for replica acknowledgements (looked at when one arrives).
     let mut parked: Vec<u64> = Vec::new();
@@ -167,11 +168,11 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
             if connection.parked() && !parked.contains(&id) {
                 parked.push(id);
             }
-            if let Some(lsn) = connection.awaiting {
+            if let Some((lsn, cuts)) = connection.awaiting {
                 waiting_for = if waiting.is_empty() {
-                    lsn
+                    (lsn, cuts)
                 } else {
-                    waiting_for.max(lsn)
+                    (waiting_for.0.max(lsn), waiting_for.1.min(cuts))
                 };
                 waiting.push(id);
             }
@@ -184,16 +185,7 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
             .any(|id| connections.get(id).is_some_and(Connection::waits_for_acks));
         handle.ack_waiters.store(acks_awaited, Ordering::SeqCst);
         if !waiting.is_empty() {
-            // One group commit for every connection of this turn (shared with the other
-            // loops). A failure poisons the log; each connection then finds out as it commits.
-            if let Err(e) = shared
-                .keyspace
-                .db()
-                .wal()
-                .wait_for(waiting_for, Durability::Sync)
-            {
-                tracing::error!(error = %e, "group commit failed; writes are refused until restart");
-            }
+            group_commit(shared, waiting_for);
             ready.append(&mut waiting);
         }
     }
@@ -203,6 +195,24 @@ pub fn run_loop(shared: &Arc<Shared>, handle: &LoopHandle, wake: &UnixStream) {
     for (_, mut connection) in connections.drain() {
         connection.finish(shared);
         close(shared, handle, &epoll, &connection);
+    }
+}
+
+/// One group commit for every connection of a turn (shared with the other loops) up to
+/// `lsn`, for writes staged when the log's cut count was `cuts` or more. A failure poisons the
+/// log; each connection then finds out as it commits, as it does when its write was cut by a
+/// rewind (not a failure of the log).
+fn group_commit(shared: &Shared, (lsn, cuts): (Lsn, u64)) {
+    match shared
+        .keyspace
+        .db()
+        .wal()
+        .wait_for_uncut(lsn, Durability::Sync, cuts)
+    {
+        Ok(()) | Err(WalError::Cut { .. }) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "group commit failed; writes are refused until restart");
+        }
     }
 }
 

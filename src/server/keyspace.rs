@@ -29,6 +29,8 @@ const FLUSH_PAGE_KEYS: usize = 10_000;
 #[derive(Debug, Clone)]
 struct Staged {
     lsn: Lsn,
+    /// [`Wal::cuts`](crate::wal::Wal::cuts) read before it was staged.
+    cuts: u64,
     /// `None` for a delete.
     value: Option<Arc<[u8]>>,
 }
@@ -59,10 +61,23 @@ impl Current {
 #[derive(Debug, Default)]
 pub struct Uncommitted {
     last_lsn: Option<Lsn>,
-    entries: Vec<(usize, Box<[u8]>, Lsn)>,
+    /// The log's cut count before the oldest write this depends on was staged: a cut since
+    /// may have removed it.
+    cuts: u64,
+    /// Stripe, key, and the LSN and cut count of the staged entry.
+    entries: Vec<(usize, Box<[u8]>, Lsn, u64)>,
 }
 
 impl Uncommitted {
+    /// Makes the commit wait for `lsn` too, a write staged when the log's cut count was `cuts`.
+    fn depend_on(&mut self, lsn: Lsn, cuts: u64) {
+        self.cuts = match self.last_lsn {
+            Some(_) => self.cuts.min(cuts),
+            None => cuts,
+        };
+        self.last_lsn = Some(self.last_lsn.unwrap_or(0).max(lsn));
+    }
+
     /// Whether anything waits for [`Keyspace::commit`].
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -73,6 +88,13 @@ impl Uncommitted {
     #[must_use]
     pub fn last_lsn(&self) -> Option<Lsn> {
         self.last_lsn
+    }
+
+    /// The log's cut count before the oldest staged write this waits for (see
+    /// [`Wal::cuts`](crate::wal::Wal::cuts)).
+    #[must_use]
+    pub fn cuts(&self) -> u64 {
+        self.cuts
     }
 }
 
@@ -97,6 +119,8 @@ pub struct WriteTxn<'a> {
     /// The highest LSN of a staged write this one read: its answer depends on that write, so
     /// it must not be given before that write is durable.
     read_lsn: Lsn,
+    /// The lowest cut count among the staged writes it read.
+    read_cuts: u64,
 }
 
 impl WriteTxn<'_> {
@@ -115,6 +139,7 @@ impl WriteTxn<'_> {
         match self.stripe(key).get(key).cloned() {
             Some(staged) => {
                 self.read_lsn = self.read_lsn.max(staged.lsn);
+                self.read_cuts = self.read_cuts.min(staged.cuts);
                 Ok(staged.value.map(Current::Staged))
             }
             None => Ok(self.keyspace.db.get(key)?.map(Current::Stored)),
@@ -132,10 +157,11 @@ impl WriteTxn<'_> {
         match self
             .stripe(key)
             .get(key)
-            .map(|s| (s.lsn, s.value.is_some()))
+            .map(|s| (s.lsn, s.cuts, s.value.is_some()))
         {
-            Some((lsn, present)) => {
+            Some((lsn, cuts, present)) => {
                 self.read_lsn = self.read_lsn.max(lsn);
+                self.read_cuts = self.read_cuts.min(cuts);
                 Ok(present)
             }
             None => Ok(self.keyspace.db.contains(key)),
@@ -235,14 +261,16 @@ impl Keyspace {
             batch: WriteBatch::new(),
             changes: HashMap::new(),
             read_lsn: 0,
+            read_cuts: u64::MAX,
         };
         let result = body(&mut txn);
         if txn.read_lsn > 0 {
             // Even an answer that writes nothing (`SETNX` finding the key, an `INCR` error)
             // reveals the staged write it read: it waits for that write's commit.
-            uncommitted.last_lsn = Some(uncommitted.last_lsn.unwrap_or(0).max(txn.read_lsn));
+            uncommitted.depend_on(txn.read_lsn, txn.read_cuts);
         }
         let result = result?;
+        let cuts = self.db.wal().cuts();
         let Some(lsn) = self.db.stage_batch(&txn.batch)? else {
             return Ok(result);
         };
@@ -254,10 +282,10 @@ impl Keyspace {
         for (key, value) in changes {
             let index = self.stripe_of(&key);
             let at = locked_at(&stripes, index);
-            uncommitted.entries.push((index, key.clone(), lsn));
-            stripes[at].1.insert(key, Staged { lsn, value });
+            uncommitted.entries.push((index, key.clone(), lsn, cuts));
+            stripes[at].1.insert(key, Staged { lsn, cuts, value });
         }
-        uncommitted.last_lsn = Some(lsn);
+        uncommitted.depend_on(lsn, cuts);
         Ok(result)
     }
 
@@ -271,14 +299,19 @@ impl Keyspace {
         let Some(lsn) = uncommitted.last_lsn.take() else {
             return Ok(());
         };
-        let committed = self.db.commit_through(lsn, self.durability);
+        let committed = self
+            .db
+            .commit_through(lsn, uncommitted.cuts, self.durability);
         // Forget the staged entries either way: after a failure the log refuses every write,
         // so nothing may go on reading them as pending.
-        for (index, key, staged_at) in uncommitted.entries.drain(..) {
+        for (index, key, staged_at, cuts) in uncommitted.entries.drain(..) {
             let mut stripe = self.lock(index);
             // A later write to the key may have replaced the entry: it is that write's to
-            // remove.
-            if stripe.get(&key).is_some_and(|s| s.lsn == staged_at) {
+            // remove (after a cut, a later write can have the same LSN, not the same count).
+            if stripe
+                .get(&key)
+                .is_some_and(|s| s.lsn == staged_at && s.cuts == cuts)
+            {
                 stripe.remove(&key);
             }
         }
@@ -325,9 +358,10 @@ impl Keyspace {
             after = Some(last_key);
         }
         let removed = batch.len();
+        let cuts = self.db.wal().cuts();
         let written = self.db.stage_batch(&batch)?;
         if let Some(lsn) = written {
-            self.db.commit_through(lsn, self.durability)?;
+            self.db.commit_through(lsn, cuts, self.durability)?;
             // Every staged write was older than the deletes and is applied now.
             for stripe in &mut stripes {
                 stripe.clear();

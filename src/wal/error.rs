@@ -94,6 +94,13 @@ pub enum WalError {
     /// that LSN); the caller empties the log instead.
     #[error("cannot rewind the log to LSN {lsn}: {reason}")]
     CannotRewind { lsn: Lsn, reason: String },
+    /// Records queued for a write were cut from the log (a rewind or a restore) before they
+    /// were committed: the write is not in the log, or its outcome is unknown.
+    #[error(
+        "LSN {lsn} was cut from the log before it was committed (this node rewound to rejoin a \
+         new primary, or restored a snapshot): the write may be lost; check it on the primary"
+    )]
+    Cut { lsn: Lsn },
     /// An option is out of its bounds.
     #[error("invalid option {name}: {reason}")]
     InvalidOption { name: &'static str, reason: String },

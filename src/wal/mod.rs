@@ -448,13 +448,51 @@ impl Wal {
     /// # Panics
     /// If `lsn` was never assigned (a caller bug: it would wait forever).
     pub fn wait_for(&self, lsn: Lsn, durability: Durability) -> Result<()> {
+        self.wait_for_uncut(lsn, durability, self.cuts())
+    }
+
+    /// How many times records were cut from the log's end (by a rewind or a reset) since it
+    /// was opened. Read it before queueing records and hand it to [`Wal::wait_for_uncut`].
+    #[must_use]
+    pub fn cuts(&self) -> u64 {
+        self.shared.commit.cuts()
+    }
+
+    /// [`Wal::wait_for`] for records queued when [`Wal::cuts`] was `cuts`: fails with `Cut`
+    /// if the log's end was cut since, instead of waiting for (or reporting as its own)
+    /// another record that took the same LSN.
+    ///
+    /// # Errors
+    /// `Cut`, a poisoned or closed log, or I/O errors (which poison it).
+    ///
+    /// # Panics
+    /// If `lsn` was never assigned (a caller bug: it would wait forever).
+    pub fn wait_for_uncut(&self, lsn: Lsn, durability: Durability, cuts: u64) -> Result<()> {
         let commit = &self.shared.commit;
         let state = commit.lock();
+        if commit.cuts() != cuts {
+            return Err(WalError::Cut { lsn });
+        }
         assert!(
             lsn < state.next_lsn,
             "wait_for({lsn}) names an LSN that was never assigned"
         );
-        commit.complete(state, lsn, durability)
+        commit.complete_uncut(state, lsn, durability, cuts)
+    }
+
+    /// Makes every record queued so far written and durable (one group commit shared with
+    /// every other waiter). Records cut from the log meanwhile need nothing more.
+    ///
+    /// # Errors
+    /// A poisoned or closed log, or I/O errors (which poison it).
+    pub fn sync_queued(&self) -> Result<()> {
+        let commit = &self.shared.commit;
+        let state = commit.lock();
+        let last = state.next_lsn - 1;
+        match commit.complete(state, last, Durability::Sync) {
+            Err(WalError::Cut { .. }) => Ok(()),
+            done => done,
+        }
     }
 
     fn enqueue(&self, entries: &[Entry<'_>]) -> Result<(MutexGuard<'_, WriterState>, LsnRange)> {

@@ -30,10 +30,13 @@ impl Wal {
     /// # Errors
     /// A poisoned or closed log, a failed rotation or sync.
     pub fn seal_and_pin(&self) -> Result<PinnedLog> {
-        let pinned = {
+        let (pinned, cuts) = {
             let mut state = self.shared.commit.lock();
             state.check_open()?;
             let last_lsn = state.next_lsn - 1;
+            // Read under the same lock: a rewind or reset after it fails the wait below
+            // instead of waiting for records that are no longer those pinned.
+            let cuts = self.shared.commit.cuts();
             // IMPORTANT: the list is taken under the lock that orders appends, in one step with
             // `last_lsn`. A compaction installed before this point dropped only records
             // superseded by records up to `last_lsn`; one installed later replaces files that
@@ -48,15 +51,16 @@ impl Wal {
             if state.active_end > SEGMENT_HEADER_BYTES as u64 && !state.active.is_compacted() {
                 self.rotate(&mut state, 0)?;
             }
-            PinnedLog {
+            let pinned = PinnedLog {
                 segments,
                 last_lsn,
                 epoch: state.epoch,
                 cluster_id: self.shared.cluster_id(),
-            }
+            };
+            (pinned, cuts)
         };
         if pinned.last_lsn > 0 {
-            self.wait_for(pinned.last_lsn, Durability::Sync)?;
+            self.wait_for_uncut(pinned.last_lsn, Durability::Sync, cuts)?;
         }
         Ok(pinned)
     }

@@ -85,7 +85,7 @@ impl Wal {
         state.last_written_segment = None;
         commit.written_lsn.store(0, Ordering::Release);
         commit.durable_lsn.store(0, Ordering::Release);
-        commit.notify(&mut state);
+        commit.mark_cut(&mut state);
         Ok(())
     }
 }

@@ -178,7 +178,7 @@ impl Wal {
         state.last_written_segment = None;
         commit.written_lsn.store(fork, Ordering::Release);
         commit.durable_lsn.store(fork, Ordering::Release);
-        commit.notify(&mut state);
+        commit.mark_cut(&mut state);
         Ok(())
     }
 

@@ -96,6 +96,8 @@ pub(crate) struct GroupCommit {
     pub written_lsn: AtomicU64,
     /// Every LSN at or below this is on stable storage.
     pub durable_lsn: AtomicU64,
+    /// Cuts of the log's end so far (see [`GroupCommit::cuts`]).
+    cuts: AtomicU64,
     /// Number of `fdatasync` calls issued by the sync role.
     pub syncs: AtomicU64,
     /// Bytes handed to the OS by the write role.
@@ -117,6 +119,7 @@ impl GroupCommit {
             durable_changed: Condvar::new(),
             written_lsn: AtomicU64::new(last_lsn),
             durable_lsn: AtomicU64::new(last_lsn),
+            cuts: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             records_per_sync: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -137,9 +140,34 @@ impl GroupCommit {
             if !state.writing && !state.syncing && state.pending.is_empty() {
                 return Ok(state);
             }
+            if !state.writing && !state.pending.is_empty() {
+                // IMPORTANT: write the queue here instead of waiting for the appenders who
+                // queued it: one may be blocked behind this caller (a rewind holds the index
+                // lock, and an event loop that staged a write may block on a read of the
+                // index before it commits), and nothing else writes a queue.
+                let last = state.next_lsn - 1;
+                self.complete(state, last, Durability::Buffered)?;
+                continue;
+            }
             drop(state);
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+
+    /// How many times records were cut from the log's end (rewind, reset). An LSN assigned
+    /// before a cut may name another record after it, so a waiter compares this with the
+    /// count it saw when its records were queued.
+    pub fn cuts(&self) -> u64 {
+        self.cuts.load(Ordering::Acquire)
+    }
+
+    /// Counts a cut of the log's end and wakes every waiter, so each finds out its LSN may
+    /// be gone (called under the state lock, once the log is idle and cut).
+    pub(crate) fn mark_cut(&self, state: &mut WriterState) {
+        self.cuts.fetch_add(1, Ordering::AcqRel);
+        let waiters = state.waiters.drain(..).map(|w| w.thread);
+        state.to_wake.extend(waiters);
+        self.notify(state);
     }
 
     pub fn written(&self) -> Lsn {
@@ -153,11 +181,28 @@ impl GroupCommit {
     /// Drives the queue until `lsn` has reached `durability`, taking roles as needed.
     pub fn complete<'a>(
         &'a self,
-        mut state: MutexGuard<'a, WriterState>,
+        state: MutexGuard<'a, WriterState>,
         lsn: Lsn,
         durability: Durability,
     ) -> Result<()> {
+        let cuts = self.cuts();
+        self.complete_uncut(state, lsn, durability, cuts)
+    }
+
+    /// [`GroupCommit::complete`] for records queued when [`GroupCommit::cuts`] was `cuts`:
+    /// fails with `Cut` once the log's end has been cut since, instead of waiting for (or
+    /// taking for its own) whatever record takes `lsn` next.
+    pub fn complete_uncut<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, WriterState>,
+        lsn: Lsn,
+        durability: Durability,
+        cuts: u64,
+    ) -> Result<()> {
         loop {
+            if self.cuts() != cuts {
+                return Err(WalError::Cut { lsn });
+            }
             if self.reached(lsn, durability) {
                 return Ok(());
             }
@@ -188,7 +233,8 @@ impl GroupCommit {
                 thread::park();
                 // The waker already took this thread off the list: when the LSN got where it
                 // had to, return without touching the lock the next batch is forming under.
-                if self.reached(lsn, durability) {
+                // In this order: a watermark set after a cut is seen with the cut's count.
+                if self.reached(lsn, durability) && self.cuts() == cuts {
                     return Ok(());
                 }
                 state = self.lock();
@@ -263,7 +309,12 @@ impl GroupCommit {
     pub fn sync_written(&self) -> Result<()> {
         let state = self.lock();
         let target = self.written();
-        self.complete(state, target, Durability::Sync)
+        match self.complete(state, target, Durability::Sync) {
+            // A cut leaves nothing unsynced (it syncs before it cuts): not a failure, which
+            // would stop the flusher for good.
+            Err(WalError::Cut { .. }) => Ok(()),
+            done => done,
+        }
     }
 
     /// Waits until the durable LSN exceeds `after`, the log closes, or `timeout` passes.
