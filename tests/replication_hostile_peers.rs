@@ -1033,3 +1033,60 @@ fn a_primary_told_that_another_node_started_its_own_epoch_steps_down() {
     assert!(primary.wait_for_log("another node started this node's epoch too"));
     primary.stop();
 }
+
+#[test]
+fn a_replica_answers_a_fence_notice_and_its_next_promotion_goes_above_that_epoch() {
+    // A promoted node keeps telling its old primary about the new epoch until it hears back.
+    // The old primary may be a replica by then: it used to drop the connection unread, which
+    // the sender took as heard, so the epoch was never learned and a later promotion of that
+    // node could start the same epoch again.
+    let dir = tempfile::tempdir().unwrap();
+    let (primary, durable) = primary_with_keys(&dir.path().join("primary"));
+    let replica = start_replica(&dir.path().join("replica"), primary.addr);
+    wait_applied(&replica, durable);
+    let mut notice = Peer::ship(replica.addr, &[]);
+    notice.send(&frame_bytes(&Frame::Fence { epoch: 7 }));
+    let (code, reason) = notice.refusal();
+    assert_eq!(code, RefuseCode::Other, "{reason}");
+    assert!(reason.contains("epoch 7 noted"), "{reason}");
+    // Anything else is still dropped unanswered.
+    let mut hello_peer = Peer::ship(replica.addr, &[]);
+    hello_peer.hello(hello(cluster_of(&primary), durable, 1));
+    assert!(hello_peer.closed_by_primary(), "a replica ships nothing");
+
+    primary.stop();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut replica.client())
+        .unwrap();
+    assert_eq!(
+        info_field(&mut replica.client(), "replication", "epoch").as_deref(),
+        Some("8"),
+        "the promotion goes above the epoch of the notice:\n{}",
+        replica.log()
+    );
+    replica.stop();
+}
+
+#[test]
+fn a_fence_notice_closed_unanswered_is_not_taken_as_heard() {
+    // A node closes a shipping connection unread while it stops, or while it already reads as
+    // many notices as it will: the promoted node must try again, not stop telling it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut handshake = vec![0; HANDSHAKE.len()];
+        stream.read_exact(&mut handshake).unwrap();
+        assert_eq!(handshake, HANDSHAKE);
+        stream.write_all(b"+OK\r\n").unwrap();
+        // Read (so the close is a clean end of stream, not a reset) and not answered.
+        let mut notice = vec![0; frame_bytes(&Frame::Fence { epoch: 3 }).len()];
+        stream.read_exact(&mut notice).unwrap();
+    });
+    let options = shiplog::repl::link::LinkOptions::new(addr.to_string(), 1, 0);
+    let sent = shiplog::repl::link::send_fence(&options, 3);
+    node.join().unwrap();
+    assert!(sent.is_err(), "{sent:?}");
+}

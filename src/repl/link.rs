@@ -805,11 +805,12 @@ fn acknowledge(
 }
 
 /// Tells the primary at `options.primary` that a node of `epoch` exists (a fence frame instead
-/// of a hello), so that, being older, it steps down. `Ok` once it heard: it answered the notice,
-/// or it closed the connection (it is no primary any more).
+/// of a hello), so that, being older, it steps down. `Ok` once it heard: it answered the notice
+/// (a node that ships nothing answers too, having noted the epoch).
 ///
 /// # Errors
-/// It could not be reached or did not answer: try again later.
+/// It could not be reached, closed the connection unanswered (stopping, or reading too many
+/// notices at once) or did not answer: try again later.
 pub fn send_fence(options: &LinkOptions, epoch: crate::format::Epoch) -> Result<(), ReplError> {
     let status = LinkStatus::default();
     let mut stream = connect(options, &status)?;
@@ -829,7 +830,6 @@ pub fn send_fence(options: &LinkOptions, epoch: crate::format::Epoch) -> Result<
         Ok(other) => Err(ReplError::Protocol(format!(
             "the old primary answered a fence with {other:?}"
         ))),
-        Err(ReplError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
         Err(e) => Err(e),
     }
 }

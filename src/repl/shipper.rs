@@ -353,6 +353,38 @@ fn authenticate(frames: &mut FrameStream, auth: Auth<'_>) -> Result<(), ReplErro
     })
 }
 
+/// Serves a shipping connection made to a node that ships nothing (a replica): a fence notice
+/// is heeded (`on_fenced`) and answered, so the node that sent it knows it was heard and stops
+/// sending; anything else is dropped unanswered, and the peer sees the connection close.
+///
+/// # Errors
+/// Authentication, I/O or protocol errors; `Refused` once a fence notice was answered.
+pub fn answer_fence(
+    stream: TcpStream,
+    received: &[u8],
+    timeout: Duration,
+    auth: Option<Auth<'_>>,
+    on_fenced: &dyn Fn(Epoch),
+) -> Result<(), ReplError> {
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut frames = FrameStream::new(stream, received);
+    if let Some(auth) = auth {
+        authenticate(&mut frames, auth)?;
+    }
+    let Frame::Fence { epoch } = frames.read_frame()? else {
+        return Ok(());
+    };
+    on_fenced(epoch);
+    let code = RefuseCode::Other;
+    let reason = format!("this node ships nothing (it follows a primary); epoch {epoch} noted");
+    let _ = frames.send(&Frame::Refuse {
+        code,
+        reason: &reason,
+    });
+    Err(ReplError::Refused { code, reason })
+}
+
 /// The replica's hello; a fence frame in its place is answered ([`heed_fence`]) and ends the
 /// session.
 fn read_hello(

@@ -137,13 +137,29 @@ impl Shared {
                 .max(peers_highest),
             Err(why) => return refuse(why),
         };
-        let epoch = highest + 1;
+        let Some(epoch) = highest.checked_add(1) else {
+            return refuse(format!(
+                "ERR epoch {highest} is the last one: this cluster cannot fail over again"
+            ));
+        };
         let start_lsn = match wal.begin_epoch(epoch) {
             Ok(start) => start,
             Err(e) => return refuse(format!("ERR starting epoch {epoch}: {e}")),
         };
-        replication.fenced.store(0, Ordering::Release);
+        replication.fenced.store(0, Ordering::SeqCst);
         replication.read_only.store(false, Ordering::Release);
+        // A notice of a newer or equal epoch that came while the epoch was chosen fenced this
+        // node (no link now) and was just cleared: heed it again. `step_down` raises the seen
+        // epoch before it fences (both `SeqCst`), so either this load sees it or its fence
+        // lands after the clear above.
+        let heard = replication.seen_epoch.load(Ordering::SeqCst);
+        if heard >= epoch {
+            self.step_down(heard);
+            return Err(format!(
+                "ERR started epoch {epoch}, but a node of epoch {heard} exists: this node stepped \
+                 down; point it at the primary (REPLICAOF host port)"
+            ));
+        }
         // Compaction again, as on any primary (the slot keeper keeps it off replicas), held
         // where the slots say: until a replica holds a slot, nothing written here is settled.
         db.set_compaction_hold(self.current_compaction_hold());
@@ -213,7 +229,7 @@ impl Shared {
         // Heard of, whatever this node does about it now: a promotion must go above it.
         self.replication
             .seen_epoch
-            .fetch_max(epoch, Ordering::AcqRel);
+            .fetch_max(epoch, Ordering::SeqCst);
         if lock(&self.replication.link).is_some() {
             return;
         }
@@ -221,7 +237,7 @@ impl Shared {
         if epoch < self.keyspace.db().wal().highest_epoch() {
             return;
         }
-        let before = self.replication.fenced.fetch_max(epoch, Ordering::AcqRel);
+        let before = self.replication.fenced.fetch_max(epoch, Ordering::SeqCst);
         if before < epoch {
             tracing::error!(
                 epoch,

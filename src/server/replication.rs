@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::Shared;
 use super::acks::AckLevel;
@@ -29,6 +30,10 @@ const MAX_SHIPPING_SESSIONS: usize = 64;
 /// Most `SHIPLOG.SNAPSHOT` transfers at once: each is a thread and a socket held for as long
 /// as the transfer takes.
 const MAX_SNAPSHOT_SENDERS: usize = 4;
+/// Most connections read at once by a node that ships nothing, looking for a fence notice.
+const MAX_FENCE_READERS: usize = 4;
+/// How long such a connection may take to send its notice.
+const FENCE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often slots follow their replicas' progress (and how stale the file may be).
 const SLOT_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -110,6 +115,23 @@ pub struct Handoff {
     pub snapshot: bool,
 }
 
+/// A connection read for a fence notice: a clone of its socket, to cut it, and by when it
+/// must be done.
+#[derive(Debug)]
+struct FenceReader {
+    deadline: Instant,
+    stream: TcpStream,
+}
+
+/// A fence reader's place in the list, given up when its thread ends (even by a panic).
+struct Registered<'a>(&'a Mutex<Vec<Arc<FenceReader>>>, Arc<FenceReader>);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        lock(self.0).retain(|r| !Arc::ptr_eq(r, &self.1));
+    }
+}
+
 /// A replica this primary ships to.
 #[derive(Debug)]
 struct Shipping {
@@ -156,6 +178,8 @@ pub struct Replication {
     building: AtomicUsize,
     /// `SHIPLOG.SNAPSHOT` transfers under way (at most [`MAX_SNAPSHOT_SENDERS`]).
     senders: AtomicUsize,
+    /// Shipping connections read for a fence notice (at most [`MAX_FENCE_READERS`]).
+    fence_readers: Mutex<Vec<Arc<FenceReader>>>,
 }
 
 impl Replication {
@@ -188,6 +212,7 @@ impl Replication {
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
             building: AtomicUsize::new(0),
             senders: AtomicUsize::new(0),
+            fence_readers: Mutex::new(Vec::new()),
         })
     }
 
@@ -346,9 +371,15 @@ impl Shared {
         // connection close, and the descriptor leaks. Checked under the same lock that
         // `stop_replication` takes after setting the shutdown flag.
         let mut replicas = lock(&self.replication.replicas);
-        if self.replication.is_read_only() || self.is_shutting_down() {
-            // A replica does not ship (cascading is not supported); the peer sees the close.
+        if self.is_shutting_down() {
+            return;
+        }
+        if self.replication.is_read_only() {
+            // A replica does not ship (cascading is not supported); the peer sees the close,
+            // unless it came to tell this node of a newer epoch.
             tracing::info!(%addr, "refusing a replica: this node is not a primary");
+            drop(replicas);
+            self.read_fence_notice(stream, received, challenge);
             return;
         }
         // Shipping sessions leave the client count when handed over; they have a cap of their
@@ -412,6 +443,74 @@ impl Shared {
         }
     }
 
+    /// Reads a shipping connection to this node, which ships nothing, in a thread of its own:
+    /// a fence notice (a promoted node telling its old primary, which may be a replica by
+    /// now, about its epoch) is heeded and answered, so the sender stops; anything else is
+    /// dropped. A promotion of this node then goes above that epoch. Past the cap, or while
+    /// stopping, the connection is dropped unread, and a sender tries again.
+    fn read_fence_notice(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        received: Vec<u8>,
+        challenge: Option<[u8; crate::format::repl::AUTH_BYTES]>,
+    ) {
+        let Ok(clone) = stream.try_clone() else {
+            return;
+        };
+        let reader = Arc::new(FenceReader {
+            deadline: Instant::now() + FENCE_READ_TIMEOUT,
+            stream: clone,
+        });
+        {
+            // IMPORTANT: checked under the lock `stop_replication` takes after the shutdown
+            // flag is set, so every reader registered is cut by it.
+            let mut readers = lock(&self.replication.fence_readers);
+            if readers.len() >= MAX_FENCE_READERS || self.is_shutting_down() {
+                return;
+            }
+            readers.push(Arc::clone(&reader));
+        }
+        let me = Arc::clone(self);
+        let registered = Arc::clone(&reader);
+        let spawned = std::thread::Builder::new()
+            .name("fence-reader".into())
+            .spawn(move || {
+                let _registered = Registered(&me.replication.fence_readers, registered);
+                let auth = me
+                    .options
+                    .password
+                    .as_deref()
+                    .map(|password| shipper::Auth {
+                        password,
+                        challenge: challenge.unwrap_or_else(crate::repl::auth::nonce),
+                    });
+                let on_fenced = |epoch| me.step_down(epoch);
+                let answered =
+                    shipper::answer_fence(stream, &received, FENCE_READ_TIMEOUT, auth, &on_fenced);
+                if let Err(crate::repl::ReplError::Refused {
+                    code: crate::format::repl::RefuseCode::Other,
+                    reason,
+                }) = answered
+                {
+                    tracing::info!(%reason, "a fence notice reached this node, which ships nothing");
+                }
+            });
+        if spawned.is_err() {
+            lock(&self.replication.fence_readers).retain(|r| !Arc::ptr_eq(r, &reader));
+        }
+    }
+
+    /// Cuts the connections read for a fence notice that are past their deadline (a peer
+    /// that sends a byte at a time would otherwise hold a reader for ever), or all of them.
+    fn cut_fence_readers(&self, all: bool) {
+        let now = Instant::now();
+        for reader in lock(&self.replication.fence_readers).iter() {
+            if all || reader.deadline <= now {
+                let _ = reader.stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
     /// Starts the thread that moves retention slots with their replicas, after one tick here
     /// so compaction is held before anything else runs.
     pub(crate) fn start_slot_keeper(self: &Arc<Self>) -> std::io::Result<()> {
@@ -423,6 +522,7 @@ impl Shared {
                 while !me.replication.stop_keeper.load(Ordering::Acquire) {
                     std::thread::park_timeout(SLOT_TICK);
                     me.tick_slots();
+                    me.cut_fence_readers(false);
                 }
             })?;
         *lock(&self.replication.keeper) = Some(thread);
@@ -731,6 +831,7 @@ impl Shared {
 
     /// Ends every replication thread (shutdown): they hold the server's state.
     pub(crate) fn stop_replication(&self) {
+        self.cut_fence_readers(true);
         self.replication.stop_keeper.store(true, Ordering::Release);
         if let Some(keeper) = lock(&self.replication.keeper).take() {
             keeper.thread().unpark();
