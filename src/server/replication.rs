@@ -397,15 +397,7 @@ impl Shared {
             .name("shipper".into())
             .spawn(move || {
                 let wal = me.keyspace.db().wal();
-                let auth = me
-                    .options
-                    .password
-                    .as_deref()
-                    .map(|password| shipper::Auth {
-                        password,
-                        // A password set means the command sent a challenge.
-                        challenge: challenge.unwrap_or_else(crate::repl::auth::nonce),
-                    });
+                let auth = me.shipping_auth(challenge);
                 let on_accept = |replica_id, lsn| me.register_slot(replica_id, lsn);
                 let snapshot = |replica_id| me.bootstrap_snapshot(replica_id);
                 let on_fenced = |epoch| me.step_down(epoch);
@@ -476,14 +468,7 @@ impl Shared {
             .name("fence-reader".into())
             .spawn(move || {
                 let _registered = Registered(&me.replication.fence_readers, registered);
-                let auth = me
-                    .options
-                    .password
-                    .as_deref()
-                    .map(|password| shipper::Auth {
-                        password,
-                        challenge: challenge.unwrap_or_else(crate::repl::auth::nonce),
-                    });
+                let auth = me.shipping_auth(challenge);
                 let on_fenced = |epoch| me.step_down(epoch);
                 let answered =
                     shipper::answer_fence(stream, &received, FENCE_READ_TIMEOUT, auth, &on_fenced);
@@ -498,6 +483,22 @@ impl Shared {
         if spawned.is_err() {
             lock(&self.replication.fence_readers).retain(|r| !Arc::ptr_eq(r, &reader));
         }
+    }
+
+    /// What a shipping connection must prove, when this node has a password: knowledge of it,
+    /// against the challenge the handshake reply sent.
+    fn shipping_auth(
+        &self,
+        challenge: Option<[u8; crate::format::repl::AUTH_BYTES]>,
+    ) -> Option<shipper::Auth<'_>> {
+        self.options
+            .password
+            .as_deref()
+            .map(|password| shipper::Auth {
+                password,
+                // A password set means the command sent a challenge.
+                challenge: challenge.unwrap_or_else(crate::repl::auth::nonce),
+            })
     }
 
     /// Cuts the connections read for a fence notice that are past their deadline (a peer
