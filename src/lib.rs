@@ -43,6 +43,7 @@ pub mod loadgen;
 pub mod repl;
 pub mod server;
 pub mod snapshot;
+pub mod sync;
 pub mod wal;
 
 pub use engine::{Db, DbError, DbOptions, Value, WriteBatch};

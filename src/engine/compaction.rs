@@ -11,8 +11,8 @@
 //! has already rewritten without that put, so no replay can resurrect the key.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crate::wal::{Record, SealedSegment};
 
 use super::error::Result;
 use super::{Store, index::Index};
+use crate::sync::{MutexExt, RwLockExt};
 
 /// How background compaction runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -145,10 +146,7 @@ impl Store {
     /// # Errors
     /// Log errors; a pass stopped by an error leaves every group either compacted or untouched.
     pub fn compact(&self) -> Result<CompactionStats> {
-        let _serial = self
-            .maintenance
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _serial = self.maintenance.locked();
         // IMPORTANT: the index judges liveness, so it must reflect every record it judges: a
         // put written but not yet applied would otherwise look superseded and be dropped.
         self.catch_up(self.wal.durable_lsn())?;
@@ -217,7 +215,7 @@ impl Store {
                 .by_ref()
                 .take(256)
                 .collect::<std::result::Result<_, _>>()?;
-            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            let index = self.index.read_locked();
             judge.catch_up(&self.wal, self.applied_lsn.load(Ordering::Acquire));
             for record in &chunk {
                 let bytes = encoded_record_bytes(record.payload.len()) as u64;
@@ -259,7 +257,7 @@ impl Store {
             first.first_lsn,
             last.last_lsn,
             |record| {
-                let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+                let index = self.index.read_locked();
                 judge.catch_up(&self.wal, self.applied_lsn.load(Ordering::Acquire));
                 let needed = judge.is_needed(&index, record);
                 if needed
@@ -276,7 +274,7 @@ impl Store {
         // and reads at old offsets still resolve until `release_compacted`.
         let offsets: std::collections::HashMap<Lsn, u64> = outcome.moved.iter().copied().collect();
         for chunk in kept_puts.chunks(1024) {
-            let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+            let mut index = self.index.write_locked();
             for (key, lsn) in chunk {
                 if let Some(&offset) = offsets.get(lsn) {
                     index.move_record(key, *lsn, offset);
@@ -315,7 +313,7 @@ impl Store {
             .sum();
         let total = sealed.max(1);
         let (live_keys, live_bytes) = {
-            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            let index = self.index.read_locked();
             (index.len() as u64, index.live_bytes())
         };
         // Each live key costs its key and value plus a record and payload header.

@@ -17,7 +17,7 @@ mod verify;
 use std::ops::{Bound, Deref, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
+use std::sync::{Arc, Mutex, RwLock, TryLockError};
 
 use crate::format::kv::{KIND_DELETE, KIND_PUT, KvOp, decode_kv, encode_delete, encode_put};
 use crate::format::{Lsn, RECORD_PAYLOAD_MAX_BYTES};
@@ -32,6 +32,7 @@ pub use restore::RESTORE_MARKER_FILE_NAME;
 pub use value::Value;
 pub use verify::{CheckpointVerdict, SegmentUsage, StoreReport, verify_store};
 
+use crate::sync::{MutexExt, RwLockExt};
 use compaction::Compactor;
 use index::{Index, Location};
 
@@ -203,10 +204,7 @@ impl Store {
         db.catch_up(db.wal.written_lsn())?;
         // A long replay grew the tree one insert at a time; repack it once.
         if db.applied_lsn.load(Ordering::Acquire) - replayed_from > 100_000 {
-            db.index
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .repack();
+            db.index.write_locked().repack();
         }
         Ok(db)
     }
@@ -320,7 +318,7 @@ impl Store {
     /// Log read errors.
     pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Value>>> {
         let lookup = || -> Vec<Option<Location>> {
-            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            let index = self.index.read_locked();
             keys.iter().map(|k| index.get(k.as_ref())).collect()
         };
         let mut locations = lookup();
@@ -372,12 +370,7 @@ impl Store {
     /// # Errors
     /// Log read errors (a damaged record is reported, never returned as a value).
     pub fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        let lookup = || {
-            self.index
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(key)
-        };
+        let lookup = || self.index.read_locked().get(key);
         let mut location = lookup();
         loop {
             let Some(at) = location else {
@@ -401,11 +394,7 @@ impl Store {
     /// Whether `key` has a value.
     #[must_use]
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.index
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .is_some()
+        self.index.read_locked().get(key).is_some()
     }
 
     fn value_at(&self, key: &[u8], location: Location) -> Result<Value> {
@@ -449,8 +438,7 @@ impl Store {
             Vec::new()
         } else {
             self.index
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
+                .read_locked()
                 .range(as_slice(start), as_slice(end))
         };
         RangeIter {
@@ -469,19 +457,13 @@ impl Store {
     /// (one read of the index, holding it only for the page).
     #[must_use]
     pub fn keys_from(&self, start: Bound<&[u8]>, limit: usize) -> Vec<Box<[u8]>> {
-        self.index
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys_from(start, limit)
+        self.index.read_locked().keys_from(start, limit)
     }
 
     /// Number of live keys.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.index
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.index.read_locked().len()
     }
 
     /// Whether the store holds no key.
@@ -494,7 +476,7 @@ impl Store {
     #[must_use]
     pub fn stats(&self) -> DbStats {
         let (live_keys, live_bytes) = {
-            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            let index = self.index.read_locked();
             (index.len() as u64, index.live_bytes())
         };
         let wal = self.wal.stats();
@@ -528,16 +510,13 @@ impl Store {
     /// # Errors
     /// I/O errors; the previous checkpoint, if any, stays in place.
     pub fn checkpoint(&self) -> Result<Lsn> {
-        let _serial = self
-            .maintenance
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _serial = self.maintenance.locked();
         // IMPORTANT: stop index application first, then sync: every record the index reflects
         // is then durable, so the checkpoint never names an LSN a power loss could take back
         // (and later reuse for other records).
-        let _applier = self.applier.lock().unwrap_or_else(PoisonError::into_inner);
+        let _applier = self.applier.locked();
         self.wal.sync()?;
-        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let index = self.index.read_locked();
         let applied = self.applied_lsn.load(Ordering::Acquire);
         checkpoint::write(
             self.wal.fs().as_ref(),
@@ -604,7 +583,7 @@ impl Store {
                         return Ok(());
                     }
                 }
-                self.applier.lock().unwrap_or_else(PoisonError::into_inner)
+                self.applier.locked()
             }
         };
         let done = self.applied_lsn.load(Ordering::Acquire);
@@ -629,7 +608,7 @@ impl Store {
             records.last().is_none_or(|r| !r.batch_continues),
             "applied half a batch"
         );
-        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        let mut index = self.index.write_locked();
         for record in &records {
             apply(&mut index, record)?;
         }

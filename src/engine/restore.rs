@@ -5,7 +5,6 @@
 //! restore completes, so a partial state is never served as a whole one.
 
 use std::path::Path;
-use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use crate::io::FileSystem;
@@ -14,6 +13,7 @@ use crate::wal::{WalError, parse_segment_file_name};
 use super::error::Result;
 use super::index::Index;
 use super::{Store, checkpoint};
+use crate::sync::{MutexExt, RwLockExt};
 
 /// Name of the marker file of a restore under way.
 pub const RESTORE_MARKER_FILE_NAME: &str = "RESTORING";
@@ -66,12 +66,9 @@ impl Store {
             fs.sync_dir(dir).map_err(io("fsync directory of"))?;
         }
         self.restoring.store(true, Ordering::Release);
-        let _maintenance = self
-            .maintenance
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut applier = self.applier.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        let _maintenance = self.maintenance.locked();
+        let mut applier = self.applier.locked();
+        let mut index = self.index.write_locked();
         applier.cursor = None;
         *index = Index::default();
         self.applied_lsn.store(0, Ordering::Release);

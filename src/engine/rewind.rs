@@ -4,7 +4,6 @@
 //! ([`Store::restoring`]), never shown a half-rebuilt index.
 
 use std::path::PathBuf;
-use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
 use crate::format::Lsn;
@@ -12,6 +11,7 @@ use crate::format::Lsn;
 use super::error::Result;
 use super::index::Index;
 use super::{Store, checkpoint};
+use crate::sync::{MutexExt, RwLockExt};
 
 impl Store {
     /// Saves the records after `fork` to a rollback file, cuts them from the log and rebuilds
@@ -36,12 +36,9 @@ impl Store {
 
     fn cut_and_rebuild(&self, fork: Lsn) -> Result<()> {
         {
-            let _maintenance = self
-                .maintenance
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let mut applier = self.applier.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+            let _maintenance = self.maintenance.locked();
+            let mut applier = self.applier.locked();
+            let mut index = self.index.write_locked();
             // The checkpoint may hold keys of cut records; the log alone is the truth now.
             let fs = self.wal.fs().as_ref();
             checkpoint::remove(fs, self.wal.dir())?;

@@ -10,9 +10,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use super::{DirLock, FileSystem, LockError, LogFile, Mapping};
+use crate::sync::MutexExt;
 
 const SECTOR_BYTES: u64 = 512;
 
@@ -222,12 +223,6 @@ pub struct SimFs {
     state: Arc<Mutex<State>>,
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn not_found(path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,
@@ -245,7 +240,7 @@ impl SimFs {
     /// Makes the `nth` call (counting from 1, including calls already made) of `op` fail with
     /// the OS error `errno` (e.g. `libc`'s `EIO` = 5, `ENOSPC` = 28).
     pub fn fail_nth(&self, op: SimOp, nth: u64, errno: i32) {
-        lock(&self.state).faults.insert(op, (nth, errno));
+        self.state.locked().faults.insert(op, (nth, errno));
     }
 
     /// With `on`, a failed `sync_data` behaves as Linux's writeback error handling does: the
@@ -254,27 +249,27 @@ impl SimFs {
     /// without writing them, and a power loss reveals the old bytes, until they are written
     /// again. Kept by [`SimFs::process_crash`].
     pub fn set_fsyncgate(&self, on: bool) {
-        lock(&self.state).fsyncgate = on;
+        self.state.locked().fsyncgate = on;
     }
 
     /// How many times `op` has been called.
     #[must_use]
     pub fn op_count(&self, op: SimOp) -> u64 {
-        lock(&self.state).op_counts.get(&op).copied().unwrap_or(0)
+        self.state.locked().op_counts.get(&op).copied().unwrap_or(0)
     }
 
     /// How many writes are not yet durable: the range of `whole_writes` worth trying in
     /// [`CrashMode::Ordered`].
     #[must_use]
     pub fn unsynced_writes(&self) -> usize {
-        lock(&self.state).unsynced.len()
+        self.state.locked().unsynced.len()
     }
 
     /// How many directory changes are not yet durable: the range of `dir_changes` worth
     /// trying in [`CrashMode::DirPrefix`].
     #[must_use]
     pub fn unsynced_dir_changes(&self) -> usize {
-        lock(&self.state).unsynced_dir.len()
+        self.state.locked().unsynced_dir.len()
     }
 
     /// The image a power loss now would leave, as a new independent file system.
@@ -283,7 +278,7 @@ impl SimFs {
     /// Only if a simulated file outgrew the address space.
     #[must_use]
     pub fn crash(&self, mode: CrashMode) -> SimFs {
-        let state = lock(&self.state);
+        let state = self.state.locked();
         let mut inodes: HashMap<u64, Inode> = state
             .inodes
             .iter()
@@ -372,7 +367,7 @@ impl SimFs {
     /// writes stay unsynced), and locks are released.
     #[must_use]
     pub fn process_crash(&self) -> SimFs {
-        let state = lock(&self.state);
+        let state = self.state.locked();
         let inodes = state
             .inodes
             .iter()
@@ -440,7 +435,7 @@ impl DirLock for SimDirLock {}
 
 impl Drop for SimDirLock {
     fn drop(&mut self) {
-        lock(&self.state).locks.remove(&self.dir);
+        self.state.locked().locks.remove(&self.dir);
     }
 }
 
@@ -450,7 +445,7 @@ impl FileSystem for SimFs {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let state = lock(&self.state);
+        let state = self.state.locked();
         Ok(state
             .names
             .keys()
@@ -460,7 +455,7 @@ impl FileSystem for SimFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn LogFile>> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.check(SimOp::Create)?;
         if state.names.contains_key(path) {
             return Err(io::Error::new(
@@ -484,7 +479,7 @@ impl FileSystem for SimFs {
     }
 
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn LogFile>> {
-        let state = lock(&self.state);
+        let state = self.state.locked();
         let id = *state.names.get(path).ok_or_else(|| not_found(path))?;
         Ok(Arc::new(SimFile {
             state: Arc::clone(&self.state),
@@ -494,7 +489,7 @@ impl FileSystem for SimFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.check(SimOp::Rename)?;
         let id = state.names.remove(from).ok_or_else(|| not_found(from))?;
         state.names.insert(to.to_owned(), id);
@@ -506,7 +501,7 @@ impl FileSystem for SimFs {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.check(SimOp::Remove)?;
         state.names.remove(path).ok_or_else(|| not_found(path))?;
         state.unsynced_dir.push(DirChange::Names {
@@ -517,7 +512,7 @@ impl FileSystem for SimFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.check(SimOp::SyncDir)?;
         let State {
             unsynced_dir,
@@ -535,7 +530,7 @@ impl FileSystem for SimFs {
     }
 
     fn entries(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let state = lock(&self.state);
+        let state = self.state.locked();
         let names: std::collections::BTreeSet<String> = state
             .names
             .keys()
@@ -546,7 +541,7 @@ impl FileSystem for SimFs {
     }
 
     fn rename_dir(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.check(SimOp::Rename)?;
         if !state.names.keys().any(|p| p.starts_with(from)) {
             return Err(not_found(from));
@@ -565,7 +560,7 @@ impl FileSystem for SimFs {
     }
 
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.check(SimOp::Remove)?;
         // Each file's removal is a change of its own directory (as `unlink` is), durable when
         // that directory is synced; the directories are implicit here.
@@ -586,7 +581,7 @@ impl FileSystem for SimFs {
     }
 
     fn lock_dir(&self, dir: &Path) -> Result<Box<dyn DirLock>, LockError> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         if !state.locks.insert(dir.to_owned()) {
             return Err(LockError::Locked {
                 dir: dir.to_owned(),
@@ -606,11 +601,11 @@ impl FileSystem for SimFs {
 
 impl LogFile for SimFile {
     fn size_bytes(&self) -> io::Result<u64> {
-        Ok(lock(&self.state).inodes[&self.inode].data.len() as u64)
+        Ok(self.state.locked().inodes[&self.inode].data.len() as u64)
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let state = lock(&self.state);
+        let state = self.state.locked();
         let data = &state.inodes[&self.inode].data;
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
         let bytes = data
@@ -624,7 +619,7 @@ impl LogFile for SimFile {
         if !self.writable {
             return Err(io::Error::from_raw_os_error(9));
         }
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.check(SimOp::Write)?;
         let inode = state
             .inodes
@@ -641,7 +636,7 @@ impl LogFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         let id = self.inode;
         if let Err(e) = state.check(SimOp::SyncData) {
             if state.fsyncgate {
@@ -665,7 +660,7 @@ impl LogFile for SimFile {
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.check(SimOp::Allocate)?;
         let inode = state
             .inodes
@@ -679,7 +674,7 @@ impl LogFile for SimFile {
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.check(SimOp::Truncate)?;
         let inode = state
             .inodes
@@ -692,7 +687,7 @@ impl LogFile for SimFile {
     }
 
     fn map(&self) -> io::Result<Arc<dyn Mapping>> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.locked();
         state.check(SimOp::Map)?;
         Ok(Arc::new(SimMapping(state.inodes[&self.inode].data.clone())))
     }

@@ -3,11 +3,12 @@
 
 use std::collections::VecDeque;
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::format::Lsn;
+use crate::sync::MutexExt;
 
 /// Most (LSN, time shipped) samples kept per replica to turn acknowledged LSNs into lag times.
 const LAG_SAMPLES_MAX: usize = 4096;
@@ -18,10 +19,6 @@ pub fn clock_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A replica's progress as its primary sees it.
@@ -124,13 +121,13 @@ impl ReplicaPeer {
     /// Its progress now.
     #[must_use]
     pub fn progress(&self) -> PeerProgress {
-        *lock(&self.progress)
+        *self.progress.locked()
     }
 
     /// Time since its last acknowledgement.
     #[must_use]
     pub fn since_last_ack(&self) -> Duration {
-        lock(&self.last_ack).elapsed()
+        self.last_ack.locked().elapsed()
     }
 
     /// Ends its session (shutdown, or the server lets it go).
@@ -148,7 +145,7 @@ impl ReplicaPeer {
     }
 
     pub(crate) fn hello(&self, replica_id: u128, listen_port: u16, last_lsn: Lsn) {
-        let mut p = lock(&self.progress);
+        let mut p = self.progress.locked();
         p.replica_id = replica_id;
         p.listen_port = listen_port;
         p.online = true;
@@ -161,7 +158,7 @@ impl ReplicaPeer {
     }
 
     pub(crate) fn bootstrap(&self, file_bytes: u64, lsn: Lsn) {
-        let mut p = lock(&self.progress);
+        let mut p = self.progress.locked();
         p.snapshot_bytes = file_bytes;
         p.snapshot_sent = 0;
         p.snapshot_lsn = lsn;
@@ -169,12 +166,12 @@ impl ReplicaPeer {
     }
 
     pub(crate) fn bootstrap_sent(&self, bytes: u64) {
-        lock(&self.progress).snapshot_sent = bytes;
+        self.progress.locked().snapshot_sent = bytes;
     }
 
     pub(crate) fn shipped(&self, lsn: Lsn) {
-        lock(&self.progress).sent = lsn;
-        let mut shipped = lock(&self.shipped);
+        self.progress.locked().sent = lsn;
+        let mut shipped = self.shipped.locked();
         if shipped.len() == LAG_SAMPLES_MAX {
             shipped.pop_front();
         }
@@ -184,12 +181,12 @@ impl ReplicaPeer {
     pub(crate) fn ack(&self, received: Lsn, durable: Lsn, applied: Lsn) {
         // Nothing beyond what was shipped counts: a replica cannot move its retention slot
         // past the log it really holds.
-        let sent = lock(&self.progress).sent;
+        let sent = self.progress.locked().sent;
         let (received, durable, applied) =
             (received.min(sent), durable.min(sent), applied.min(sent));
         let now = Instant::now();
-        *lock(&self.last_ack) = now;
-        let mut shipped = lock(&self.shipped);
+        *self.last_ack.locked() = now;
+        let mut shipped = self.shipped.locked();
         // The time the newest record at or below an acknowledged LSN was shipped.
         let lag = |lsn: Lsn| {
             shipped
@@ -198,7 +195,7 @@ impl ReplicaPeer {
                 .find(|(l, _)| *l <= lsn)
                 .map(|(_, at)| u64::try_from((now - *at).as_micros()).unwrap_or(u64::MAX))
         };
-        let mut p = lock(&self.progress);
+        let mut p = self.progress.locked();
         if received > p.received
             && let Some(l) = lag(received)
         {
@@ -309,13 +306,13 @@ impl LinkStatus {
     /// Its progress now.
     #[must_use]
     pub fn progress(&self) -> LinkProgress {
-        lock(&self.progress).clone()
+        self.progress.locked().clone()
     }
 
     /// Stops the link: its thread ends soon after.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(socket) = lock(&self.socket).as_ref() {
+        if let Some(socket) = self.socket.locked().as_ref() {
             let _ = socket.shutdown(Shutdown::Both);
         }
     }
@@ -327,11 +324,11 @@ impl LinkStatus {
     }
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut LinkProgress)) {
-        f(&mut lock(&self.progress));
+        f(&mut self.progress.locked());
     }
 
     pub(crate) fn set_socket(&self, socket: Option<TcpStream>) {
-        let mut slot = lock(&self.socket);
+        let mut slot = self.socket.locked();
         *slot = socket;
         if self.stopped()
             && let Some(socket) = slot.as_ref()

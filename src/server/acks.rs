@@ -9,13 +9,14 @@
 use std::fmt;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::event_loop::LoopHandle;
 use crate::format::{Epoch, Lsn};
 use crate::repl::status::PeerProgress;
+use crate::sync::MutexExt;
 
 /// Most replicas a level may ask for (the most shipping sessions a primary runs).
 pub const SYNC_REPLICAS_MAX: u32 = 64;
@@ -264,10 +265,7 @@ pub struct AckGate {
 impl AckGate {
     /// Adds a loop to wake when acknowledgements arrive.
     pub(crate) fn register(&self, handle: Arc<LoopHandle>) {
-        self.loops
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(handle);
+        self.loops.locked().push(handle);
     }
 
     /// Called by shipping threads after a replica's acknowledgement is recorded: wakes each
@@ -276,12 +274,7 @@ impl AckGate {
         // IMPORTANT: bump before reading the loops' flags; a loop sets its flag before it
         // reads the generation, so one of the two sides always sees the other.
         self.generation.fetch_add(1, Ordering::SeqCst);
-        for handle in self
-            .loops
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+        for handle in self.loops.locked().iter() {
             if handle.ack_waiters.load(Ordering::SeqCst) {
                 handle.wake();
             }
@@ -312,7 +305,7 @@ impl AckGate {
     pub fn fell_back(&self, level: AckLevel, timeout_ms: u64) {
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
         self.degraded.store(true, Ordering::Relaxed);
-        let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut warned = self.warned.locked();
         let now = Instant::now();
         if warned
             .0

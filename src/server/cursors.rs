@@ -6,8 +6,9 @@
 //! one), but each connection may hold only [`CURSORS_PER_CLIENT`], so no client can push the
 //! others' cursors out.
 
+use crate::sync::MutexExt;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 /// Most cursors one connection keeps; its oldest is forgotten first.
 const CURSORS_PER_CLIENT: usize = 256;
@@ -41,7 +42,7 @@ pub struct Cursors {
 impl Cursors {
     /// A new cursor, made by connection `client`, that resumes after `key`.
     pub fn save(&self, client: u64, key: &[u8]) -> u64 {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.table.locked();
         let mut id = crate::wal::random_u64() >> 1;
         while id == 0 || table.keys.contains_key(&id) {
             id = crate::wal::random_u64() >> 1;
@@ -73,14 +74,14 @@ impl Cursors {
 
     /// The key cursor `id` resumes after, if the cursor is known.
     pub fn resume(&self, id: u64) -> Option<Box<[u8]>> {
-        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = self.table.locked();
         table.keys.get(&id).cloned()
     }
 
     /// Forgets the per-connection bookkeeping of a closed connection (its cursors stay valid
     /// until pushed out).
     pub fn client_closed(&self, client: u64) {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.table.locked();
         table.by_client.remove(&client);
     }
 }

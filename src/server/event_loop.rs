@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
@@ -21,6 +21,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use super::Shared;
 use super::connection::{Connection, Turn};
 use crate::format::Lsn;
+use crate::sync::MutexExt;
 use crate::wal::{Durability, WalError};
 
 /// Token of a loop's wake-up socket in its epoll set.
@@ -72,10 +73,7 @@ impl LoopHandle {
     /// Gives the loop a new connection.
     pub fn hand_over(&self, stream: TcpStream, id: u64, addr: SocketAddr) {
         self.connections.fetch_add(1, Ordering::Relaxed);
-        self.incoming
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((stream, id, addr));
+        self.incoming.locked().push((stream, id, addr));
         self.wake();
     }
 }
@@ -275,12 +273,7 @@ fn adopt(
     connections: &mut HashMap<u64, Connection>,
     ready: &mut Vec<u64>,
 ) {
-    let incoming = std::mem::take(
-        &mut *handle
-            .incoming
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner),
-    );
+    let incoming = std::mem::take(&mut *handle.incoming.locked());
     for (stream, id, addr) in incoming {
         let registered = stream.set_nonblocking(true).is_ok()
             && epoll

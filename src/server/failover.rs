@@ -11,10 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use super::replication::lock;
 use crate::format::repl::Peer;
 use crate::format::{Epoch, Lsn};
 use crate::repl::link::{self, LinkOptions};
+use crate::sync::MutexExt;
 
 /// How long a promotion waits for the replication link to stop.
 const LINK_STOP_WAIT: Duration = Duration::from_secs(5);
@@ -68,7 +68,7 @@ impl Shared {
     pub fn promote(self: &Arc<Self>, force: bool) -> Result<Promotion, String> {
         let replication = &self.replication;
         let fenced = replication.fenced.load(Ordering::Acquire);
-        let taken = lock(&replication.link).take();
+        let taken = replication.link.locked().take();
         let (primary, peers) = match taken {
             Some(link) => {
                 let peers = link.status.progress().peers;
@@ -78,7 +78,7 @@ impl Shared {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 if !link.thread.is_finished() {
-                    lock(&replication.stopping).push(link.thread);
+                    replication.stopping.locked().push(link.thread);
                     self.replicate_from(link.primary);
                     return Err("ERR the replication link did not stop in time; try again".into());
                 }
@@ -230,7 +230,7 @@ impl Shared {
         self.replication
             .seen_epoch
             .fetch_max(epoch, Ordering::SeqCst);
-        if lock(&self.replication.link).is_some() {
+        if self.replication.link.locked().is_some() {
             return;
         }
         // The same epoch counts: only a fence names it, sent by a node that started it too.

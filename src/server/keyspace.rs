@@ -14,10 +14,11 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::engine::{Db, DbError, Value, WriteBatch};
 use crate::format::Lsn;
+use crate::sync::MutexExt;
 use crate::wal::Durability;
 
 /// Number of lock stripes: collisions between unrelated keys cost a short wait, never a sync.
@@ -230,9 +231,7 @@ impl Keyspace {
     }
 
     fn lock(&self, index: usize) -> MutexGuard<'_, Stripe> {
-        self.stripes[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.stripes[index].locked()
     }
 
     /// Runs one write command over `keys`: `body` reads and changes them atomically; what it

@@ -23,7 +23,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,7 @@ pub use error::ServerError;
 pub use keyspace::Keyspace;
 
 use crate::engine::DbError;
+use crate::sync::MutexExt;
 use crate::wal::Durability;
 use cursors::Cursors;
 use metrics::Metrics;
@@ -169,10 +170,7 @@ impl Shared {
     /// Connections open now.
     #[must_use]
     pub fn client_count(&self) -> usize {
-        self.clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.clients.locked().len()
     }
 
     /// Whether shutdown has begun.
@@ -182,27 +180,19 @@ impl Shared {
     }
 
     fn forget_client(&self, id: u64) {
-        self.clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        self.clients.locked().remove(&id);
         self.cursors.client_closed(id);
     }
 
     fn rename_client(&self, id: u64, name: Option<Vec<u8>>) {
-        if let Some(client) = self
-            .clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(&id)
-        {
+        if let Some(client) = self.clients.locked().get_mut(&id) {
             client.name = name;
         }
     }
 
     /// `CLIENT LIST` lines (of one client, for `CLIENT INFO`).
     fn describe_clients(&self, only: Option<u64>) -> String {
-        let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let clients = self.clients.locked();
         let mut ids: Vec<&u64> = clients
             .keys()
             .filter(|id| only.is_none_or(|o| o == **id))
@@ -461,10 +451,7 @@ fn accept_loop(
         };
         let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
         {
-            let mut clients = shared
-                .clients
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut clients = shared.clients.locked();
             if clients.len() >= shared.options.max_clients {
                 drop(clients);
                 shared

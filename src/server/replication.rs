@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -20,6 +20,7 @@ use crate::repl::link::{self, LinkOptions};
 use crate::repl::shipper::{self, Bootstrap, SessionHooks, ShipperOptions};
 use crate::repl::{LinkState, LinkStatus, ReplicaPeer};
 use crate::snapshot::{SnapshotBuilds, SnapshotFile};
+use crate::sync::MutexExt;
 
 /// File in the data directory holding this node's replica identity.
 const REPLICA_ID_FILE: &str = "replica-id";
@@ -87,10 +88,6 @@ impl SlotTable {
     }
 }
 
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A replica's link to its primary.
 #[derive(Debug)]
 pub(super) struct Link {
@@ -128,7 +125,7 @@ struct Registered<'a>(&'a Mutex<Vec<Arc<FenceReader>>>, Arc<FenceReader>);
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        lock(self.0).retain(|r| !Arc::ptr_eq(r, &self.1));
+        self.0.locked().retain(|r| !Arc::ptr_eq(r, &self.1));
     }
 }
 
@@ -286,7 +283,7 @@ impl Shared {
     /// node already follows that primary.
     pub fn replicate_from(self: &Arc<Self>, primary: String) -> bool {
         let replication = &self.replication;
-        let mut link = lock(&replication.link);
+        let mut link = replication.link.locked();
         if self.is_shutting_down() {
             // `stop_replication` takes this lock after the flag is set: nothing started now
             // could outlive it.
@@ -310,7 +307,7 @@ impl Shared {
         // Re-pointed: a replaced primary is an ordinary replica from now on.
         replication.fenced.store(0, Ordering::Release);
         self.keyspace.db().set_compaction_hold(0);
-        for shipping in lock(&replication.replicas).iter() {
+        for shipping in replication.replicas.locked().iter() {
             shipping.peer.stop();
         }
         let status = Arc::new(LinkStatus::default());
@@ -343,7 +340,7 @@ impl Shared {
             }
             Err(e) => {
                 if let Some(previous) = previous {
-                    lock(&replication.stopping).push(previous);
+                    replication.stopping.locked().push(previous);
                 }
                 tracing::error!(error = %e, "cannot start the replication thread");
             }
@@ -370,7 +367,7 @@ impl Shared {
         // entry, holding a clone of the socket, would stay forever: the peer never sees the
         // connection close, and the descriptor leaks. Checked under the same lock that
         // `stop_replication` takes after setting the shutdown flag.
-        let mut replicas = lock(&self.replication.replicas);
+        let mut replicas = self.replication.replicas.locked();
         if self.is_shutting_down() {
             return;
         }
@@ -426,7 +423,10 @@ impl Shared {
                         tracing::warn!(replica = %addr, error = %e, "replica session ended");
                     }
                 }
-                lock(&me.replication.replicas).retain(|s| !Arc::ptr_eq(&s.peer, &for_thread));
+                me.replication
+                    .replicas
+                    .locked()
+                    .retain(|s| !Arc::ptr_eq(&s.peer, &for_thread));
             });
         match spawned {
             // Finished sessions remove themselves (their threads are not joined).
@@ -456,7 +456,7 @@ impl Shared {
         {
             // IMPORTANT: checked under the lock `stop_replication` takes after the shutdown
             // flag is set, so every reader registered is cut by it.
-            let mut readers = lock(&self.replication.fence_readers);
+            let mut readers = self.replication.fence_readers.locked();
             if readers.len() >= MAX_FENCE_READERS || self.is_shutting_down() {
                 return;
             }
@@ -481,7 +481,10 @@ impl Shared {
                 }
             });
         if spawned.is_err() {
-            lock(&self.replication.fence_readers).retain(|r| !Arc::ptr_eq(r, &reader));
+            self.replication
+                .fence_readers
+                .locked()
+                .retain(|r| !Arc::ptr_eq(r, &reader));
         }
     }
 
@@ -505,7 +508,7 @@ impl Shared {
     /// that sends a byte at a time would otherwise hold a reader for ever), or all of them.
     fn cut_fence_readers(&self, all: bool) {
         let now = Instant::now();
-        for reader in lock(&self.replication.fence_readers).iter() {
+        for reader in self.replication.fence_readers.locked().iter() {
             if all || reader.deadline <= now {
                 let _ = reader.stream.shutdown(std::net::Shutdown::Both);
             }
@@ -526,7 +529,7 @@ impl Shared {
                     me.cut_fence_readers(false);
                 }
             })?;
-        *lock(&self.replication.keeper) = Some(thread);
+        *self.replication.keeper.locked() = Some(thread);
         Ok(())
     }
 
@@ -535,7 +538,7 @@ impl Shared {
     /// holding compaction before anything ships.
     fn register_slot(&self, replica_id: u128, lsn: u64) {
         let db = self.keyspace.db();
-        let mut table = lock(&self.replication.slots);
+        let mut table = self.replication.slots.locked();
         table.dropped.retain(|id| *id != replica_id);
         if let Some(slot) = table.slots.iter_mut().find(|s| s.replica_id == replica_id) {
             if slot.lsn == lsn {
@@ -568,7 +571,7 @@ impl Shared {
     fn tick_slots(&self) {
         let db = self.keyspace.db();
         let replication = &self.replication;
-        let mut table = lock(&replication.slots);
+        let mut table = replication.slots.locked();
         let mut added = false;
         let peers = self.peers();
         for (i, peer) in peers.iter().enumerate() {
@@ -692,7 +695,7 @@ impl Shared {
             return None;
         }
         let (progress, started) = {
-            let link = lock(&self.replication.link);
+            let link = self.replication.link.locked();
             let link = link.as_ref()?;
             (link.status.progress(), link.started)
         };
@@ -718,7 +721,7 @@ impl Shared {
 
     /// Where compaction must stop now, from the slots as they stand.
     pub(super) fn current_compaction_hold(&self) -> u64 {
-        self.compaction_hold(&lock(&self.replication.slots))
+        self.compaction_hold(&self.replication.slots.locked())
     }
 
     /// Where compaction must stop (see [`compaction_hold_at`]).
@@ -771,7 +774,7 @@ impl Shared {
             built(file);
         }
         self.replication.building.fetch_sub(1, Ordering::AcqRel);
-        let table = lock(&self.replication.slots);
+        let table = self.replication.slots.locked();
         db.set_compaction_hold(self.compaction_hold(&table));
         result
     }
@@ -834,29 +837,30 @@ impl Shared {
     pub(crate) fn stop_replication(&self) {
         self.cut_fence_readers(true);
         self.replication.stop_keeper.store(true, Ordering::Release);
-        if let Some(keeper) = lock(&self.replication.keeper).take() {
+        if let Some(keeper) = self.replication.keeper.locked().take() {
             keeper.thread().unpark();
             let _ = keeper.join();
         }
         self.tick_slots();
         {
-            let mut table = lock(&self.replication.slots);
+            let mut table = self.replication.slots.locked();
             if table.dirty
                 && let Err(e) = table.save()
             {
                 tracing::error!(error = %e, "cannot save the retention slots");
             }
         }
-        let link = lock(&self.replication.link).take();
+        let link = self.replication.link.locked().take();
         if let Some(link) = link {
             link.status.stop();
             let _ = link.thread.join();
         }
-        let stopping: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.replication.stopping));
+        let stopping: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.replication.stopping.locked());
         for thread in stopping {
             let _ = thread.join();
         }
-        let sessions: Vec<Shipping> = std::mem::take(&mut *lock(&self.replication.replicas));
+        let sessions: Vec<Shipping> = std::mem::take(&mut *self.replication.replicas.locked());
         for shipping in &sessions {
             shipping.peer.stop();
         }
@@ -872,7 +876,7 @@ impl Shared {
             .iter()
             .map(|peer| (peer.addr, peer.progress()))
             .collect();
-        let table = lock(&self.replication.slots);
+        let table = self.replication.slots.locked();
         let slots = table
             .slots
             .iter()
@@ -889,7 +893,9 @@ impl Shared {
     }
 
     fn link_view(&self) -> Option<(String, crate::repl::status::LinkProgress)> {
-        lock(&self.replication.link)
+        self.replication
+            .link
+            .locked()
             .as_ref()
             .map(|l| (l.primary.clone(), l.status.progress()))
     }
@@ -900,7 +906,9 @@ impl Shared {
     }
 
     pub(super) fn peers(&self) -> Vec<Arc<ReplicaPeer>> {
-        lock(&self.replication.replicas)
+        self.replication
+            .replicas
+            .locked()
             .iter()
             .map(|s| Arc::clone(&s.peer))
             .filter(|p| p.progress().online)
@@ -1095,7 +1103,7 @@ impl Shared {
                 ),
             );
         }
-        let table = lock(&self.replication.slots);
+        let table = self.replication.slots.locked();
         let cap = self.replication.max_retained_bytes;
         for (i, (slot, retained)) in table.slots.iter().zip(&table.retained).enumerate() {
             let connected = peers

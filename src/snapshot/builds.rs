@@ -3,7 +3,7 @@
 //! transfer can resume from the same file, even across a restart of the primary.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::engine::Store;
 use crate::format::Lsn;
@@ -12,6 +12,7 @@ use crate::io::FileSystem;
 
 use super::error::{Result, SnapshotError};
 use super::write::create_snapshot_file_in;
+use crate::sync::{CondvarExt, MutexExt};
 
 /// Subdirectory of the data directory holding snapshot files.
 pub const SNAPSHOTS_DIR: &str = "snapshots";
@@ -119,7 +120,7 @@ impl SnapshotBuilds {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.locked()
     }
 
     /// A snapshot for which `usable` holds: the current one, or one built now (by this
@@ -147,10 +148,7 @@ impl SnapshotBuilds {
             if !state.building {
                 break;
             }
-            state = self
-                .built
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state = self.built.wait_locked(state);
         }
         state.building = true;
         drop(state);

@@ -3,7 +3,7 @@
 //! covers the whole range. The caller (the engine) decides what is live; this module makes the
 //! file swap crash-safe and keeps old offsets readable until the caller has moved its index.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::format::{Lsn, RecordMeta, SEGMENT_HEADER_BYTES, SegmentHeader, encode_record};
@@ -12,6 +12,7 @@ use super::error::{Result, WalError};
 use super::reader::Record;
 use super::segment::{SPARSE_INDEX_STRIDE, Segment, segment_file_name};
 use super::{Wal, random_u32, sealed_prefix};
+use crate::sync::{MutexExt, RwLockExt};
 
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
@@ -80,11 +81,7 @@ impl Wal {
         mut keep: impl FnMut(&Record) -> bool,
         bytes_per_sec: u64,
     ) -> Result<Compacted> {
-        let _serial = self
-            .shared
-            .retention
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _serial = self.shared.retention.locked();
         let inputs = self.run_of_sealed(first, last)?;
         let fs = self.shared.options.fs.as_ref();
         let dir = &self.shared.dir;
@@ -188,11 +185,7 @@ impl Wal {
 
     /// Forgets the segments replaced by compaction: reads at their offsets stop resolving.
     pub fn release_compacted(&self) {
-        self.shared
-            .retired
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.shared.retired.write_locked().clear();
     }
 
     fn run_of_sealed(&self, first: Lsn, last: Lsn) -> Result<Vec<Arc<Segment>>> {
@@ -216,8 +209,7 @@ impl Wal {
         // the reader/compaction race test under load).
         self.shared
             .retired
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+            .write_locked()
             .extend(inputs.iter().cloned());
         let mut segments = self.shared.segments_mut();
         let start = segments.iter().position(|s| Arc::ptr_eq(s, &inputs[0]));

@@ -2,7 +2,7 @@
 //! cache remembers recent digests (one per shipping replica, in practice), so asking again a
 //! little further costs only the records in between.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
@@ -11,6 +11,7 @@ use crate::format::{Lsn, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 
 use super::Wal;
 use super::error::Result;
+use crate::sync::MutexExt;
 
 /// Digests remembered: one per replica shipping at once is enough to keep each incremental.
 pub(crate) const DIGEST_CACHE_ENTRIES: usize = 16;
@@ -49,11 +50,7 @@ impl Wal {
             return Ok(None);
         }
         let salt = segment.header.salt;
-        let mut cache = self
-            .shared
-            .digest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut cache = self.shared.digest.locked();
         // The furthest usable entry: each replica's shipper advances its own.
         let usable = cache
             .iter()

@@ -4,7 +4,7 @@
 //! session's start; a rejoining node compares histories to find where it forked.
 
 use std::path::Path;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use crate::format::epochs::EpochHistory;
 use crate::format::{Epoch, Lsn, SEGMENT_HEADER_BYTES, SegmentHeader};
@@ -14,6 +14,7 @@ use super::error::{Result, WalError};
 use super::segment::Segment;
 use super::writer::{GroupCommit, WriterState};
 use super::{Wal, random_u32};
+use crate::sync::MutexExt;
 
 /// Name of the epoch history file in the log's directory.
 pub const EPOCH_HISTORY_FILE: &str = "epoch-history";
@@ -130,11 +131,7 @@ impl Wal {
     /// The epochs this log knows, oldest first.
     #[must_use]
     pub fn epoch_history(&self) -> EpochHistory {
-        self.shared
-            .history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.history.locked().clone()
     }
 
     /// The highest epoch this log knows (of its records, or of its history).
@@ -151,19 +148,11 @@ impl Wal {
     /// # Errors
     /// An epoch not above every epoch this log knows; a poisoned or closed log; I/O errors.
     pub fn begin_epoch(&self, epoch: Epoch) -> Result<Lsn> {
-        let _serial = self
-            .shared
-            .retention
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _serial = self.shared.retention.locked();
         let commit = &self.shared.commit;
         let mut state = commit.lock();
         state.check_open()?;
-        let mut history = self
-            .shared
-            .history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut history = self.shared.history.locked();
         let highest = history.latest().epoch.max(state.epoch);
         if epoch <= highest {
             return Err(WalError::EpochOrder {
@@ -219,11 +208,7 @@ impl Wal {
     /// # Errors
     /// A history whose newest epoch is older than this log's; I/O errors.
     pub fn adopt_history(&self, history: &EpochHistory) -> Result<()> {
-        let mut mine = self
-            .shared
-            .history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut mine = self.shared.history.locked();
         if *mine == *history {
             return Ok(());
         }

@@ -20,7 +20,7 @@ mod writer;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -43,6 +43,7 @@ pub use segment::{SPARSE_INDEX_STRIDE, parse_segment_file_name, segment_file_nam
 pub use shipping::{ShipChunk, ShipPosition};
 pub use writer::{Durability, SYNC_SIZE_BUCKETS};
 
+use crate::sync::{MutexExt, RwLockExt};
 use preparer::SegmentPreparer;
 use recovery::Analysis;
 use segment::Segment;
@@ -184,22 +185,17 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn cluster_id(&self) -> u128 {
-        *self
-            .cluster_id
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        *self.cluster_id.locked()
     }
 
     /// The segment list, for reading.
     fn segments(&self) -> RwLockReadGuard<'_, Vec<Arc<Segment>>> {
-        self.segments.read().unwrap_or_else(PoisonError::into_inner)
+        self.segments.read_locked()
     }
 
     /// The segment list, for changing.
     fn segments_mut(&self) -> RwLockWriteGuard<'_, Vec<Arc<Segment>>> {
-        self.segments
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.segments.write_locked()
     }
 }
 
@@ -663,11 +659,7 @@ impl Wal {
     /// # Errors
     /// I/O errors; files removed before the error stay removed, the others stay in the log.
     pub fn remove_before(&self, lsn: Lsn) -> Result<usize> {
-        let _serial = self
-            .shared
-            .retention
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _serial = self.shared.retention.locked();
         let durable = self.shared.commit.durable();
         let doomed: Vec<Arc<Segment>> = {
             let mut segments = self.shared.segments_mut();

@@ -3,13 +3,14 @@
 //! a rename and a directory sync, instead of writing 64 MiB while every writer waits.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::io::FileSystem;
 
 use super::segment::{BlankSegment, prepared_file_name};
+use crate::sync::{CondvarExt, MutexExt};
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -41,9 +42,9 @@ impl SegmentPreparer {
                 let (lock, wake) = &*shared;
                 for n in 0.. {
                     {
-                        let mut slot = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                        let mut slot = lock.locked();
                         while slot.ready.is_some() && !slot.stop {
-                            slot = wake.wait(slot).unwrap_or_else(PoisonError::into_inner);
+                            slot = wake.wait_locked(slot);
                         }
                         if slot.stop {
                             return;
@@ -53,12 +54,12 @@ impl SegmentPreparer {
                     if let Ok(blank) =
                         BlankSegment::prepare(fs.as_ref(), path.clone(), capacity_bytes, zero_fill)
                     {
-                        lock.lock().unwrap_or_else(PoisonError::into_inner).ready = Some(blank);
+                        lock.locked().ready = Some(blank);
                     } else {
                         // Rotation falls back to creating the file itself and reports the error
                         // to its caller; try again later (the disk may have room by then).
                         let _ = fs.remove(&path);
-                        let slot = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                        let slot = lock.locked();
                         let _ = wake.wait_timeout(slot, Duration::from_secs(1));
                     }
                 }
@@ -77,11 +78,7 @@ impl SegmentPreparer {
             return None;
         }
         let (lock, wake) = &*self.slot;
-        let blank = lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .ready
-            .take();
+        let blank = lock.locked().ready.take();
         wake.notify_all();
         blank
     }
@@ -89,7 +86,7 @@ impl SegmentPreparer {
     /// Stops the thread; a prepared file stays on disk and is removed by the next recovery.
     pub fn stop(&mut self) {
         let (lock, wake) = &*self.slot;
-        lock.lock().unwrap_or_else(PoisonError::into_inner).stop = true;
+        lock.locked().stop = true;
         wake.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use crate::format::{Epoch, Lsn, RecordKind, decode_record};
 use crate::io::Mapping;
@@ -11,6 +11,7 @@ use crate::io::Mapping;
 use super::Shared;
 use super::error::{Result, WalError};
 use super::segment::Segment;
+use crate::sync::RwLockExt;
 
 /// A record payload: a zero-copy view into a mapped segment.
 #[derive(Clone)]
@@ -148,10 +149,7 @@ impl WalIter {
     }
 
     fn read_retired(shared: &Shared, lsn: Lsn, offset: u64) -> Option<Result<Record>> {
-        let retired = shared
-            .retired
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let retired = shared.retired.read_locked();
         let segment = retired
             .iter()
             .find(|s| s.first_lsn() <= lsn && lsn <= s.last_lsn())?;

@@ -13,6 +13,7 @@ use super::Wal;
 use super::error::{Result, WalError};
 use super::segment::Segment;
 use super::writer::{PendingWrite, WriterState};
+use crate::sync::MutexExt;
 
 impl Wal {
     /// Replica side: the primary starts (or resumes) shipping the segment `header` describes,
@@ -253,11 +254,7 @@ impl Wal {
             match placement {
                 Placement::AdoptCluster => {
                     segments.clear();
-                    *self
-                        .shared
-                        .cluster_id
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = decoded.cluster_id;
+                    *self.shared.cluster_id.locked() = decoded.cluster_id;
                 }
                 Placement::ReplaceActive => {
                     segments.pop();

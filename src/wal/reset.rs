@@ -3,14 +3,15 @@
 //! ([`Wal::receive_compacted`]). The caller records durably that a restore is under way
 //! first, so a crash part-way never leaves a log that merely looks shorter.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
 
 use crate::format::{SEGMENT_HEADER_BYTES, SegmentHeader};
 
 use super::error::{Result, WalError};
 use super::segment::{Segment, parse_segment_file_name};
 use super::{Wal, random_u32};
+use crate::sync::{MutexExt, RwLockExt};
 
 impl Wal {
     /// Removes every record and segment file and starts an empty log at LSN 1 (keeping the
@@ -19,11 +20,7 @@ impl Wal {
     /// # Errors
     /// A poisoned or closed log, or I/O errors (the log is then poisoned: reopen it).
     pub fn reset(&self) -> Result<()> {
-        let _serial = self
-            .shared
-            .retention
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _serial = self.shared.retention.locked();
         self.sync()?;
         let commit = &self.shared.commit;
         let mut state = commit.lock_idle()?;
@@ -67,16 +64,8 @@ impl Wal {
             }
         };
         *self.shared.segments_mut() = vec![Arc::clone(&segment)];
-        self.shared
-            .retired
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        self.shared
-            .digest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.shared.retired.write_locked().clear();
+        self.shared.digest.locked().clear();
         state.next_lsn = 1;
         state.epoch = 1;
         state.active = segment;

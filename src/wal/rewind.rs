@@ -5,8 +5,8 @@
 //! by a copy cut after it (written, synced, renamed over it).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
 
 use crate::format::{
     Lsn, RecordMeta, SEGMENT_HEADER_BYTES, SegmentHeader, encode_record, encoded_record_bytes,
@@ -16,6 +16,7 @@ use super::error::{Result, WalError};
 use super::segment::{BlankSegment, Segment};
 use super::writer::WriterState;
 use super::{Wal, random_u32};
+use crate::sync::MutexExt;
 
 /// Directory, inside the log's, of the records rewinds cut.
 pub const ROLLBACK_DIR: &str = "rollback";
@@ -89,11 +90,7 @@ impl Wal {
     /// include a compacted segment (nothing is changed then: empty the log instead); a
     /// poisoned or closed log; I/O errors (the log is then poisoned: reopen it).
     pub fn truncate_after(&self, fork: Lsn) -> Result<()> {
-        let _serial = self
-            .shared
-            .retention
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _serial = self.shared.retention.locked();
         self.sync()?;
         let commit = &self.shared.commit;
         let mut state = commit.lock_idle()?;
@@ -165,11 +162,7 @@ impl Wal {
             }
         };
         *self.shared.segments_mut() = kept;
-        self.shared
-            .digest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.shared.digest.locked().clear();
         state.next_lsn = fork + 1;
         state.epoch = epoch;
         state.active = active;
@@ -261,11 +254,7 @@ impl Wal {
     /// # Errors
     /// A poisoned or closed log; I/O errors.
     pub fn drop_empty_tail(&self) -> Result<()> {
-        let _serial = self
-            .shared
-            .retention
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _serial = self.shared.retention.locked();
         self.sync()?;
         let commit = &self.shared.commit;
         let mut state = commit.lock_idle()?;

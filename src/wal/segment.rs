@@ -2,12 +2,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::format::{Lsn, SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::io::{FileSystem, LogFile, Mapping};
 
 use super::error::{Result, WalError};
+use crate::sync::{MutexExt, RwLockExt};
 
 /// Every this many records of a segment, the seek index keeps the record's offset.
 pub const SPARSE_INDEX_STRIDE: u64 = 64;
@@ -224,10 +225,7 @@ impl Segment {
     /// `fdatasync` caller only: the seal of a segment and the sync role may sync it at the
     /// same moment, and the one that did not see the error must not call the records durable.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
-        let _one = self
-            .sync_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _one = self.sync_lock.locked();
         if self.sync_failed.load(Ordering::Acquire) {
             return Err(std::io::Error::other(
                 "an earlier fdatasync of this segment failed; restart the process to recover \
@@ -276,19 +274,13 @@ impl Segment {
     /// Notes the offset of `lsn` for seeking, every [`SPARSE_INDEX_STRIDE`] records.
     pub(crate) fn note_offset(&self, lsn: Lsn, offset: u64) {
         if (lsn - self.header.first_lsn).is_multiple_of(SPARSE_INDEX_STRIDE) {
-            self.sparse_index
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((lsn, offset));
+            self.sparse_index.locked().push((lsn, offset));
         }
     }
 
     /// The seek index entries up to `lsn` (for a copy of this segment cut after `lsn`).
     pub(crate) fn sparse_index_through(&self, lsn: Lsn) -> Vec<(Lsn, u64)> {
-        let index = self
-            .sparse_index
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let index = self.sparse_index.locked();
         index
             .iter()
             .copied()
@@ -303,10 +295,7 @@ impl Segment {
 
     /// The closest known `(lsn, offset)` at or before `lsn`.
     pub(crate) fn seek_hint(&self, lsn: Lsn) -> (Lsn, u64) {
-        let index = self
-            .sparse_index
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let index = self.sparse_index.locked();
         let at = index.partition_point(|&(l, _)| l <= lsn);
         at.checked_sub(1)
             .map_or((self.header.first_lsn, SEGMENT_HEADER_BYTES as u64), |i| {
@@ -320,12 +309,12 @@ impl Segment {
             View::Live(mapping) => Ok(Arc::clone(mapping)),
             View::Snapshot(lock) => {
                 {
-                    let current = lock.read().unwrap_or_else(PoisonError::into_inner);
+                    let current = lock.read_locked();
                     if current.1 >= end {
                         return Ok(Arc::clone(&current.0));
                     }
                 }
-                let mut current = lock.write().unwrap_or_else(PoisonError::into_inner);
+                let mut current = lock.write_locked();
                 let written = self.written_end.load(Ordering::Acquire);
                 let mapping = self
                     .file

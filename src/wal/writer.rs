@@ -6,7 +6,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use crate::format::{Epoch, Lsn};
 
 use super::error::{Result, WalError};
 use super::segment::Segment;
+use crate::sync::{CondvarExt, MutexExt};
 
 /// How durable a write must be before `append` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -128,7 +129,7 @@ impl GroupCommit {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, WriterState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.locked()
     }
 
     /// The writer state once no write or sync is in flight and nothing is queued (for the
@@ -341,8 +342,7 @@ impl GroupCommit {
             }
             state = self
                 .durable_changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
+                .wait_timeout_locked(state, deadline - now)
                 .0;
         }
     }
