@@ -1,10 +1,18 @@
 //! shiplog: a log-structured key-value storage engine whose write-ahead log is shipped to
 //! replicas.
 //!
-//! The layers, bottom up: [`format`] (pure encoding of bytes on disk), [`io`] (the file-system
-//! boundary, real or simulated), [`wal`] (the segmented write-ahead log with group commit) and
-//! [`engine`] (the key-value store on the log); [`loadgen`] drives a running server from
-//! outside (`shiplog load`).
+//! The modules, bottom up:
+//!
+//! - [`sync`]: locks that ignore poisoning, so one panicking thread does not stop the others.
+//! - [`format`](mod@format): pure encoding and decoding of every byte on disk and on the wire.
+//! - [`io`]: the file-system boundary, real or simulated (crash images, injected I/O errors).
+//! - [`wal`]: the segmented write-ahead log: group commit, recovery, epochs, rewind, retention.
+//! - [`engine`]: the key-value store on the log ([`Db`]): index, batches, compaction.
+//! - [`snapshot`]: the whole state at one LSN in one file, for backups and replica bootstrap.
+//! - [`repl`]: log shipping between a primary and its replicas.
+//! - [`server`]: the Redis-protocol server of `shiplogd`, replication roles and failover.
+//! - [`loadgen`]: a load generator that drives a running server from outside (`shiplog load`).
+//! - [`fuzzing`]: the bodies of the fuzz targets, shared with the corpus replay test.
 //!
 //! ```
 //! use shiplog::{Durability, RecordKind, Wal, wal::Options};
