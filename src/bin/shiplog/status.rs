@@ -312,8 +312,8 @@ impl Status {
     }
 
     /// What makes the node unhealthy: fenced by a newer epoch (it refuses writes), or, on a
-    /// replica, a link that is not up, diverged logs, or a digest that differs from the
-    /// primary's.
+    /// replica, a bootstrap under way or else a link that is not up (the link is not up during
+    /// a bootstrap either), diverged logs, or a digest that differs from the primary's.
     fn diagnose(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Some(epoch) = self.fenced_by_epoch {
@@ -325,7 +325,15 @@ impl Status {
         let Role::Replica(r) = &self.role else {
             return problems;
         };
-        if r.link_status.as_deref() != Some("up") {
+        if let (Some(state), Some(read), Some(total)) = (
+            &r.bootstrap_state,
+            r.bootstrap_read_bytes,
+            r.bootstrap_total_bytes,
+        ) {
+            problems.push(format!(
+                "bootstrapping: {state} the primary's snapshot ({read} of {total} bytes)"
+            ));
+        } else if r.link_status.as_deref() != Some("up") {
             let why = r
                 .last_error
                 .as_deref()
@@ -699,6 +707,15 @@ mod tests {
                 "\"problems\":[\"its log diverged from the primary's: epoch 2 differs\"]"
             ),
             "{json}"
+        );
+        let bootstrapping = down.clone()
+            + "master_sync_in_progress:1\r\nmaster_sync_read_bytes:5\r\n\
+               master_sync_total_bytes:8\r\nreplica_bootstrap_state:installing\r\n";
+        assert_eq!(
+            parse(&bootstrapping).map(|s| s.problems),
+            Some(vec![
+                "bootstrapping: installing the primary's snapshot (5 of 8 bytes)".to_owned()
+            ])
         );
         let mismatch = format!("{up}replica_digest_checked_lsn:9\r\nreplica_digest_match:no\r\n");
         assert_eq!(
