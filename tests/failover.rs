@@ -199,6 +199,13 @@ fn a_primary_paused_across_a_promotion_steps_down_when_it_runs_again() {
         text.contains("REPLACED by a failover (epoch 2 exists)"),
         "{text}"
     );
+    // Fenced, it is unhealthy: exit status 1, and the reason on stderr.
+    assert_eq!(status.status.code(), Some(1), "{status:?}");
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        stderr.contains("is unhealthy: fenced: a failover started epoch 2"),
+        "{stderr}"
+    );
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_shiplog"))
         .args(["status", "--json", &replica.addr.to_string()])
         .output()

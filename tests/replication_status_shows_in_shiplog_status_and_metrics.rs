@@ -1,6 +1,7 @@
 //! An operator sees replication from both ends: `shiplog status` (text and JSON) against a
-//! real primary and replica, with and without a password, and the replication series of the
-//! Prometheus endpoint on both nodes.
+//! real primary and replica, with and without a password, its exit status telling a healthy
+//! node from an unhealthy or unreachable one, and the replication series of the Prometheus
+//! endpoint on both nodes.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,25 +22,44 @@ use serde_json::Value;
 /// Generous: a loaded CI machine may take seconds to ship and acknowledge.
 const DEADLINE_SECS: u64 = 60;
 
-/// Runs the real admin tool: exit success, stdout, stderr.
-fn shiplog(args: &[&str]) -> (bool, String, String) {
+/// `shiplog status`'s exit statuses (`docs/operations.md`), as `pg_isready`'s.
+const UNHEALTHY: i32 = 1;
+const NO_RESPONSE: i32 = 2;
+const NOT_CHECKED: i32 = 3;
+
+/// Runs the real admin tool: exit status, stdout, stderr.
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_shiplog"))
         .args(args)
         .output()
         .unwrap();
     (
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
-/// `shiplog status ADDR --json`, parsed; it must succeed and print exactly one object.
+/// Runs the real admin tool: exit success, stdout, stderr.
+fn shiplog(args: &[&str]) -> (bool, String, String) {
+    let (code, stdout, stderr) = run(args);
+    (code == Some(0), stdout, stderr)
+}
+
+/// `shiplog status ADDR --json`, parsed, and its exit status; it prints exactly one object.
+fn status_json_and_code(addr: SocketAddr) -> (Value, Option<i32>, String) {
+    let (code, stdout, stderr) = run(&["status", &addr.to_string(), "--json"]);
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout} {stderr}");
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    (json, code, stderr)
+}
+
+/// `shiplog status ADDR --json` of a healthy node, parsed.
 fn status_json(addr: SocketAddr) -> Value {
-    let (ok, stdout, stderr) = shiplog(&["status", &addr.to_string(), "--json"]);
-    assert!(ok, "shiplog status --json failed: {stderr}");
-    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    let (json, code, stderr) = status_json_and_code(addr);
+    assert_eq!(code, Some(0), "shiplog status --json: {stderr}");
+    assert_eq!(json["problems"], serde_json::json!([]), "{json}");
+    json
 }
 
 fn durable_lsn(node: &Daemon) -> u64 {
@@ -170,15 +190,28 @@ fn shiplog_status_describes_a_primary_and_its_replica() {
         assert!(text.contains(&expected), "lacks {expected:?}:\n{text}");
     }
 
-    // A replica whose primary is gone still answers, and says so.
+    // A replica whose primary is gone still answers, and says so: it is unhealthy.
+    let primary_addr = primary.addr;
     primary.stop();
+    let (mut code, mut stderr) = (None, String::new());
     assert!(
         wait_until(DEADLINE_SECS, || {
-            r = status_json(replica.addr);
+            (r, code, stderr) = status_json_and_code(replica.addr);
             r["link_status"] == "down" && r["last_error"].is_string()
         }),
         "the replica reports the lost link: {r}"
     );
+    assert_eq!(code, Some(UNHEALTHY), "{stderr}");
+    let reason = format!("is unhealthy: the link to the primary {primary_addr} is down");
+    assert!(stderr.contains(&reason), "{stderr}");
+    assert!(
+        r["problems"][0].as_str().unwrap().contains("is down"),
+        "{r}"
+    );
+    let (code, text, stderr) = run(&["status", &replica.addr.to_string()]);
+    assert_eq!(code, Some(UNHEALTHY), "{stderr}");
+    assert!(text.contains("link              down"), "{text}");
+    assert!(stderr.contains(&reason), "{stderr}");
     replica.stop();
 }
 
@@ -195,11 +228,13 @@ fn shiplog_status_authenticates_and_fails_with_a_clear_message() {
     );
     let addr = node.addr.to_string();
 
-    let (ok, stdout, stderr) = shiplog(&["status", &addr]);
-    assert!(!ok && stdout.is_empty(), "{stdout}");
+    // It answers, but cannot be asked without the right password.
+    let (code, stdout, stderr) = run(&["status", &addr]);
+    assert_eq!(code, Some(NOT_CHECKED), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("--password-file"), "{stderr}");
-    let (ok, _, stderr) = shiplog(&["status", &addr, "--password-file", wrong.to_str().unwrap()]);
-    assert!(!ok, "a wrong password fails");
+    let (code, _, stderr) = run(&["status", &addr, "--password-file", wrong.to_str().unwrap()]);
+    assert_eq!(code, Some(NOT_CHECKED), "a wrong password fails: {stderr}");
     assert!(stderr.contains("refused AUTH"), "{stderr}");
     let (ok, stdout, stderr) = shiplog(&[
         "status",
@@ -214,14 +249,18 @@ fn shiplog_status_authenticates_and_fails_with_a_clear_message() {
     assert_eq!(status["connected_replicas"], 0);
     node.stop();
 
-    // Nothing listens there now (the port was free a moment ago): exit 1, a message, no output.
+    // Nothing listens there now (the port was free a moment ago): exit 2, a message, no output.
     let gone = format!("127.0.0.1:{}", free_port());
-    let (ok, stdout, stderr) = shiplog(&["status", &gone]);
-    assert!(!ok && stdout.is_empty(), "{stdout}");
+    let (code, stdout, stderr) = run(&["status", &gone]);
+    assert_eq!(code, Some(NO_RESPONSE), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.starts_with("shiplog: cannot connect to"), "{stderr}");
-    let (ok, _, stderr) = shiplog(&["status", "no-port-here"]);
-    assert!(!ok);
+    let (code, _, stderr) = run(&["status", "no-port-here"]);
+    assert_eq!(code, Some(NO_RESPONSE), "{stderr}");
     assert!(stderr.contains("cannot resolve no-port-here"), "{stderr}");
+    // A usage error is not a node that does not answer.
+    let (code, _, stderr) = run(&["status", &addr, "--no-such-flag"]);
+    assert_eq!(code, Some(NOT_CHECKED), "{stderr}");
 }
 
 /// `GET /metrics`, the body.

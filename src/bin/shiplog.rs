@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 use shiplog::engine::{CheckpointVerdict, verify_store};
 use shiplog::format::{
     RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentHeader, TailState, classify_tail,
     decode_record,
 };
 use shiplog::io::{FileSystem, RealFs};
-use shiplog::loadgen::report::json_string;
 use shiplog::loadgen::{self, LoadOptions};
 use shiplog::wal::{
     Comparison, Divergence, Options, SegmentComparison, SegmentOutcome, SegmentReport,
@@ -97,7 +97,9 @@ enum Command {
         store: bool,
     },
     /// Show a running shiplogd's replication status: its role, LSNs, replicas and retention
-    /// slots (primary) or link to its primary (replica); exit status 1 if it cannot be reached.
+    /// slots (primary) or link to its primary (replica). Exit status, as `pg_isready`'s: 0
+    /// healthy, 1 unhealthy (fenced, or a replica whose link is down or whose log diverged), 2
+    /// no response, 3 not checked (refused password or INFO, not a shiplogd, usage error).
     Status {
         /// The node's client address.
         #[arg(value_name = "HOST:PORT")]
@@ -196,7 +198,7 @@ enum BenchDurability {
 
 fn main() -> ExitCode {
     shiplog::io::restore_default_sigpipe();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(&e));
     let result = match cli.command {
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Verify { dir, compare, json } => match (compare.as_deref(), dir) {
@@ -239,7 +241,7 @@ fn main() -> ExitCode {
             addr,
             json,
             password_file,
-        } => status::status(&addr, json, password_file.as_deref()),
+        } => Ok(status::status(&addr, json, password_file.as_deref())),
         Command::Promote {
             addr,
             force,
@@ -290,17 +292,71 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_header(path: &Path, header: &SegmentHeader, file_bytes: usize, json: bool) {
+/// Prints `value` as one line of JSON.
+fn print_json(value: &impl Serialize) -> Result<(), String> {
+    let line = serde_json::to_string(value).map_err(|e| format!("cannot write JSON: {e}"))?;
+    println!("{line}");
+    Ok(())
+}
+
+/// A line of `shiplog inspect --json`.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum InspectLine {
+    /// The segment header, first.
+    Header {
+        file: String,
+        cluster_id: String,
+        first_lsn: Lsn,
+        epoch: u32,
+        salt: u32,
+        file_bytes: usize,
+    },
+    /// A record that decodes; `crc` is `ok`, or `lsn-gap` when its LSN is not the next one.
+    Record {
+        offset: usize,
+        lsn: Lsn,
+        epoch: u32,
+        kind: u8,
+        batch_continues: bool,
+        length: usize,
+        crc: &'static str,
+    },
+    /// Where the records end, and why.
+    End {
+        offset: usize,
+        expected_lsn: Lsn,
+        verdict: String,
+    },
+}
+
+/// Prints clap's message and exits: 0 for `--help`, 2 for a usage error, but 3 for one of
+/// `shiplog status`, whose 2 means that nothing answered (as `pg_isready`'s exit statuses).
+fn usage_error(error: &clap::Error) -> ! {
+    let _ = error.print();
+    let of_status = std::env::args_os().nth(1).is_some_and(|a| a == "status");
+    std::process::exit(if of_status && error.use_stderr() {
+        i32::from(status::NOT_CHECKED)
+    } else {
+        error.exit_code()
+    })
+}
+
+fn print_header(
+    path: &Path,
+    header: &SegmentHeader,
+    file_bytes: usize,
+    json: bool,
+) -> Result<(), String> {
     if json {
-        println!(
-            "{{\"type\":\"header\",\"file\":{},\"cluster_id\":\"{:032x}\",\"first_lsn\":{},\"epoch\":{},\"salt\":{},\"file_bytes\":{}}}",
-            json_string(&path.display().to_string()),
-            header.cluster_id,
-            header.first_lsn,
-            header.epoch,
-            header.salt,
-            file_bytes
-        );
+        print_json(&InspectLine::Header {
+            file: path.display().to_string(),
+            cluster_id: format!("{:032x}", header.cluster_id),
+            first_lsn: header.first_lsn,
+            epoch: header.epoch,
+            salt: header.salt,
+            file_bytes,
+        })?;
     } else {
         println!("segment   {}", path.display());
         println!("cluster   {:032x}", header.cluster_id);
@@ -314,6 +370,7 @@ fn print_header(path: &Path, header: &SegmentHeader, file_bytes: usize, json: bo
             "offset", "lsn", "epoch", "kind", "batch", "length"
         );
     }
+    Ok(())
 }
 
 fn inspect(path: &Path, json: bool) -> Result<ExitCode, String> {
@@ -326,7 +383,7 @@ fn inspect(path: &Path, json: bool) -> Result<ExitCode, String> {
     let bytes = mapping.bytes();
     let header = SegmentHeader::decode(bytes)
         .map_err(|e| format!("{}: bad segment header: {e}", path.display()))?;
-    print_header(path, &header, bytes.len(), json);
+    print_header(path, &header, bytes.len(), json)?;
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut expected = header.first_lsn;
     let mut bad = false;
@@ -339,14 +396,15 @@ fn inspect(path: &Path, json: bool) -> Result<ExitCode, String> {
                     "lsn-gap"
                 };
                 if json {
-                    println!(
-                        "{{\"type\":\"record\",\"offset\":{offset},\"lsn\":{},\"epoch\":{},\"kind\":{},\"batch_continues\":{},\"length\":{},\"crc\":\"{status}\"}}",
-                        record.lsn,
-                        record.epoch,
-                        record.kind.get(),
-                        record.batch_continues,
-                        record.payload.len()
-                    );
+                    print_json(&InspectLine::Record {
+                        offset,
+                        lsn: record.lsn,
+                        epoch: record.epoch,
+                        kind: record.kind.get(),
+                        batch_continues: record.batch_continues,
+                        length: record.payload.len(),
+                        crc: status,
+                    })?;
                 } else {
                     let batch = if record.batch_continues { "cont" } else { "" };
                     println!(
@@ -387,10 +445,11 @@ fn inspect(path: &Path, json: bool) -> Result<ExitCode, String> {
                     }
                 };
                 if json {
-                    println!(
-                        "{{\"type\":\"end\",\"offset\":{offset},\"expected_lsn\":{expected},\"verdict\":{}}}",
-                        json_string(&verdict)
-                    );
+                    print_json(&InspectLine::End {
+                        offset,
+                        expected_lsn: expected,
+                        verdict,
+                    })?;
                 } else {
                     println!("{offset:>12} {expected:>20}  {verdict}");
                 }
@@ -423,6 +482,26 @@ fn segment_status(status: &SegmentStatus) -> String {
     }
 }
 
+/// A segment's line of `shiplog verify --json`.
+#[derive(Serialize)]
+struct VerifyLine {
+    segment: String,
+    first_lsn: Lsn,
+    last_lsn: Option<Lsn>,
+    records: u64,
+    record_bytes: u64,
+    file_bytes: u64,
+    live_bytes: Option<u64>,
+    dead_bytes: Option<u64>,
+    status: String,
+}
+
+/// The last line of `shiplog verify --json`.
+#[derive(Serialize)]
+struct CheckpointLine {
+    index_checkpoint: String,
+}
+
 fn verify(dir: &Path, json: bool) -> Result<ExitCode, String> {
     let report = verify_store(&RealFs, dir).map_err(|e| e.to_string())?;
     if report.segments.is_empty() {
@@ -446,18 +525,17 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode, String> {
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let or = |v: Option<u64>, none: &str| v.map_or_else(|| none.to_owned(), |v| v.to_string());
         if json {
-            println!(
-                "{{\"segment\":{},\"first_lsn\":{},\"last_lsn\":{},\"records\":{},\"record_bytes\":{},\"file_bytes\":{},\"live_bytes\":{},\"dead_bytes\":{},\"status\":{}}}",
-                json_string(&name),
-                segment.first_lsn,
-                or(segment.last_lsn, "null"),
-                segment.record_count,
-                segment.record_bytes,
-                segment.file_bytes,
-                or(live, "null"),
-                or(dead, "null"),
-                json_string(&status)
-            );
+            print_json(&VerifyLine {
+                segment: name,
+                first_lsn: segment.first_lsn,
+                last_lsn: segment.last_lsn,
+                records: segment.record_count,
+                record_bytes: segment.record_bytes,
+                file_bytes: segment.file_bytes,
+                live_bytes: live,
+                dead_bytes: dead,
+                status,
+            })?;
         } else {
             println!(
                 "{name:<28} {:>20} {:>20} {:>10} {:>12} {:>12} {:>12}  {status}",
@@ -485,7 +563,9 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode, String> {
         ),
     };
     if json {
-        println!("{{\"index_checkpoint\":{}}}", json_string(&checkpoint));
+        print_json(&CheckpointLine {
+            index_checkpoint: checkpoint,
+        })?;
     } else {
         println!("\nindex checkpoint: {checkpoint}");
     }
@@ -519,7 +599,7 @@ fn verify_compare(a: &Path, b: &Path, json: bool) -> Result<ExitCode, String> {
     }
     rows.sort_by_key(|(lsn, _)| *lsn);
     if json {
-        print_comparison_json(a, b, &comparison, &rows);
+        print_comparison_json(a, b, &comparison, &rows)?;
     } else {
         print_comparison_table(a, b, &comparison, &rows);
     }
@@ -694,50 +774,80 @@ fn print_comparison_table(a: &Path, b: &Path, comparison: &Comparison, rows: &[(
     }
 }
 
-fn json_or_null<T: ToString>(value: Option<T>) -> String {
-    value.map_or_else(|| "null".to_owned(), |v| v.to_string())
+/// A line of `shiplog verify --compare --json`: one per segment, then the summary.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum CompareLine<'a> {
+    Segment {
+        segment: &'a str,
+        result: &'static str,
+        compared_first_lsn: Option<Lsn>,
+        compared_last_lsn: Option<Lsn>,
+        compared_bytes: Option<u64>,
+        /// The first differing byte, for a divergence.
+        offset: Option<u64>,
+        /// The offset and LSN of the record holding it.
+        record_offset: Option<u64>,
+        lsn: Option<Lsn>,
+        status_a: Option<&'a str>,
+        status_b: Option<&'a str>,
+        detail: &'a str,
+    },
+    Summary {
+        dir_a: String,
+        dir_b: String,
+        a_first_lsn: Option<Lsn>,
+        a_last_lsn: Option<Lsn>,
+        b_first_lsn: Option<Lsn>,
+        b_last_lsn: Option<Lsn>,
+        shared_first_lsn: Option<Lsn>,
+        shared_last_lsn: Option<Lsn>,
+        segments_identical: usize,
+        bytes_compared: u64,
+        uncompared_lsns: u64,
+        diverged: bool,
+    },
 }
 
-fn print_comparison_json(a: &Path, b: &Path, comparison: &Comparison, rows: &[(Lsn, CompareRow)]) {
+fn print_comparison_json(
+    a: &Path,
+    b: &Path,
+    comparison: &Comparison,
+    rows: &[(Lsn, CompareRow)],
+) -> Result<(), String> {
     for (_, row) in rows {
         let (offset, record) = row.divergence.unzip();
         let record = record.flatten();
-        println!(
-            "{{\"type\":\"segment\",\"segment\":{},\"result\":\"{}\",\"compared_first_lsn\":{},\"compared_last_lsn\":{},\"compared_bytes\":{},\"offset\":{},\"record_offset\":{},\"lsn\":{},\"status_a\":{},\"status_b\":{},\"detail\":{}}}",
-            json_string(&row.segment),
-            row.result,
-            json_or_null(row.compared_lsns.map(|(first, _)| first)),
-            json_or_null(row.compared_lsns.map(|(_, last)| last)),
-            json_or_null(row.compared_bytes),
-            json_or_null(offset),
-            json_or_null(record.map(|(at, _)| at)),
-            json_or_null(record.map(|(_, lsn)| lsn)),
-            row.status_a
-                .as_deref()
-                .map_or_else(|| "null".to_owned(), json_string),
-            row.status_b
-                .as_deref()
-                .map_or_else(|| "null".to_owned(), json_string),
-            json_string(&row.detail)
-        );
+        print_json(&CompareLine::Segment {
+            segment: &row.segment,
+            result: row.result,
+            compared_first_lsn: row.compared_lsns.map(|(first, _)| first),
+            compared_last_lsn: row.compared_lsns.map(|(_, last)| last),
+            compared_bytes: row.compared_bytes,
+            offset,
+            record_offset: record.map(|(at, _)| at),
+            lsn: record.map(|(_, lsn)| lsn),
+            status_a: row.status_a.as_deref(),
+            status_b: row.status_b.as_deref(),
+            detail: &row.detail,
+        })?;
     }
-    let first = |lsns: Option<(Lsn, Lsn)>| json_or_null(lsns.map(|(f, _)| f));
-    let last = |lsns: Option<(Lsn, Lsn)>| json_or_null(lsns.map(|(_, l)| l));
-    println!(
-        "{{\"type\":\"summary\",\"dir_a\":{},\"dir_b\":{},\"a_first_lsn\":{},\"a_last_lsn\":{},\"b_first_lsn\":{},\"b_last_lsn\":{},\"shared_first_lsn\":{},\"shared_last_lsn\":{},\"segments_identical\":{},\"bytes_compared\":{},\"uncompared_lsns\":{},\"diverged\":{}}}",
-        json_string(&a.display().to_string()),
-        json_string(&b.display().to_string()),
-        first(comparison.lsns_a),
-        last(comparison.lsns_a),
-        first(comparison.lsns_b),
-        last(comparison.lsns_b),
-        first(comparison.shared_lsns),
-        last(comparison.shared_lsns),
-        rows.iter().filter(|(_, r)| r.result == "identical").count(),
-        comparison.bytes_compared(),
-        comparison.uncompared_lsns,
-        comparison.diverged()
-    );
+    let first = |lsns: Option<(Lsn, Lsn)>| lsns.map(|(f, _)| f);
+    let last = |lsns: Option<(Lsn, Lsn)>| lsns.map(|(_, l)| l);
+    print_json(&CompareLine::Summary {
+        dir_a: a.display().to_string(),
+        dir_b: b.display().to_string(),
+        a_first_lsn: first(comparison.lsns_a),
+        a_last_lsn: last(comparison.lsns_a),
+        b_first_lsn: first(comparison.lsns_b),
+        b_last_lsn: last(comparison.lsns_b),
+        shared_first_lsn: first(comparison.shared_lsns),
+        shared_last_lsn: last(comparison.shared_lsns),
+        segments_identical: rows.iter().filter(|(_, r)| r.result == "identical").count(),
+        bytes_compared: comparison.bytes_compared(),
+        uncompared_lsns: comparison.uncompared_lsns,
+        diverged: comparison.diverged(),
+    })
 }
 
 /// What `shiplog bench` writes to: the bare log, or the key-value store on it.
@@ -897,7 +1007,7 @@ fn load(options: &LoadOptions, json: bool) -> Result<ExitCode, String> {
         eprintln!("shiplog load: {errors} operations got an error reply (not in the latencies)");
     }
     if json {
-        println!("{}", report.to_json());
+        print_json(&report)?;
     } else {
         print!("{}", report.to_text());
     }

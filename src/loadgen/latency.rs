@@ -20,7 +20,7 @@ pub struct Latencies {
 }
 
 /// The percentiles a report shows, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct Summary {
     /// Values recorded.
     pub count: u64,

@@ -1,8 +1,10 @@
-//! What a run reports, as a table for people and as one JSON object for scripts. Latencies
-//! are in microseconds in JSON and in milliseconds in the table.
+//! What a run reports, as a table for people and as one JSON object for scripts (`Report`
+//! serializes to it). Latencies are in microseconds in JSON and in milliseconds in the table.
 
 use std::fmt::Write as _;
 use std::time::Duration;
+
+use serde::{Serialize, Serializer};
 
 use super::LoadOptions;
 use super::catch_up::CatchUp;
@@ -11,7 +13,7 @@ use super::visibility::VisibilityStats;
 use super::workload::OpStats;
 
 /// One operation type's results.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OpReport {
     /// Successful replies per second of the run.
     pub ops_per_sec: f64,
@@ -39,11 +41,12 @@ impl OpReport {
 }
 
 /// The visibility prober's results.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VisibilityReport {
     /// The replica probed.
     pub replica: String,
     /// Interval between probes.
+    #[serde(rename = "interval_us", serialize_with = "micros")]
     pub interval: Duration,
     /// Probes made.
     pub probes: u64,
@@ -71,8 +74,10 @@ impl VisibilityReport {
     }
 }
 
-/// Everything a run measured.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything a run measured. It serializes to one JSON object: the options, the figures,
+/// and the catch-up's derived rates (`docs/benchmarks.md` and `benches/*.sh` read its fields).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(into = "ReportJson")]
 pub struct Report {
     /// What was asked for.
     pub options: LoadOptions,
@@ -88,45 +93,94 @@ pub struct Report {
     pub catch_up: Option<CatchUp>,
 }
 
-/// `s` as a JSON string literal, quoted and escaped (the tools print JSON by hand, without a
-/// serializer dependency).
-#[must_use]
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
+fn micros<S: Serializer>(interval: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    interval.as_micros().serialize(serializer)
+}
+
+/// The JSON form of a [`Report`], field by field.
+#[derive(Serialize)]
+struct ReportJson {
+    server: String,
+    read_from: Option<String>,
+    clients: usize,
+    pipeline: usize,
+    value_bytes: usize,
+    keys: u64,
+    read_ratio: f64,
+    rate_per_sec: u64,
+    duration_secs: Option<f64>,
+    ops_limit: Option<u64>,
+    elapsed_secs: f64,
+    total_ops_per_sec: f64,
+    set: OpReport,
+    get: OpReport,
+    visibility: Option<VisibilityReport>,
+    catch_up: Option<CatchUpJson>,
+}
+
+/// The JSON form of a [`CatchUp`], with its rates.
+#[derive(Serialize)]
+struct CatchUpJson {
+    replica: String,
+    primary_start_lsn: u64,
+    target_lsn: u64,
+    replica_start_lsn: u64,
+    written_records: u64,
+    write_secs: f64,
+    write_records_per_sec: f64,
+    applied_records: u64,
+    catch_up_secs: f64,
+    catch_up_records_per_sec: f64,
+    ratio: f64,
+    polls: u64,
+}
+
+impl CatchUpJson {
+    fn new(replica: String, c: &CatchUp) -> Self {
+        Self {
+            replica,
+            primary_start_lsn: c.primary_start_lsn,
+            target_lsn: c.target_lsn,
+            replica_start_lsn: c.replica_start_lsn,
+            written_records: c.written_records(),
+            write_secs: c.write_elapsed.as_secs_f64(),
+            write_records_per_sec: c.write_records_per_sec(),
+            applied_records: c.applied_records(),
+            catch_up_secs: c.catch_up_elapsed.as_secs_f64(),
+            catch_up_records_per_sec: c.catch_up_records_per_sec(),
+            ratio: c.ratio(),
+            polls: c.polls,
         }
     }
-    out.push('"');
-    out
 }
 
-fn json_summary(s: &Summary) -> String {
-    format!(
-        "{{\"count\":{},\"mean_us\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
-        s.count, s.mean_us, s.p50_us, s.p90_us, s.p99_us, s.p999_us, s.max_us
-    )
-}
-
-fn json_op(op: &OpReport) -> String {
-    format!(
-        "{{\"ops_per_sec\":{:.1},\"errors\":{},\"misses\":{},\"latency\":{}}}",
-        op.ops_per_sec,
-        op.errors,
-        op.misses,
-        json_summary(&op.latency)
-    )
-}
-
-fn json_or_null(value: Option<&str>) -> String {
-    value.map_or_else(|| "null".to_owned(), json_string)
+impl From<Report> for ReportJson {
+    fn from(report: Report) -> Self {
+        let total_ops_per_sec = report.total_ops_per_sec();
+        let o = report.options;
+        Self {
+            server: o.server,
+            read_from: o.read_from,
+            clients: o.clients,
+            pipeline: o.pipeline,
+            value_bytes: o.value_bytes,
+            keys: o.keys,
+            read_ratio: o.read_ratio,
+            rate_per_sec: o.rate_per_sec,
+            duration_secs: o.duration.map(|d| d.as_secs_f64()),
+            ops_limit: o.ops,
+            elapsed_secs: report.elapsed.as_secs_f64(),
+            total_ops_per_sec,
+            set: report.set,
+            get: report.get,
+            visibility: report.visibility,
+            // The replica's name is the option's: a report without it has no catch-up.
+            catch_up: report
+                .catch_up
+                .zip(o.catch_up)
+                .map(|(c, replica)| CatchUpJson::new(replica, &c)),
+        }
+    }
 }
 
 fn ms(us: u64) -> String {
@@ -138,70 +192,6 @@ impl Report {
     #[must_use]
     pub fn total_ops_per_sec(&self) -> f64 {
         self.set.ops_per_sec + self.get.ops_per_sec
-    }
-
-    /// One JSON object, on one line.
-    #[must_use]
-    pub fn to_json(&self) -> String {
-        let o = &self.options;
-        let mut out = format!(
-            "{{\"server\":{},\"read_from\":{},\"clients\":{},\"pipeline\":{},\"value_bytes\":{},\"keys\":{},\"read_ratio\":{},\"rate_per_sec\":{},\"duration_secs\":{},\"ops_limit\":{},\"elapsed_secs\":{:.3},\"total_ops_per_sec\":{:.1},\"set\":{},\"get\":{}",
-            json_string(&o.server),
-            json_or_null(o.read_from.as_deref()),
-            o.clients,
-            o.pipeline,
-            o.value_bytes,
-            o.keys,
-            o.read_ratio,
-            o.rate_per_sec,
-            o.duration
-                .map_or_else(|| "null".to_owned(), |d| d.as_secs_f64().to_string()),
-            o.ops.map_or_else(|| "null".to_owned(), |n| n.to_string()),
-            self.elapsed.as_secs_f64(),
-            self.total_ops_per_sec(),
-            json_op(&self.set),
-            json_op(&self.get),
-        );
-        out.push_str(",\"visibility\":");
-        match &self.visibility {
-            Some(v) => {
-                let _ = write!(
-                    out,
-                    "{{\"replica\":{},\"interval_us\":{},\"probes\":{},\"timeouts\":{},\"gets_per_probe\":{:.2},\"lag\":{}}}",
-                    json_string(&v.replica),
-                    v.interval.as_micros(),
-                    v.probes,
-                    v.timeouts,
-                    v.gets_per_probe,
-                    json_summary(&v.lag)
-                );
-            }
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"catch_up\":");
-        match (&self.catch_up, &o.catch_up) {
-            (Some(c), Some(replica)) => {
-                let _ = write!(
-                    out,
-                    "{{\"replica\":{},\"primary_start_lsn\":{},\"target_lsn\":{},\"replica_start_lsn\":{},\"written_records\":{},\"write_secs\":{:.6},\"write_records_per_sec\":{:.1},\"applied_records\":{},\"catch_up_secs\":{:.6},\"catch_up_records_per_sec\":{:.1},\"ratio\":{:.3},\"polls\":{}}}",
-                    json_string(replica),
-                    c.primary_start_lsn,
-                    c.target_lsn,
-                    c.replica_start_lsn,
-                    c.written_records(),
-                    c.write_elapsed.as_secs_f64(),
-                    c.write_records_per_sec(),
-                    c.applied_records(),
-                    c.catch_up_elapsed.as_secs_f64(),
-                    c.catch_up_records_per_sec(),
-                    c.ratio(),
-                    c.polls
-                );
-            }
-            _ => out.push_str("null"),
-        }
-        out.push('}');
-        out
     }
 
     /// A table for a terminal.
@@ -286,5 +276,78 @@ impl Report {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        let op = OpReport {
+            ops_per_sec: 10.0,
+            errors: 1,
+            misses: 2,
+            latency: Summary::default(),
+        };
+        Report {
+            options: LoadOptions {
+                duration: None,
+                ops: Some(3000),
+                catch_up: Some("r:2".to_owned()),
+                ..LoadOptions::default()
+            },
+            elapsed: Duration::from_millis(1500),
+            set: op.clone(),
+            get: op,
+            visibility: Some(VisibilityReport {
+                replica: "r:1".to_owned(),
+                interval: Duration::from_millis(5),
+                probes: 7,
+                timeouts: 0,
+                gets_per_probe: 1.5,
+                lag: Summary::default(),
+            }),
+            catch_up: Some(CatchUp {
+                primary_start_lsn: 10,
+                target_lsn: 110,
+                replica_start_lsn: 0,
+                write_elapsed: Duration::from_secs(1),
+                catch_up_elapsed: Duration::from_secs(2),
+                polls: 4,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_json_report_has_the_fields_scripts_read() {
+        let json = serde_json::to_value(report()).unwrap_or_default();
+        assert_eq!(json["server"], "127.0.0.1:6379", "{json}");
+        assert!(json["read_from"].is_null(), "{json}");
+        assert!(json["duration_secs"].is_null(), "{json}");
+        assert_eq!(json["ops_limit"], 3000, "{json}");
+        assert_eq!(json["elapsed_secs"], 1.5, "{json}");
+        assert_eq!(json["total_ops_per_sec"], 20.0, "{json}");
+        assert_eq!(json["set"]["misses"], 2, "{json}");
+        assert_eq!(json["get"]["latency"]["p999_us"], 0, "{json}");
+        assert_eq!(json["visibility"]["interval_us"], 5000, "{json}");
+        assert_eq!(json["visibility"]["gets_per_probe"], 1.5, "{json}");
+        let c = &json["catch_up"];
+        assert_eq!(c["replica"], "r:2", "{json}");
+        assert_eq!(c["written_records"], 100, "{json}");
+        assert_eq!(c["applied_records"], 110, "{json}");
+        assert_eq!(c["catch_up_secs"], 2.0, "{json}");
+        assert_eq!(c["ratio"], 0.55, "{json}");
+        assert_eq!(c["polls"], 4, "{json}");
+    }
+
+    #[test]
+    fn a_report_without_a_catch_up_replica_has_no_catch_up() {
+        let mut report = report();
+        report.options.catch_up = None;
+        report.visibility = None;
+        let json = serde_json::to_value(report).unwrap_or_default();
+        assert!(json["catch_up"].is_null(), "{json}");
+        assert!(json["visibility"].is_null(), "{json}");
     }
 }

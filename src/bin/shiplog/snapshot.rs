@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use serde::Serialize;
 use shiplog::engine::{Db, DbError, DbOptions};
 use shiplog::format::snapshot::{
     SNAPSHOT_ENTRY_FIXED_BYTES, SNAPSHOT_HEADER_BYTES, SNAPSHOT_TRAILER_BYTES,
@@ -22,7 +23,7 @@ use shiplog::snapshot::{
 };
 use shiplog::wal::WalError;
 
-use super::json_string;
+use super::print_json;
 use super::resp_client::{Client, Head, Reply};
 
 /// Bound on connecting to a daemon and on its AUTH reply.
@@ -482,6 +483,20 @@ fn verify(file: &Path) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `shiplog snapshot inspect FILE --json`.
+#[derive(Serialize)]
+struct InspectJson {
+    file: String,
+    cluster_id: String,
+    lsn: u64,
+    epoch: u32,
+    key_count: u64,
+    uncompressed_bytes: u64,
+    file_bytes: u64,
+    /// Always false: only the header was read (`snapshot verify` reads the whole file).
+    verified: bool,
+}
+
 /// `shiplog snapshot inspect FILE`: the header only.
 fn inspect(file: &Path, json: bool) -> Result<ExitCode, String> {
     let mut source =
@@ -489,15 +504,16 @@ fn inspect(file: &Path, json: bool) -> Result<ExitCode, String> {
     let header = read_header(&mut source).map_err(|e| format!("{}: {e}", file.display()))?;
     let bytes = file_bytes(file)?;
     if json {
-        println!(
-            "{{\"file\":{},\"cluster_id\":\"{:032x}\",\"lsn\":{},\"epoch\":{},\"key_count\":{},\"uncompressed_bytes\":{},\"file_bytes\":{bytes},\"verified\":false}}",
-            json_string(&file.display().to_string()),
-            header.cluster_id,
-            header.lsn,
-            header.epoch,
-            header.key_count,
-            header.uncompressed_bytes
-        );
+        print_json(&InspectJson {
+            file: file.display().to_string(),
+            cluster_id: format!("{:032x}", header.cluster_id),
+            lsn: header.lsn,
+            epoch: header.epoch,
+            key_count: header.key_count,
+            uncompressed_bytes: header.uncompressed_bytes,
+            file_bytes: bytes,
+            verified: false,
+        })?;
     } else {
         print_summary("snapshot", file, &header, bytes);
         println!(

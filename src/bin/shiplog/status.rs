@@ -1,14 +1,25 @@
 //! `shiplog status HOST:PORT`: a running node's replication, as an operator reads it, from
-//! `INFO server persistence replication` (the fields `docs/operations.md` lists).
+//! `INFO server persistence replication` (the fields `docs/operations.md` lists), and whether
+//! the node is healthy, told by the exit status as `pg_isready` tells it.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::json_string;
+use serde::Serialize;
+
+use super::print_json;
 use super::resp_client::{Client, Reply};
 
+/// Exit status of a node that answered but is not healthy (the reasons are on stderr).
+const UNHEALTHY: u8 = 1;
+/// Exit status when nothing answers: the name does not resolve, nothing accepts the
+/// connection, or the node does not reply within [`TIMEOUT`] (`pg_isready`'s "no response").
+const NO_RESPONSE: u8 = 2;
+/// Exit status when the node answered but could not be asked: a wrong or missing password, a
+/// refused `INFO`, not a shiplogd; and a usage error (`pg_isready`'s "no attempt was made").
+pub const NOT_CHECKED: u8 = 3;
 /// Bound on connecting and on each read and write: a node that takes longer is not answering.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Width of the labels of the human-readable output.
@@ -77,13 +88,14 @@ impl Fields {
         self.get(key)?.parse().ok()
     }
 
-    /// A decimal such as `12.345` (lag milliseconds), kept as text so nothing is rounded.
-    fn decimal(&self, key: &str) -> Option<String> {
-        self.get(key).filter(|v| is_decimal(v))
+    /// A decimal such as `12.345` (lag milliseconds, with three decimals).
+    fn decimal(&self, key: &str) -> Option<f64> {
+        self.get(key).filter(|v| is_decimal(v))?.parse().ok()
     }
 }
 
-/// Digits, optionally a dot and more digits: valid as a JSON number as it stands.
+/// Digits, optionally a dot and more digits: nothing else (no sign, exponent, `NaN` or `inf`)
+/// is taken for a lag.
 fn is_decimal(text: &str) -> bool {
     let (whole, fraction) = text.split_once('.').unwrap_or((text, "0"));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -91,7 +103,9 @@ fn is_decimal(text: &str) -> bool {
 }
 
 /// A replica as its primary reports it (a `slaveN` line).
+#[derive(Serialize)]
 struct ReplicaRow {
+    #[serde(rename = "addr")]
     ip: Option<String>,
     listen_port: Option<u64>,
     replica_id: Option<String>,
@@ -100,9 +114,9 @@ struct ReplicaRow {
     flush_lsn: Option<u64>,
     replay_lsn: Option<u64>,
     lag_lsns: Option<u64>,
-    write_lag_ms: Option<String>,
-    flush_lag_ms: Option<String>,
-    replay_lag_ms: Option<String>,
+    write_lag_ms: Option<f64>,
+    flush_lag_ms: Option<f64>,
+    replay_lag_ms: Option<f64>,
     last_ack_seconds_ago: Option<u64>,
 }
 
@@ -127,6 +141,7 @@ impl ReplicaRow {
 }
 
 /// A retention slot (a `slotN` line).
+#[derive(Serialize)]
 struct SlotRow {
     replica_id: Option<String>,
     lsn: Option<u64>,
@@ -148,6 +163,7 @@ impl SlotRow {
 }
 
 /// What a primary reports.
+#[derive(Serialize)]
 struct PrimaryStatus {
     connected_replicas: Option<u64>,
     replicas: Vec<ReplicaRow>,
@@ -156,9 +172,10 @@ struct PrimaryStatus {
 }
 
 /// What a replica reports.
+#[derive(Serialize)]
 struct ReplicaStatus {
-    primary_host: Option<String>,
-    primary_port: Option<u64>,
+    /// `HOST:PORT` of the primary.
+    primary: Option<String>,
     link_status: Option<String>,
     /// None: nothing has arrived yet (`INFO` says -1).
     last_io_seconds_ago: Option<u64>,
@@ -172,32 +189,72 @@ struct ReplicaStatus {
     /// None: no digest compared yet.
     digest_match: Option<bool>,
     last_error: Option<String>,
-    diverged: Option<String>,
-    /// A bootstrap from the primary's snapshot: bytes received, of the file's size, and state.
-    bootstrap: Option<(u64, u64, String)>,
+    /// Whether the logs diverged (the link then stops), and why.
+    diverged: bool,
+    diverged_reason: Option<String>,
+    /// Whether a bootstrap from the primary's snapshot is under way: bytes received, of the
+    /// file's size, and whether they are being received or installed.
+    bootstrapping: bool,
+    bootstrap_read_bytes: Option<u64>,
+    bootstrap_total_bytes: Option<u64>,
+    #[serde(skip)]
+    bootstrap_state: Option<String>,
     bootstraps: Option<u64>,
 }
 
 impl ReplicaStatus {
-    /// `HOST:PORT` of the primary, an IPv6 host in brackets.
-    fn primary(&self) -> Option<String> {
-        let host = self.primary_host.as_deref()?;
-        let port = self.primary_port?;
-        Some(if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        })
+    fn from_info(info: &Info) -> Self {
+        let diverged_reason = info.get("replica_diverged").map(str::to_owned);
+        let bootstrapping = info.number("master_sync_in_progress") == Some(1);
+        let during_bootstrap = |key| bootstrapping.then(|| info.number(key).unwrap_or(0));
+        Self {
+            primary: host_port(info.get("master_host"), info.number("master_port")),
+            link_status: info.get("master_link_status").map(str::to_owned),
+            last_io_seconds_ago: info.number("master_last_io_seconds_ago"),
+            received_lsn: info.number("replica_received_lsn"),
+            applied_lsn: info.number("replica_applied_lsn"),
+            primary_durable_lsn: info.number("primary_durable_lsn"),
+            lag_lsns: info.number("replica_lag_lsns"),
+            lag_ms: info.number("replica_lag_ms"),
+            sessions: info.number("replica_sessions"),
+            digest_checked_lsn: info.number("replica_digest_checked_lsn"),
+            digest_match: info.get("replica_digest_match").map(|m| m == "yes"),
+            last_error: info.get("replica_last_error").map(str::to_owned),
+            diverged: diverged_reason.is_some(),
+            diverged_reason,
+            bootstrapping,
+            bootstrap_read_bytes: during_bootstrap("master_sync_read_bytes"),
+            bootstrap_total_bytes: during_bootstrap("master_sync_total_bytes"),
+            bootstrap_state: bootstrapping.then(|| {
+                info.get("replica_bootstrap_state")
+                    .unwrap_or("receiving")
+                    .to_owned()
+            }),
+            bootstraps: info.number("replica_bootstraps"),
+        }
     }
 }
 
-/// Either side.
+/// `HOST:PORT`, an IPv6 host in brackets.
+fn host_port(host: Option<&str>, port: Option<u64>) -> Option<String> {
+    let (host, port) = (host?, port?);
+    Some(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+/// Either side; in JSON, the `role` field and the side's own fields.
+#[derive(Serialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
 enum Role {
     Primary(PrimaryStatus),
     Replica(Box<ReplicaStatus>),
 }
 
 /// A node's status.
+#[derive(Serialize)]
 struct Status {
     target: String,
     version: Option<String>,
@@ -208,7 +265,10 @@ struct Status {
     epoch_start_lsn: Option<u64>,
     /// A primary that a failover replaced: the newer epoch it heard of.
     fenced_by_epoch: Option<u64>,
+    #[serde(flatten)]
     role: Role,
+    /// Why the node is not healthy; empty when it is.
+    problems: Vec<String>,
 }
 
 impl Status {
@@ -228,32 +288,7 @@ impl Status {
                     .collect(),
                 max_retained_bytes: info.number("max_retained_bytes"),
             }),
-            Some("slave") => Role::Replica(Box::new(ReplicaStatus {
-                primary_host: info.get("master_host").map(str::to_owned),
-                primary_port: info.number("master_port"),
-                link_status: info.get("master_link_status").map(str::to_owned),
-                last_io_seconds_ago: info.number("master_last_io_seconds_ago"),
-                received_lsn: info.number("replica_received_lsn"),
-                applied_lsn: info.number("replica_applied_lsn"),
-                primary_durable_lsn: info.number("primary_durable_lsn"),
-                lag_lsns: info.number("replica_lag_lsns"),
-                lag_ms: info.number("replica_lag_ms"),
-                sessions: info.number("replica_sessions"),
-                digest_checked_lsn: info.number("replica_digest_checked_lsn"),
-                digest_match: info.get("replica_digest_match").map(|m| m == "yes"),
-                last_error: info.get("replica_last_error").map(str::to_owned),
-                diverged: info.get("replica_diverged").map(str::to_owned),
-                bootstrap: (info.number("master_sync_in_progress") == Some(1)).then(|| {
-                    (
-                        info.number("master_sync_read_bytes").unwrap_or(0),
-                        info.number("master_sync_total_bytes").unwrap_or(0),
-                        info.get("replica_bootstrap_state")
-                            .unwrap_or("receiving")
-                            .to_owned(),
-                    )
-                }),
-                bootstraps: info.number("replica_bootstraps"),
-            })),
+            Some("slave") => Role::Replica(Box::new(ReplicaStatus::from_info(info))),
             Some(other) => return Err(format!("{target} reports an unknown role {other:?}")),
             None => {
                 return Err(format!(
@@ -261,7 +296,7 @@ impl Status {
                 ));
             }
         };
-        Ok(Self {
+        let mut status = Self {
             target: target.to_owned(),
             version: info.get("shiplog_version").map(str::to_owned),
             uptime_seconds: info.number("uptime_in_seconds"),
@@ -270,34 +305,137 @@ impl Status {
             epoch_start_lsn: info.number("epoch_start_lsn"),
             fenced_by_epoch: info.number("fenced_by_epoch"),
             role,
-        })
+            problems: Vec::new(),
+        };
+        status.problems = status.diagnose();
+        Ok(status)
+    }
+
+    /// What makes the node unhealthy: fenced by a newer epoch (it refuses writes), or, on a
+    /// replica, a bootstrap under way or else a link that is not up (the link is not up during
+    /// a bootstrap either), diverged logs, or a digest that differs from the primary's.
+    fn diagnose(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(epoch) = self.fenced_by_epoch {
+            problems.push(format!(
+                "fenced: a failover started epoch {epoch}, so it refuses writes; point it at the \
+                 new primary"
+            ));
+        }
+        let Role::Replica(r) = &self.role else {
+            return problems;
+        };
+        if let (Some(state), Some(read), Some(total)) = (
+            &r.bootstrap_state,
+            r.bootstrap_read_bytes,
+            r.bootstrap_total_bytes,
+        ) {
+            problems.push(format!(
+                "bootstrapping: {state} the primary's snapshot ({read} of {total} bytes)"
+            ));
+        } else if r.link_status.as_deref() != Some("up") {
+            let why = r
+                .last_error
+                .as_deref()
+                .map_or_else(String::new, |e| format!(" (last error: {e})"));
+            problems.push(format!(
+                "the link to the primary {} is {}{why}",
+                or_dash(r.primary.as_deref()),
+                or_dash(r.link_status.as_deref())
+            ));
+        }
+        if let Some(why) = &r.diverged_reason {
+            problems.push(format!("its log diverged from the primary's: {why}"));
+        }
+        if r.digest_match == Some(false) {
+            problems.push(format!(
+                "its log digest differs from the primary's at LSN {}",
+                or_dash(r.digest_checked_lsn)
+            ));
+        }
+        problems
     }
 }
 
-/// `shiplog status`: exit status 0 when the node answered, an `Err` (exit 1) when it could not
-/// be reached or refused the commands.
-pub fn status(target: &str, json: bool, password_file: Option<&Path>) -> Result<ExitCode, String> {
-    let mut client = Client::connect_with_auth(target, TIMEOUT, password_file)?;
+/// Why a node could not be checked, and the exit status that says so.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn no_response(message: &impl ToString) -> Self {
+        Self {
+            code: NO_RESPONSE,
+            message: message.to_string(),
+        }
+    }
+
+    fn not_checked(message: &impl ToString) -> Self {
+        Self {
+            code: NOT_CHECKED,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// `shiplog status`: prints what the node reports. Exit status, as `pg_isready`'s: 0 when the
+/// node is healthy, [`UNHEALTHY`], [`NO_RESPONSE`] or [`NOT_CHECKED`], with the reason on
+/// stderr.
+pub fn status(target: &str, json: bool, password_file: Option<&Path>) -> ExitCode {
+    let checked = query(target, password_file).and_then(|status| {
+        if json {
+            print_json(&status).map_err(|e| Failure::not_checked(&e))?;
+        } else {
+            print!("{}", render_human(&status));
+        }
+        Ok(status)
+    });
+    match checked {
+        Ok(status) if status.problems.is_empty() => ExitCode::SUCCESS,
+        Ok(status) => {
+            for problem in &status.problems {
+                eprintln!("shiplog: {target} is unhealthy: {problem}");
+            }
+            ExitCode::from(UNHEALTHY)
+        }
+        Err(failure) => {
+            eprintln!("shiplog: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Asks the node for its `INFO` and reads it.
+fn query(target: &str, password_file: Option<&Path>) -> Result<Status, Failure> {
+    // Connect without AUTH first: whether anything answers at `target` decides between exit
+    // statuses 2 and 3, and `connect_with_auth` says only in words why it failed.
+    let mut client = Client::connect(target, TIMEOUT).map_err(|e| Failure::no_response(&e))?;
+    if password_file.is_some() {
+        drop(client);
+        client = Client::connect_with_auth(target, TIMEOUT, password_file)
+            .map_err(|e| Failure::not_checked(&e))?;
+    }
     let reply = client
         .command(&[b"INFO", b"server", b"persistence", b"replication"])
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::no_response(&e))?;
     let text = match reply {
         Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         Reply::Error(e) if e.starts_with("NOAUTH") => {
-            return Err(format!(
+            return Err(Failure::not_checked(&format!(
                 "{target} requires a password: pass --password-file ({e})"
-            ));
+            )));
         }
-        Reply::Error(e) => return Err(format!("{target} refused INFO: {e}")),
-        other => return Err(format!("{target} answered INFO with {other:?}")),
+        Reply::Error(e) => {
+            return Err(Failure::not_checked(&format!("{target} refused INFO: {e}")));
+        }
+        other => {
+            return Err(Failure::not_checked(&format!(
+                "{target} answered INFO with {other:?}"
+            )));
+        }
     };
-    let status = Status::from_info(target, &Info::parse(&text))?;
-    if json {
-        println!("{}", render_json(&status));
-    } else {
-        print!("{}", render_human(&status));
-    }
-    Ok(ExitCode::SUCCESS)
+    Status::from_info(target, &Info::parse(&text)).map_err(|e| Failure::not_checked(&e))
 }
 
 fn or_dash<T: ToString>(value: Option<T>) -> String {
@@ -358,7 +496,7 @@ fn render_replicas_human(out: &mut String, p: &PrimaryStatus) {
         or_dash(p.connected_replicas)
     );
     for r in &p.replicas {
-        let ms = |v: &Option<String>| or_dash(v.as_deref());
+        let ms = |v: Option<f64>| or_dash(v.map(|ms| format!("{ms:.3}")));
         let _ = writeln!(
             out,
             "  {}:{}  {}, id {}",
@@ -381,9 +519,9 @@ fn render_replicas_human(out: &mut String, p: &PrimaryStatus) {
             "    {:<inner$}{} LSNs; write {} ms, flush {} ms, replay {} ms",
             "lag",
             or_dash(r.lag_lsns),
-            ms(&r.write_lag_ms),
-            ms(&r.flush_lag_ms),
-            ms(&r.replay_lag_ms)
+            ms(r.write_lag_ms),
+            ms(r.flush_lag_ms),
+            ms(r.replay_lag_ms)
         );
         let _ = writeln!(
             out,
@@ -422,7 +560,7 @@ fn render_slots_human(out: &mut String, p: &PrimaryStatus) {
 
 fn render_replica_human(out: &mut String, status: &Status, r: &ReplicaStatus) {
     let w = LABEL_WIDTH;
-    let _ = writeln!(out, "{:<w$}{}", "primary", or_dash(r.primary()));
+    let _ = writeln!(out, "{:<w$}{}", "primary", or_dash(r.primary.as_deref()));
     let last_io = r
         .last_io_seconds_ago
         .map_or_else(|| "never".to_owned(), |s| format!("{s} s ago"));
@@ -462,142 +600,22 @@ fn render_replica_human(out: &mut String, status: &Status, r: &ReplicaStatus) {
         r.last_error.as_deref().unwrap_or("none")
     );
     let diverged = r
-        .diverged
+        .diverged_reason
         .as_ref()
         .map_or_else(|| "no".to_owned(), |why| format!("YES: {why}"));
     let _ = writeln!(out, "{:<w$}{diverged}", "diverged");
-    let bootstrap = match &r.bootstrap {
-        Some((read, total, state)) => format!(
+    let bootstrap = match (
+        &r.bootstrap_state,
+        r.bootstrap_read_bytes,
+        r.bootstrap_total_bytes,
+    ) {
+        (Some(state), Some(read), Some(total)) => format!(
             "{state} the primary's snapshot: {read} of {total} bytes ({}%)",
-            read * 100 / (*total).max(1)
+            read * 100 / total.max(1)
         ),
-        None => format!("none under way, {} completed", or_dash(r.bootstraps)),
+        _ => format!("none under way, {} completed", or_dash(r.bootstraps)),
     };
     let _ = writeln!(out, "{:<w$}{bootstrap}", "bootstrap");
-}
-
-/// A JSON object built field by field, in order.
-struct JsonObject(String);
-
-impl JsonObject {
-    fn new() -> Self {
-        Self(String::from("{"))
-    }
-
-    /// Adds `"key":value` with `value` already JSON.
-    fn raw(&mut self, key: &str, value: &str) -> &mut Self {
-        if self.0.len() > 1 {
-            self.0.push(',');
-        }
-        let _ = write!(self.0, "{}:{value}", json_string(key));
-        self
-    }
-
-    fn string(&mut self, key: &str, value: Option<&str>) -> &mut Self {
-        self.raw(key, &value.map_or_else(|| "null".to_owned(), json_string))
-    }
-
-    fn number(&mut self, key: &str, value: Option<u64>) -> &mut Self {
-        self.raw(
-            key,
-            &value.map_or_else(|| "null".to_owned(), |v| v.to_string()),
-        )
-    }
-
-    /// A decimal checked by [`is_decimal`].
-    fn decimal(&mut self, key: &str, value: Option<&str>) -> &mut Self {
-        let value = value.filter(|v| is_decimal(v)).unwrap_or("null");
-        self.raw(key, value)
-    }
-
-    fn boolean(&mut self, key: &str, value: Option<bool>) -> &mut Self {
-        self.raw(
-            key,
-            &value.map_or_else(|| "null".to_owned(), |v| v.to_string()),
-        )
-    }
-
-    fn finish(&mut self) -> String {
-        let mut out = std::mem::take(&mut self.0);
-        out.push('}');
-        out
-    }
-}
-
-fn json_array(items: impl Iterator<Item = String>) -> String {
-    format!("[{}]", items.collect::<Vec<_>>().join(","))
-}
-
-fn render_json(status: &Status) -> String {
-    let mut o = JsonObject::new();
-    o.string("target", Some(&status.target))
-        .string(
-            "role",
-            Some(match status.role {
-                Role::Primary(_) => "primary",
-                Role::Replica(_) => "replica",
-            }),
-        )
-        .string("version", status.version.as_deref())
-        .number("uptime_seconds", status.uptime_seconds)
-        .number("durable_lsn", status.durable_lsn)
-        .number("epoch", status.epoch)
-        .number("epoch_start_lsn", status.epoch_start_lsn)
-        .number("fenced_by_epoch", status.fenced_by_epoch);
-    match &status.role {
-        Role::Primary(p) => {
-            let replicas = json_array(p.replicas.iter().map(|r| {
-                JsonObject::new()
-                    .string("addr", r.ip.as_deref())
-                    .number("listen_port", r.listen_port)
-                    .string("replica_id", r.replica_id.as_deref())
-                    .string("state", r.state.as_deref())
-                    .number("write_lsn", r.write_lsn)
-                    .number("flush_lsn", r.flush_lsn)
-                    .number("replay_lsn", r.replay_lsn)
-                    .number("lag_lsns", r.lag_lsns)
-                    .decimal("write_lag_ms", r.write_lag_ms.as_deref())
-                    .decimal("flush_lag_ms", r.flush_lag_ms.as_deref())
-                    .decimal("replay_lag_ms", r.replay_lag_ms.as_deref())
-                    .number("last_ack_seconds_ago", r.last_ack_seconds_ago)
-                    .finish()
-            }));
-            let slots = json_array(p.slots.iter().map(|s| {
-                JsonObject::new()
-                    .string("replica_id", s.replica_id.as_deref())
-                    .number("lsn", s.lsn)
-                    .number("retained_bytes", s.retained_bytes)
-                    .number("cap_left_bytes", s.cap_left_bytes)
-                    .boolean("connected", s.connected)
-                    .finish()
-            }));
-            o.number("connected_replicas", p.connected_replicas)
-                .raw("replicas", &replicas)
-                .raw("slots", &slots)
-                .number("max_retained_bytes", p.max_retained_bytes);
-        }
-        Role::Replica(r) => {
-            o.string("primary", r.primary().as_deref())
-                .string("link_status", r.link_status.as_deref())
-                .number("last_io_seconds_ago", r.last_io_seconds_ago)
-                .number("received_lsn", r.received_lsn)
-                .number("applied_lsn", r.applied_lsn)
-                .number("primary_durable_lsn", r.primary_durable_lsn)
-                .number("lag_lsns", r.lag_lsns)
-                .number("lag_ms", r.lag_ms)
-                .number("sessions", r.sessions)
-                .number("digest_checked_lsn", r.digest_checked_lsn)
-                .boolean("digest_match", r.digest_match)
-                .string("last_error", r.last_error.as_deref())
-                .boolean("diverged", Some(r.diverged.is_some()))
-                .string("diverged_reason", r.diverged.as_deref())
-                .boolean("bootstrapping", Some(r.bootstrap.is_some()))
-                .number("bootstrap_read_bytes", r.bootstrap.as_ref().map(|b| b.0))
-                .number("bootstrap_total_bytes", r.bootstrap.as_ref().map(|b| b.1))
-                .number("bootstraps", r.bootstraps);
-        }
-    }
-    o.finish()
 }
 
 #[cfg(test)]
@@ -614,6 +632,14 @@ mod tests {
         slot0:id=00ab,lsn=40,retained_bytes=1000,cap_left_bytes=9000,connected=yes\r\n\
         max_retained_bytes:10000\r\nepoch:2\r\nepoch_start_lsn:30\r\n";
 
+    fn render_json(status: &Status) -> String {
+        serde_json::to_string(status).unwrap_or_else(|e| e.to_string())
+    }
+
+    fn parse(info: &str) -> Option<Status> {
+        Status::from_info("n:1", &Info::parse(info)).ok()
+    }
+
     #[test]
     fn a_primary_reports_replicas_and_slots() {
         let status = Status::from_info("h:1", &Info::parse(PRIMARY)).ok();
@@ -621,15 +647,82 @@ mod tests {
         assert_eq!(
             status.as_deref(),
             Some(
-                "{\"target\":\"h:1\",\"role\":\"primary\",\"version\":\"0.1.0\",\"uptime_seconds\":7,\
+                "{\"target\":\"h:1\",\"version\":\"0.1.0\",\"uptime_seconds\":7,\
                  \"durable_lsn\":42,\"epoch\":2,\"epoch_start_lsn\":30,\"fenced_by_epoch\":null,\
-                 \"connected_replicas\":1,\"replicas\":[{\"addr\":\"127.0.0.1\",\
+                 \"role\":\"primary\",\"connected_replicas\":1,\"replicas\":[{\"addr\":\"127.0.0.1\",\
                  \"listen_port\":7001,\"replica_id\":\"00ab\",\"state\":\"online\",\"write_lsn\":41,\
-                 \"flush_lsn\":40,\"replay_lsn\":39,\"lag_lsns\":3,\"write_lag_ms\":0.250,\
-                 \"flush_lag_ms\":1.500,\"replay_lag_ms\":2.000,\"last_ack_seconds_ago\":0}],\
+                 \"flush_lsn\":40,\"replay_lsn\":39,\"lag_lsns\":3,\"write_lag_ms\":0.25,\
+                 \"flush_lag_ms\":1.5,\"replay_lag_ms\":2.0,\"last_ack_seconds_ago\":0}],\
                  \"slots\":[{\"replica_id\":\"00ab\",\"lsn\":40,\"retained_bytes\":1000,\
-                 \"cap_left_bytes\":9000,\"connected\":true}],\"max_retained_bytes\":10000}"
+                 \"cap_left_bytes\":9000,\"connected\":true}],\"max_retained_bytes\":10000,\
+                 \"problems\":[]}"
             )
+        );
+        let human = Status::from_info("h:1", &Info::parse(PRIMARY))
+            .as_ref()
+            .map(render_human)
+            .unwrap_or_default();
+        assert!(
+            human.contains("3 LSNs; write 0.250 ms, flush 1.500 ms, replay 2.000 ms"),
+            "{human}"
+        );
+    }
+
+    #[test]
+    fn a_fenced_primary_is_unhealthy() {
+        let status = parse(&format!("{PRIMARY}fenced_by_epoch:3\r\n"));
+        let problems = status.map(|s| s.problems).unwrap_or_default();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("fenced: a failover started epoch 3"),
+            "{problems:?}"
+        );
+        assert_eq!(parse(PRIMARY).map(|s| s.problems), Some(vec![]));
+    }
+
+    #[test]
+    fn a_replica_is_unhealthy_when_its_link_is_down_or_its_log_differs() {
+        let up = "role:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:6380\r\n\
+            master_link_status:up\r\n";
+        assert_eq!(parse(up).map(|s| s.problems), Some(vec![]));
+        let down = up.replace(":up", ":down") + "replica_last_error:connection refused\r\n";
+        assert_eq!(
+            parse(&down).map(|s| s.problems),
+            Some(vec![
+                "the link to the primary 10.0.0.1:6380 is down (last error: connection refused)"
+                    .to_owned()
+            ])
+        );
+        let diverged = format!("{up}replica_diverged:epoch 2 differs\r\n");
+        let json = parse(&diverged)
+            .as_ref()
+            .map(render_json)
+            .unwrap_or_default();
+        assert!(
+            json.contains("\"diverged\":true,\"diverged_reason\":\"epoch 2 differs\""),
+            "{json}"
+        );
+        assert!(
+            json.contains(
+                "\"problems\":[\"its log diverged from the primary's: epoch 2 differs\"]"
+            ),
+            "{json}"
+        );
+        let bootstrapping = down.clone()
+            + "master_sync_in_progress:1\r\nmaster_sync_read_bytes:5\r\n\
+               master_sync_total_bytes:8\r\nreplica_bootstrap_state:installing\r\n";
+        assert_eq!(
+            parse(&bootstrapping).map(|s| s.problems),
+            Some(vec![
+                "bootstrapping: installing the primary's snapshot (5 of 8 bytes)".to_owned()
+            ])
+        );
+        let mismatch = format!("{up}replica_digest_checked_lsn:9\r\nreplica_digest_match:no\r\n");
+        assert_eq!(
+            parse(&mismatch).map(|s| s.problems),
+            Some(vec![
+                "its log digest differs from the primary's at LSN 9".to_owned()
+            ])
         );
     }
 
@@ -647,6 +740,8 @@ mod tests {
         );
         assert!(json.contains("\"digest_match\":null"), "{json}");
         assert!(json.contains("\"diverged\":false"), "{json}");
+        assert!(json.contains("\"bootstrapping\":false"), "{json}");
+        assert!(json.contains("\"bootstrap_read_bytes\":null"), "{json}");
         let human = status.as_ref().map(render_human).unwrap_or_default();
         assert!(human.contains("last I/O never"), "{human}");
         assert!(
