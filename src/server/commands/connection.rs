@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use super::outcome::{Failure, Flow, NOT_INTEGER, Outcome, SYNTAX, err, int};
 use crate::format::resp::{Protocol, ReplyWriter, parse_decimal};
+use crate::server::info;
 use crate::server::session::Session;
-use crate::server::{Shared, info};
+use crate::server::shared::Shared;
 
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 

@@ -8,9 +8,9 @@ use super::outcome::{
     Failure, Flow, NO_EXPIRY, NOT_INTEGER, Outcome, SYNTAX, check_reply_size, err, int,
 };
 use crate::format::resp::{ReplyWriter, parse_decimal};
-use crate::server::Shared;
 use crate::server::glob::glob_match;
 use crate::server::session::Session;
+use crate::server::shared::Shared;
 
 /// `DEL` and `UNLINK`.
 pub(super) fn del(

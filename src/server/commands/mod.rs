@@ -20,8 +20,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock};
 
 use crate::format::resp::ReplyWriter;
-use crate::server::Shared;
 use crate::server::session::Session;
+use crate::server::shared::Shared;
 use Kind::{Other, Read, Write};
 use connection as conn;
 use keys::no_expiry;

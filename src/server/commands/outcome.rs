@@ -3,8 +3,8 @@
 
 use crate::engine::DbError;
 use crate::format::resp::ReplyWriter;
-use crate::server::Shared;
 use crate::server::keyspace::Current;
+use crate::server::shared::Shared;
 
 /// Why a command failed, as the client reads it.
 #[derive(Debug)]

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use super::outcome::{Failure, Flow, NOT_INTEGER, Outcome, TIMEOUT_NOT_INTEGER, err, int};
 use crate::format::resp::{ReplyWriter, parse_decimal};
-use crate::server::Shared;
 use crate::server::acks::{AckLevel, WaitAcks};
-use crate::server::failover::Promotion;
+use crate::server::replication::Promotion;
 use crate::server::session::Session;
+use crate::server::shared::Shared;
 
 pub(super) fn role(
     shared: &Arc<Shared>,
@@ -17,7 +17,7 @@ pub(super) fn role(
     _: &[&[u8]],
     reply: &mut ReplyWriter<'_>,
 ) -> Outcome {
-    shared.role_reply(reply);
+    shared.replication.role_reply(reply);
     Ok(Flow::Continue)
 }
 
@@ -29,7 +29,7 @@ pub(super) fn replicaof(
     reply: &mut ReplyWriter<'_>,
 ) -> Outcome {
     if args[1].eq_ignore_ascii_case(b"no") && args[2].eq_ignore_ascii_case(b"one") {
-        shared.promote(false).map_err(|why| err(&why))?;
+        shared.replication.promote(false).map_err(|why| err(&why))?;
         reply.ok();
         return Ok(Flow::Continue);
     }
@@ -43,7 +43,7 @@ pub(super) fn replicaof(
     } else {
         format!("{host}:{port}")
     };
-    if shared.replicate_from(target) {
+    if shared.replication.replicate_from(target) {
         reply.ok();
     } else {
         reply.simple("OK Already connected to specified master");
@@ -62,7 +62,7 @@ pub(super) fn promote(
         Some(a) if args.len() == 2 && a.eq_ignore_ascii_case(b"force") => true,
         Some(_) => return Err(err("ERR syntax error: SHIPLOG.PROMOTE [FORCE]")),
     };
-    match shared.promote(force).map_err(|why| err(&why))? {
+    match shared.replication.promote(force).map_err(|why| err(&why))? {
         Promotion::AlreadyPrimary => reply.simple("OK already a primary"),
         Promotion::Promoted { epoch, start_lsn } => {
             reply.simple(&format!("OK promoted to epoch {epoch} at LSN {start_lsn}"));
@@ -77,7 +77,7 @@ pub(super) fn position(
     _: &[&[u8]],
     reply: &mut ReplyWriter<'_>,
 ) -> Outcome {
-    let position = shared.position();
+    let position = shared.replication.position();
     reply.array(3);
     reply.integer(int(position.durable_lsn));
     reply.integer(i64::from(position.highest_epoch));

@@ -7,8 +7,9 @@ use std::time::Duration;
 use super::outcome::{Failure, Flow, Outcome, err, int};
 use crate::format::resp::ReplyWriter;
 use crate::server::glob::glob_match;
+use crate::server::info;
 use crate::server::session::Session;
-use crate::server::{Shared, info};
+use crate::server::shared::Shared;
 
 pub(super) fn info(
     shared: &Arc<Shared>,

@@ -9,9 +9,9 @@ use super::outcome::{
     check_reply_size, err, int,
 };
 use crate::format::resp::{ReplyWriter, parse_decimal};
-use crate::server::Shared;
 use crate::server::keyspace::WriteTxn;
 use crate::server::session::Session;
+use crate::server::shared::Shared;
 
 pub(super) fn get(
     shared: &Arc<Shared>,
