@@ -5,15 +5,15 @@
 //! event loop with its replies held back; the shipping threads wake the loops when a replica
 //! acknowledges, and each parked connection counts the replicas at or past its writes' LSNs.
 //! Nothing blocks the loop: other connections are served meanwhile.
+//!
+//! The gate knows nothing of event loops: each loop registers a [`Waker`] with it.
 
 use std::fmt;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::Shared;
-use super::event_loop::LoopHandle;
 use crate::format::{Epoch, Lsn};
 use crate::repl::status::PeerProgress;
 use crate::sync::MutexExt;
@@ -128,6 +128,14 @@ pub struct SyncOptions {
     pub timeout_ms: u64,
     /// What a write that timed out is answered (`--sync-fallback`).
     pub fallback: SyncFallback,
+}
+
+impl SyncOptions {
+    /// When a write gated now must have its acknowledgements.
+    #[must_use]
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.timeout_ms)
+    }
 }
 
 impl Default for SyncOptions {
@@ -245,10 +253,20 @@ pub struct WaitAcks {
     pub deadline: Option<Instant>,
 }
 
+/// Called when a replica acknowledges: wakes one event loop if connections of it wait for
+/// acknowledgements.
+pub struct Waker(pub Box<dyn Fn() + Send + Sync>);
+
+impl fmt::Debug for Waker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Waker")
+    }
+}
+
 /// The loops to wake when acknowledgements arrive, and the gate's counters for `INFO`.
 #[derive(Debug, Default)]
 pub struct AckGate {
-    loops: Mutex<Vec<Arc<LoopHandle>>>,
+    wakers: Mutex<Vec<Waker>>,
     /// Bumped by every acknowledgement: a loop that saw it change while it parked connections
     /// looks again at once instead of sleeping (the wake-up may have gone before it parked).
     generation: AtomicU64,
@@ -264,20 +282,18 @@ pub struct AckGate {
 
 impl AckGate {
     /// Adds a loop to wake when acknowledgements arrive.
-    pub(crate) fn register(&self, handle: Arc<LoopHandle>) {
-        self.loops.locked().push(handle);
+    pub(crate) fn register(&self, waker: Waker) {
+        self.wakers.locked().push(waker);
     }
 
     /// Called by shipping threads after a replica's acknowledgement is recorded: wakes each
     /// loop with connections waiting for acknowledgements.
     pub fn notify(&self) {
-        // IMPORTANT: bump before reading the loops' flags; a loop sets its flag before it
-        // reads the generation, so one of the two sides always sees the other.
+        // IMPORTANT: bump before the wakers read the loops' flags; a loop sets its flag before
+        // it reads the generation, so one of the two sides always sees the other.
         self.generation.fetch_add(1, Ordering::SeqCst);
-        for handle in self.loops.locked().iter() {
-            if handle.ack_waiters.load(Ordering::SeqCst) {
-                handle.wake();
-            }
+        for waker in self.wakers.locked().iter() {
+            (waker.0)();
         }
     }
 
@@ -382,35 +398,6 @@ impl AckGate {
             self.timeouts.load(Ordering::Relaxed),
             self.fallbacks.load(Ordering::Relaxed),
         )
-    }
-}
-
-impl Shared {
-    /// The replicas that count for acknowledgement levels now (see [`ReplicaAck::of`]).
-    #[must_use]
-    pub fn ack_view(&self) -> AckView {
-        let writable = !self.replication.is_read_only() && self.fenced_by().is_none();
-        AckView::new(
-            self.replica_progress()
-                .iter()
-                .filter_map(ReplicaAck::of)
-                .collect(),
-        )
-        .in_epoch(writable.then(|| self.keyspace.db().wal().highest_epoch()))
-    }
-
-    /// Makes `peer`'s acknowledgements wake the loops whose connections wait for them.
-    pub(crate) fn wake_ack_waiters_on(&self, peer: &crate::repl::ReplicaPeer) {
-        let gate = Arc::clone(&self.acks);
-        peer.set_on_ack(crate::repl::status::AckHook(Box::new(move || {
-            gate.notify();
-        })));
-    }
-
-    /// When a write gated now must have its acknowledgements.
-    #[must_use]
-    pub fn ack_deadline(&self) -> Instant {
-        Instant::now() + Duration::from_millis(self.options.sync.timeout_ms)
     }
 }
 

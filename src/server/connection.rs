@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::Shared;
 use super::acks::{AckLevel, AckView, NOREPLICAS, SyncFallback};
 use super::commands::{self, COMMANDS, Flow, Kind};
+use super::replication::Handoff;
 use super::session::Session;
+use super::shared::Shared;
 use crate::format::resp::{Partial, ReplyWriter, RequestLimits, parse_request_resuming};
 use crate::format::{Epoch, Lsn};
 use crate::wal::Durability;
@@ -193,7 +194,9 @@ impl Connection {
             // Replies first: while they cannot be written, nothing more is read or run, so a
             // client that does not read its replies cannot make the server hold more of them.
             // Replies of writes waiting for replica acknowledgements cannot be written yet.
-            if self.gate_deadline.is_some() && !self.resolve_gate(shared, &shared.ack_view()) {
+            if self.gate_deadline.is_some()
+                && !self.resolve_gate(shared, &shared.replication.ack_view())
+            {
                 return Ok(Turn::Idle);
             }
             if !self.write_out(shared)? {
@@ -441,7 +444,7 @@ impl Connection {
             && self.gate_deadline.is_none()
             && self.session.uncommitted.is_empty()
         {
-            self.gate_deadline = Some(shared.ack_deadline());
+            self.gate_deadline = Some(shared.options.sync.deadline());
         }
     }
 
@@ -511,7 +514,10 @@ impl Connection {
     /// none waits.
     pub fn resolve_wait(&mut self, shared: &Shared) -> bool {
         if let Some(wait) = self.session.waiting_acks {
-            let count = shared.ack_view().holding_in(wait.lsn, wait.epoch);
+            let count = shared
+                .replication
+                .ack_view()
+                .holding_in(wait.lsn, wait.epoch);
             if count < wait.replicas && wait.deadline.is_none_or(|d| Instant::now() < d) {
                 return false;
             }
@@ -523,7 +529,7 @@ impl Connection {
         let Some((lsn, deadline)) = self.session.waiting else {
             return true;
         };
-        let applied = shared.visible_lsn();
+        let applied = shared.replication.visible_lsn();
         if applied >= lsn {
             self.reply()
                 .integer(i64::try_from(applied).unwrap_or(i64::MAX));
@@ -600,7 +606,7 @@ impl Connection {
         {
             reply.error(&refusal);
         } else if spec.kind == Kind::Read
-            && let Some(stale) = shared.stale_beyond_limit()
+            && let Some(stale) = shared.replication.stale_beyond_limit()
         {
             reply.error(&stale);
         } else if spec.kind == Kind::Read && shared.keyspace.db().restoring() {
@@ -685,7 +691,7 @@ impl Connection {
     pub fn finish(&mut self, shared: &Arc<Shared>) {
         self.abandon(shared);
         // Shutting down: no more acknowledgements will be waited for.
-        let view = shared.ack_view();
+        let view = shared.replication.ack_view();
         if !self.resolve_gate(shared, &view) {
             self.time_out_gate(shared, &view);
         }
@@ -700,9 +706,9 @@ impl Connection {
 impl Connection {
     /// The socket (blocking again), the bytes received after the handshake command, the
     /// peer's address and the challenge it must answer.
-    pub fn into_shipping(self) -> super::replication::Handoff {
+    pub fn into_shipping(self) -> Handoff {
         let _ = self.stream.set_nonblocking(false);
-        super::replication::Handoff {
+        Handoff {
             received: self.input.data().to_vec(),
             stream: self.stream,
             addr: self.session.addr,

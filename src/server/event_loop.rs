@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
-use super::Shared;
+use super::acks::Waker;
 use super::connection::{Connection, Turn};
+use super::shared::Shared;
 use crate::format::Lsn;
 use crate::sync::MutexExt;
 use crate::wal::{Durability, WalError};
@@ -68,6 +69,17 @@ impl LoopHandle {
     /// Wakes the loop (a full socket buffer means a wake-up is pending anyway).
     pub fn wake(&self) {
         let _ = (&self.wake).write(&[1]);
+    }
+
+    /// What the acknowledgement gate calls when a replica acknowledges: wakes this loop if
+    /// some of its connections wait for acknowledgements.
+    pub fn ack_waker(self: &Arc<Self>) -> Waker {
+        let handle = Arc::clone(self);
+        Waker(Box::new(move || {
+            if handle.ack_waiters.load(Ordering::SeqCst) {
+                handle.wake();
+            }
+        }))
     }
 
     /// Gives the loop a new connection.
@@ -253,7 +265,7 @@ fn answer_waits(
         return;
     }
     // Taken once for every connection: each acknowledgement wakes the loop.
-    let view = shared.ack_view();
+    let view = shared.replication.ack_view();
     parked.retain(|id| {
         let Some(connection) = connections.get_mut(id) else {
             return false;
@@ -314,7 +326,9 @@ fn let_go(
 ) {
     if turn == Turn::Ship {
         close(shared, handle, epoll, &connection);
-        shared.start_shipping(connection.into_shipping());
+        shared
+            .replication
+            .start_shipping(connection.into_shipping());
     } else {
         connection.abandon(shared);
         close(shared, handle, epoll, &connection);

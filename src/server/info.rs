@@ -4,9 +4,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use super::Shared;
-use super::commands::COMMANDS;
 use super::session::Session;
+use super::shared::Shared;
 use crate::wal::Durability;
 
 /// The Redis version whose commands and replies shiplog follows (clients check it).
@@ -194,13 +193,7 @@ fn stats(shared: &Shared) -> String {
             "rejected_connections",
             m.connections_rejected.load(Ordering::Relaxed).to_string(),
         ),
-        (
-            "total_error_replies",
-            (0..COMMANDS.len())
-                .map(|i| m.errors(i))
-                .sum::<u64>()
-                .to_string(),
-        ),
+        ("total_error_replies", m.total_errors().to_string()),
         (
             "protocol_errors",
             m.protocol_errors.load(Ordering::Relaxed).to_string(),
@@ -219,7 +212,7 @@ fn stats(shared: &Shared) -> String {
 }
 
 fn replication(shared: &Shared) -> String {
-    let mut text = shared.replication_info();
+    let mut text = shared.replication.info();
     if !shared.replication.is_read_only() {
         text.push_str(&shared.acks.info(&shared.options.sync));
     }
@@ -228,7 +221,7 @@ fn replication(shared: &Shared) -> String {
 
 fn commandstats(shared: &Shared) -> String {
     let mut out = String::new();
-    for (i, spec) in COMMANDS.iter().enumerate() {
+    for (i, name) in shared.metrics.names().iter().enumerate() {
         let (calls, micros) = shared.metrics.calls(i);
         if calls == 0 {
             continue;
@@ -238,7 +231,7 @@ fn commandstats(shared: &Shared) -> String {
         let _ = write!(
             out,
             "cmdstat_{}:calls={calls},usec={micros},usec_per_call={per_call:.2},failed_calls={}\r\n",
-            spec.name,
+            name,
             shared.metrics.errors(i)
         );
     }

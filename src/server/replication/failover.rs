@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Shared;
+use super::Replication;
 use crate::format::repl::Peer;
 use crate::format::{Epoch, Lsn};
 use crate::repl::link::{self, LinkOptions};
@@ -58,7 +58,7 @@ impl Position {
     }
 }
 
-impl Shared {
+impl Replication {
     /// Makes this replica the primary of a new epoch, above every epoch it or a reachable
     /// peer knows. Unless `force`, refuses (and keeps following its primary) when a reachable
     /// peer holds a higher durable LSN or a newer epoch, or when this node was fenced.
@@ -66,7 +66,7 @@ impl Shared {
     /// # Errors
     /// The reply text for the client: why the promotion was refused or failed.
     pub fn promote(self: &Arc<Self>, force: bool) -> Result<Promotion, String> {
-        let replication = &self.replication;
+        let replication = self;
         let fenced = replication.fenced.load(Ordering::Acquire);
         let taken = replication.link.locked().take();
         let (primary, peers) = match taken {
@@ -189,8 +189,7 @@ impl Shared {
             let position = match query_position(addr, self.options.masterauth.as_deref()) {
                 Ok(position) => {
                     // Heard of, even if this promotion is refused: a later one goes above it.
-                    self.replication
-                        .seen_epoch
+                    self.seen_epoch
                         .fetch_max(position.highest_epoch, Ordering::AcqRel);
                     position
                 }
@@ -227,17 +226,15 @@ impl Shared {
     /// (until it is pointed at the new primary).
     pub fn step_down(&self, epoch: Epoch) {
         // Heard of, whatever this node does about it now: a promotion must go above it.
-        self.replication
-            .seen_epoch
-            .fetch_max(epoch, Ordering::SeqCst);
-        if self.replication.link.locked().is_some() {
+        self.seen_epoch.fetch_max(epoch, Ordering::SeqCst);
+        if self.link.locked().is_some() {
             return;
         }
         // The same epoch counts: only a fence names it, sent by a node that started it too.
         if epoch < self.keyspace.db().wal().highest_epoch() {
             return;
         }
-        let before = self.replication.fenced.fetch_max(epoch, Ordering::SeqCst);
+        let before = self.fenced.fetch_max(epoch, Ordering::SeqCst);
         if before < epoch {
             tracing::error!(
                 epoch,
@@ -268,11 +265,11 @@ impl Shared {
     /// The epoch that replaced this primary, if one did.
     #[must_use]
     pub fn fenced_by(&self) -> Option<Epoch> {
-        Some(self.replication.fenced.load(Ordering::Acquire)).filter(|&e| e > 0)
+        Some(self.fenced.load(Ordering::Acquire)).filter(|&e| e > 0)
     }
 
     /// This primary's replicas as peers frames list them.
-    pub(crate) fn peer_list(&self) -> Vec<Peer> {
+    pub(super) fn peer_list(&self) -> Vec<Peer> {
         self.peers()
             .iter()
             .map(|peer| {
@@ -294,7 +291,7 @@ impl Shared {
     /// heard, so that one paused or restarted within the window steps down.
     fn notify_old_primary(self: &Arc<Self>, old: String, epoch: Epoch) {
         let me = Arc::clone(self);
-        let mut options = LinkOptions::new(old.clone(), self.replication.replica_id, 0);
+        let mut options = LinkOptions::new(old.clone(), self.replica_id, 0);
         options.masterauth.clone_from(&self.options.masterauth);
         options.timeout = Duration::from_secs(30);
         let spawned = std::thread::Builder::new()
