@@ -140,188 +140,180 @@ fn keys_written(
     Ok(())
 }
 
-impl Store {
-    /// Runs one compaction pass now, whatever the dirty ratio.
-    ///
-    /// # Errors
-    /// Log errors; a pass stopped by an error leaves every group either compacted or untouched.
-    pub fn compact(&self) -> Result<CompactionStats> {
-        let _serial = self.maintenance.locked();
-        // IMPORTANT: the index judges liveness, so it must reflect every record it judges: a
-        // put written but not yet applied would otherwise look superseded and be dropped.
-        self.catch_up(self.wal.durable_lsn())?;
-        let applied = self.applied_lsn.load(Ordering::Acquire);
-        let horizon = applied.saturating_sub(self.options.compaction.tombstone_horizon_lsns);
-        // A replica resumes by reading its last record's segment: that one and every later
-        // one stay as they are while a retention slot holds them.
-        let hold = self.compaction_hold.load(Ordering::Acquire);
-        let sealed: Vec<SealedSegment> = self
-            .wal
-            .sealed_segments()
-            .into_iter()
-            .take_while(|s| s.last_lsn <= applied && s.last_lsn < hold)
-            .collect();
-        let mut stats = CompactionStats::default();
-        if sealed.is_empty() {
-            // A replica (hold 0), or nothing sealed yet: no need to look at the tail.
-            return Ok(stats);
-        }
-        // IMPORTANT: records the replicas do not all hold yet may be rewound (a failover, then
-        // this node rejoining). A put or delete superseded only by such a record is still the
-        // key's value if that happens: found by the network-fault schedules, where compaction
-        // dropped an acknowledged put superseded by an unreplicated one that was then rolled
-        // back, and the key vanished. With no replica, nothing is unsettled.
-        let settled = if hold == Lsn::MAX { applied } else { hold };
-        let mut unsettled = HashSet::new();
-        keys_written(&self.wal, settled, applied, &mut unsettled)?;
-        let mut judge = Judge {
-            horizon,
-            applied,
-            settled,
-            unsettled,
-            scanned_to: applied.max(settled),
-            blind: false,
-        };
-        let mut group: Vec<SealedSegment> = Vec::new();
-        let mut group_kept = 0u64;
-        let mut group_dropped = 0u64;
-        let target = self.options.wal.segment_bytes;
-        for segment in sealed {
-            let (kept, dropped) = self.measure(&segment, &mut judge)?;
-            if !group.is_empty() && group_kept + kept > target {
-                self.compact_group(&group, group_dropped, &mut stats, &mut judge)?;
-                group.clear();
-                group_kept = 0;
-                group_dropped = 0;
-            }
-            group.push(segment);
-            group_kept += kept;
-            group_dropped += dropped;
-        }
-        self.compact_group(&group, group_dropped, &mut stats, &mut judge)?;
-        Ok(stats)
+pub(super) fn compact(store: &Store) -> Result<CompactionStats> {
+    let _serial = store.maintenance.locked();
+    // IMPORTANT: the index judges liveness, so it must reflect every record it judges: a
+    // put written but not yet applied would otherwise look superseded and be dropped.
+    store.catch_up(store.wal.durable_lsn())?;
+    let applied = store.applied_lsn.load(Ordering::Acquire);
+    let horizon = applied.saturating_sub(store.options.compaction.tombstone_horizon_lsns);
+    // A replica resumes by reading its last record's segment: that one and every later
+    // one stay as they are while a retention slot holds them.
+    let hold = store.compaction_hold.load(Ordering::Acquire);
+    let sealed: Vec<SealedSegment> = store
+        .wal
+        .sealed_segments()
+        .into_iter()
+        .take_while(|s| s.last_lsn <= applied && s.last_lsn < hold)
+        .collect();
+    let mut stats = CompactionStats::default();
+    if sealed.is_empty() {
+        // A replica (hold 0), or nothing sealed yet: no need to look at the tail.
+        return Ok(stats);
     }
+    // IMPORTANT: records the replicas do not all hold yet may be rewound (a failover, then
+    // this node rejoining). A put or delete superseded only by such a record is still the
+    // key's value if that happens: found by the network-fault schedules, where compaction
+    // dropped an acknowledged put superseded by an unreplicated one that was then rolled
+    // back, and the key vanished. With no replica, nothing is unsettled.
+    let settled = if hold == Lsn::MAX { applied } else { hold };
+    let mut unsettled = HashSet::new();
+    keys_written(&store.wal, settled, applied, &mut unsettled)?;
+    let mut judge = Judge {
+        horizon,
+        applied,
+        settled,
+        unsettled,
+        scanned_to: applied.max(settled),
+        blind: false,
+    };
+    let mut group: Vec<SealedSegment> = Vec::new();
+    let mut group_kept = 0u64;
+    let mut group_dropped = 0u64;
+    let target = store.options.wal.segment_bytes;
+    for segment in sealed {
+        let (kept, dropped) = measure(store, &segment, &mut judge)?;
+        if !group.is_empty() && group_kept + kept > target {
+            compact_group(store, &group, group_dropped, &mut stats, &mut judge)?;
+            group.clear();
+            group_kept = 0;
+            group_dropped = 0;
+        }
+        group.push(segment);
+        group_kept += kept;
+        group_dropped += dropped;
+    }
+    compact_group(store, &group, group_dropped, &mut stats, &mut judge)?;
+    Ok(stats)
+}
 
-    /// Bytes of a segment's records that a pass would keep and drop.
-    fn measure(&self, segment: &SealedSegment, judge: &mut Judge) -> Result<(u64, u64)> {
-        let (mut kept, mut dropped) = (0, 0);
-        let mut records = self
-            .wal
-            .read_range(segment.first_lsn, segment.last_lsn)?
-            .peekable();
-        while records.peek().is_some() {
-            // Judge a chunk per read lock: appliers wait for one chunk at most.
-            let chunk: Vec<Record> = records
-                .by_ref()
-                .take(256)
-                .collect::<std::result::Result<_, _>>()?;
-            let index = self.index.read_locked();
-            judge.catch_up(&self.wal, self.applied_lsn.load(Ordering::Acquire));
-            for record in &chunk {
-                let bytes = encoded_record_bytes(record.payload.len()) as u64;
-                if judge.is_needed(&index, record) {
-                    kept += bytes;
-                } else {
-                    dropped += bytes;
-                }
+/// Bytes of a segment's records that a pass would keep and drop.
+fn measure(store: &Store, segment: &SealedSegment, judge: &mut Judge) -> Result<(u64, u64)> {
+    let (mut kept, mut dropped) = (0, 0);
+    let mut records = store
+        .wal
+        .read_range(segment.first_lsn, segment.last_lsn)?
+        .peekable();
+    while records.peek().is_some() {
+        // Judge a chunk per read lock: appliers wait for one chunk at most.
+        let chunk: Vec<Record> = records
+            .by_ref()
+            .take(256)
+            .collect::<std::result::Result<_, _>>()?;
+        let index = store.index.read_locked();
+        judge.catch_up(&store.wal, store.applied_lsn.load(Ordering::Acquire));
+        for record in &chunk {
+            let bytes = encoded_record_bytes(record.payload.len()) as u64;
+            if judge.is_needed(&index, record) {
+                kept += bytes;
+            } else {
+                dropped += bytes;
             }
         }
-        Ok((kept, dropped))
     }
+    Ok((kept, dropped))
+}
 
-    fn compact_group(
-        &self,
-        group: &[SealedSegment],
-        dropped: u64,
-        stats: &mut CompactionStats,
-        judge: &mut Judge,
-    ) -> Result<()> {
-        // Nothing to drop and nothing to merge: rewriting would only cost I/O.
-        let (Some(first), Some(last)) = (group.first(), group.last()) else {
-            return Ok(());
-        };
-        if dropped == 0 && group.len() == 1 {
-            return Ok(());
-        }
-        // A pass can run for seconds (it is throttled): a replica that attached since it began
-        // holds its position now, so look at the hold again before each rewrite.
-        // A hold that moved below the settled LSN (a replica that registered lower) makes
-        // records this pass took as settled rewindable: leave them to the next pass.
-        let hold = self.compaction_hold.load(Ordering::Acquire);
-        if last.last_lsn >= hold || hold < judge.settled {
-            return Ok(());
-        }
-        self.forget_checkpoint()?;
-        let mut kept_puts: Vec<(Vec<u8>, Lsn)> = Vec::new();
-        let outcome = self.wal.compact_range(
-            first.first_lsn,
-            last.last_lsn,
-            |record| {
-                let index = self.index.read_locked();
-                judge.catch_up(&self.wal, self.applied_lsn.load(Ordering::Acquire));
-                let needed = judge.is_needed(&index, record);
-                if needed
-                    && let Ok(KvOp::Put { key, .. }) =
-                        decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES)
-                {
-                    kept_puts.push((key.to_vec(), record.lsn));
-                }
-                needed
-            },
-            self.options.compaction.bytes_per_sec,
-        )?;
-        // Move index entries in small steps: readers and appliers wait for one step at most,
-        // and reads at old offsets still resolve until `release_compacted`.
-        let offsets: std::collections::HashMap<Lsn, u64> = outcome.moved.iter().copied().collect();
-        for chunk in kept_puts.chunks(1024) {
-            let mut index = self.index.write_locked();
-            for (key, lsn) in chunk {
-                if let Some(&offset) = offsets.get(lsn) {
-                    index.move_record(key, *lsn, offset);
-                }
+fn compact_group(
+    store: &Store,
+    group: &[SealedSegment],
+    dropped: u64,
+    stats: &mut CompactionStats,
+    judge: &mut Judge,
+) -> Result<()> {
+    // Nothing to drop and nothing to merge: rewriting would only cost I/O.
+    let (Some(first), Some(last)) = (group.first(), group.last()) else {
+        return Ok(());
+    };
+    if dropped == 0 && group.len() == 1 {
+        return Ok(());
+    }
+    // A pass can run for seconds (it is throttled): a replica that attached since it began
+    // holds its position now, so look at the hold again before each rewrite.
+    // A hold that moved below the settled LSN (a replica that registered lower) makes
+    // records this pass took as settled rewindable: leave them to the next pass.
+    let hold = store.compaction_hold.load(Ordering::Acquire);
+    if last.last_lsn >= hold || hold < judge.settled {
+        return Ok(());
+    }
+    forget_checkpoint(store)?;
+    let mut kept_puts: Vec<(Vec<u8>, Lsn)> = Vec::new();
+    let outcome = store.wal.compact_range(
+        first.first_lsn,
+        last.last_lsn,
+        |record| {
+            let index = store.index.read_locked();
+            judge.catch_up(&store.wal, store.applied_lsn.load(Ordering::Acquire));
+            let needed = judge.is_needed(&index, record);
+            if needed
+                && let Ok(KvOp::Put { key, .. }) =
+                    decode_kv(record.kind, &record.payload, RECORD_PAYLOAD_MAX_BYTES)
+            {
+                kept_puts.push((key.to_vec(), record.lsn));
+            }
+            needed
+        },
+        store.options.compaction.bytes_per_sec,
+    )?;
+    // Move index entries in small steps: readers and appliers wait for one step at most,
+    // and reads at old offsets still resolve until `release_compacted`.
+    let offsets: std::collections::HashMap<Lsn, u64> = outcome.moved.iter().copied().collect();
+    for chunk in kept_puts.chunks(1024) {
+        let mut index = store.index.write_locked();
+        for (key, lsn) in chunk {
+            if let Some(&offset) = offsets.get(lsn) {
+                index.move_record(key, *lsn, offset);
             }
         }
-        self.wal.release_compacted();
-        if let Some(e) = outcome.cleanup_error {
-            return Err(e.into());
-        }
-        stats.groups += 1;
-        stats.segments_in += outcome.segments_in;
-        stats.bytes_in += outcome.bytes_in;
-        stats.bytes_out += outcome.bytes_out;
-        Ok(())
     }
+    store.wal.release_compacted();
+    if let Some(e) = outcome.cleanup_error {
+        return Err(e.into());
+    }
+    stats.groups += 1;
+    stats.segments_in += outcome.segments_in;
+    stats.bytes_in += outcome.bytes_in;
+    stats.bytes_out += outcome.bytes_out;
+    Ok(())
+}
 
-    /// Removes the index checkpoint before segments change under it: its offsets would point
-    /// into replaced files. The next checkpoint (at close) is written against the new ones.
-    fn forget_checkpoint(&self) -> Result<()> {
-        // IMPORTANT: the removal is durable before any segment is replaced.
-        Ok(super::checkpoint::remove(
-            self.wal.fs().as_ref(),
-            self.wal.dir(),
-        )?)
-    }
+/// Removes the index checkpoint before segments change under it: its offsets would point
+/// into replaced files. The next checkpoint (at close) is written against the new ones.
+fn forget_checkpoint(store: &Store) -> Result<()> {
+    // IMPORTANT: the removal is durable before any segment is replaced.
+    Ok(super::checkpoint::remove(
+        store.wal.fs().as_ref(),
+        store.wal.dir(),
+    )?)
+}
 
-    /// The fraction of the sealed log's record bytes that are dead, estimated from the index.
-    #[must_use]
-    pub fn dirty_ratio(&self) -> f64 {
-        let sealed: u64 = self
-            .wal
-            .sealed_segments()
-            .iter()
-            .map(|s| s.record_bytes)
-            .sum();
-        let total = sealed.max(1);
-        let (live_keys, live_bytes) = {
-            let index = self.index.read_locked();
-            (index.len() as u64, index.live_bytes())
-        };
-        // Each live key costs its key and value plus a record and payload header.
-        let live = live_bytes + live_keys * encoded_record_bytes(4) as u64;
-        #[expect(clippy::cast_precision_loss, reason = "a ratio for a threshold")]
-        let ratio = 1.0 - (live.min(total) as f64 / total as f64);
-        if sealed == 0 { 0.0 } else { ratio }
-    }
+pub(super) fn dirty_ratio(store: &Store) -> f64 {
+    let sealed: u64 = store
+        .wal
+        .sealed_segments()
+        .iter()
+        .map(|s| s.record_bytes)
+        .sum();
+    let total = sealed.max(1);
+    let (live_keys, live_bytes) = {
+        let index = store.index.read_locked();
+        (index.len() as u64, index.live_bytes())
+    };
+    // Each live key costs its key and value plus a record and payload header.
+    let live = live_bytes + live_keys * encoded_record_bytes(4) as u64;
+    #[expect(clippy::cast_precision_loss, reason = "a ratio for a threshold")]
+    let ratio = 1.0 - (live.min(total) as f64 / total as f64);
+    if sealed == 0 { 0.0 } else { ratio }
 }
 
 /// The background thread that runs a pass when the log is dirty enough.

@@ -19,24 +19,17 @@ pub struct FrozenState {
     index: Index,
 }
 
-impl Store {
-    /// Seals the log at its last written LSN and rebuilds the state there from the sealed
-    /// segments. Writers go on meanwhile; they wait only for the segment roll.
-    ///
-    /// # Errors
-    /// Log errors, or a record that is not a key-value operation.
-    pub fn freeze(&self) -> Result<FrozenState> {
-        let log = self.wal.seal_and_pin()?;
-        let mut index = Index::default();
-        let mut last_continues = false;
-        for record in log.records() {
-            let record = record?;
-            apply(&mut index, &record)?;
-            last_continues = record.batch_continues;
-        }
-        debug_assert!(!last_continues, "a frozen state ends inside a batch");
-        Ok(FrozenState { log, index })
+pub(super) fn freeze(store: &Store) -> Result<FrozenState> {
+    let log = store.wal.seal_and_pin()?;
+    let mut index = Index::default();
+    let mut last_continues = false;
+    for record in log.records() {
+        let record = record?;
+        apply(&mut index, &record)?;
+        last_continues = record.batch_continues;
     }
+    debug_assert!(!last_continues, "a frozen state ends inside a batch");
+    Ok(FrozenState { log, index })
 }
 
 impl FrozenState {

@@ -15,7 +15,7 @@ mod value;
 mod verify;
 
 use std::ops::{Bound, Deref, RangeBounds};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, TryLockError};
 
@@ -145,7 +145,9 @@ impl Drop for Db {
     }
 }
 
-/// The key-value store's state and operations, shared with the compaction thread.
+/// The key-value store's state and operations, shared with the compaction thread. Every
+/// public method is declared in this file, grouped by topic; compaction, snapshots, restore
+/// and rewind delegate to their own files.
 #[derive(Debug)]
 pub struct Store {
     wal: Wal,
@@ -208,6 +210,8 @@ impl Store {
         }
         Ok(db)
     }
+
+    // Writing: each write is appended to the log, then applied to the index.
 
     /// Sets `key` to `value` with the default durability; returns the commit LSN.
     ///
@@ -311,6 +315,26 @@ impl Store {
         self.catch_up(lsn)
     }
 
+    fn check_sizes(&self, key_bytes: usize, value_bytes: usize) -> Result<()> {
+        let key_max = self.options.key_max_bytes;
+        if key_bytes as u64 > u64::from(key_max) {
+            return Err(DbError::KeyTooLarge {
+                bytes: key_bytes as u64,
+                max: u64::from(key_max),
+            });
+        }
+        let value_max = self.options.value_max_bytes;
+        if value_bytes as u64 > u64::from(value_max) {
+            return Err(DbError::ValueTooLarge {
+                bytes: value_bytes as u64,
+                max: u64::from(value_max),
+            });
+        }
+        Ok(())
+    }
+
+    // Reading: the index locates a key's record; values are views of the mapped segment.
+
     /// The values of `keys`, all as of one instant (one read of the index), so a concurrent
     /// batch is seen whole or not at all.
     ///
@@ -345,24 +369,6 @@ impl Store {
             }
             return Ok(values);
         }
-    }
-
-    fn check_sizes(&self, key_bytes: usize, value_bytes: usize) -> Result<()> {
-        let key_max = self.options.key_max_bytes;
-        if key_bytes as u64 > u64::from(key_max) {
-            return Err(DbError::KeyTooLarge {
-                bytes: key_bytes as u64,
-                max: u64::from(key_max),
-            });
-        }
-        let value_max = self.options.value_max_bytes;
-        if value_bytes as u64 > u64::from(value_max) {
-            return Err(DbError::ValueTooLarge {
-                bytes: value_bytes as u64,
-                max: u64::from(value_max),
-            });
-        }
-        Ok(())
     }
 
     /// The current value of `key`, as a zero-copy view.
@@ -472,6 +478,8 @@ impl Store {
         self.len() == 0
     }
 
+    // State, durability and checkpoints.
+
     /// Counters describing the store.
     #[must_use]
     pub fn stats(&self) -> DbStats {
@@ -535,6 +543,15 @@ impl Store {
         &self.checkpoint_status
     }
 
+    /// The last LSN visible to readers.
+    #[must_use]
+    pub fn applied_lsn(&self) -> Lsn {
+        self.applied_lsn.load(Ordering::Acquire)
+    }
+
+    // Applying the log to the index: every write through `catch_up`, a replica's records
+    // through `apply_written`.
+
     /// Makes every record written to the log visible to readers, durable or not, and returns
     /// the last LSN applied. For a replica, whose records are durable on its primary already
     /// (`docs/consistency.md`); a primary's own writes go through [`Store::commit_through`].
@@ -545,24 +562,6 @@ impl Store {
         let written = self.wal.written_lsn();
         self.catch_up(written)?;
         Ok(self.applied_lsn.load(Ordering::Acquire))
-    }
-
-    /// Keeps compaction away from the segment holding `lsn` and every later one, so a replica
-    /// that holds records up to `lsn` can resume from this log (`Lsn::MAX`: no hold).
-    pub fn set_compaction_hold(&self, lsn: Lsn) {
-        self.compaction_hold.store(lsn, Ordering::Release);
-    }
-
-    /// Where compaction stops now (`Lsn::MAX`: nowhere; 0: it rewrites nothing).
-    #[must_use]
-    pub fn compaction_hold(&self) -> Lsn {
-        self.compaction_hold.load(Ordering::Acquire)
-    }
-
-    /// The last LSN visible to readers.
-    #[must_use]
-    pub fn applied_lsn(&self) -> Lsn {
-        self.applied_lsn.load(Ordering::Acquire)
     }
 
     /// Applies every written record up to at least `lsn` to the index, in LSN order and whole
@@ -614,6 +613,79 @@ impl Store {
         }
         self.applied_lsn.store(to, Ordering::Release);
         Ok(())
+    }
+
+    // Compaction (`compaction.rs`).
+
+    /// Runs one compaction pass now, whatever the dirty ratio.
+    ///
+    /// # Errors
+    /// Log errors; a pass stopped by an error leaves every group either compacted or untouched.
+    pub fn compact(&self) -> Result<CompactionStats> {
+        compaction::compact(self)
+    }
+
+    /// The fraction of the sealed log's record bytes that are dead, estimated from the index.
+    #[must_use]
+    pub fn dirty_ratio(&self) -> f64 {
+        compaction::dirty_ratio(self)
+    }
+
+    /// Keeps compaction away from the segment holding `lsn` and every later one, so a replica
+    /// that holds records up to `lsn` can resume from this log (`Lsn::MAX`: no hold).
+    pub fn set_compaction_hold(&self, lsn: Lsn) {
+        self.compaction_hold.store(lsn, Ordering::Release);
+    }
+
+    /// Where compaction stops now (`Lsn::MAX`: nowhere; 0: it rewrites nothing).
+    #[must_use]
+    pub fn compaction_hold(&self) -> Lsn {
+        self.compaction_hold.load(Ordering::Acquire)
+    }
+
+    // Snapshots, restore and rewind (`frozen.rs`, `restore.rs`, `rewind.rs`).
+
+    /// Seals the log at its last written LSN and rebuilds the state there from the sealed
+    /// segments. Writers go on meanwhile; they wait only for the segment roll.
+    ///
+    /// # Errors
+    /// Log errors, or a record that is not a key-value operation.
+    pub fn freeze(&self) -> Result<FrozenState> {
+        frozen::freeze(self)
+    }
+
+    /// Starts a restore in place: marks it durably, then empties the log and the index.
+    /// Readers see an empty store from here on and [`Store::restoring`] says so; the caller
+    /// installs the base into [`Store::wal`], applies it, and calls [`Store::finish_restore`].
+    ///
+    /// # Errors
+    /// I/O errors writing the marker or emptying the log.
+    pub fn begin_restore(&self) -> Result<()> {
+        restore::begin_restore(self)
+    }
+
+    /// Ends a restore: everything installed is applied, then the marker goes, durably.
+    ///
+    /// # Errors
+    /// Applying the installed log, or removing the marker.
+    pub fn finish_restore(&self) -> Result<()> {
+        restore::finish_restore(self)
+    }
+
+    /// Whether a restore is under way (or was interrupted): the store holds no usable state.
+    #[must_use]
+    pub fn restoring(&self) -> bool {
+        self.restoring.load(Ordering::Acquire)
+    }
+
+    /// Saves the records after `fork` to a rollback file, cuts them from the log and rebuilds
+    /// the index. Returns the rollback file (`None`: nothing was after `fork`).
+    ///
+    /// # Errors
+    /// `CannotRewind` (nothing changed, the store still serves its state: empty it with a
+    /// restore instead), I/O errors.
+    pub fn rewind_to(&self, fork: Lsn) -> Result<Option<PathBuf>> {
+        rewind::rewind_to(self, fork)
     }
 }
 

@@ -45,63 +45,45 @@ pub(crate) fn clear_unfinished(fs: &dyn FileSystem, dir: &Path) -> Result<bool> 
     Ok(true)
 }
 
-impl Store {
-    /// Starts a restore in place: marks it durably, then empties the log and the index.
-    /// Readers see an empty store from here on and [`Store::restoring`] says so; the caller
-    /// installs the base into [`Store::wal`], applies it, and calls [`Store::finish_restore`].
-    ///
-    /// # Errors
-    /// I/O errors writing the marker or emptying the log.
-    pub fn begin_restore(&self) -> Result<()> {
-        let fs = self.wal.fs().as_ref();
-        let dir = self.wal.dir();
-        let marker = dir.join(RESTORE_MARKER_FILE_NAME);
-        let io = |op| move |e| WalError::io(op, dir.join(RESTORE_MARKER_FILE_NAME), e);
-        let already = fs
-            .list(dir)
-            .is_ok_and(|n| n.iter().any(|n| n == RESTORE_MARKER_FILE_NAME));
-        if !already {
-            let file = fs.create(&marker).map_err(io("create"))?;
-            file.sync_data().map_err(io("fdatasync"))?;
-            fs.sync_dir(dir).map_err(io("fsync directory of"))?;
-        }
-        self.restoring.store(true, Ordering::Release);
-        let _maintenance = self.maintenance.locked();
-        let mut applier = self.applier.locked();
-        let mut index = self.index.write_locked();
-        applier.cursor = None;
-        *index = Index::default();
-        self.applied_lsn.store(0, Ordering::Release);
-        checkpoint::remove(fs, dir)?;
-        self.wal.reset()?;
-        Ok(())
+pub(super) fn begin_restore(store: &Store) -> Result<()> {
+    let fs = store.wal.fs().as_ref();
+    let dir = store.wal.dir();
+    let marker = dir.join(RESTORE_MARKER_FILE_NAME);
+    let io = |op| move |e| WalError::io(op, dir.join(RESTORE_MARKER_FILE_NAME), e);
+    let already = fs
+        .list(dir)
+        .is_ok_and(|n| n.iter().any(|n| n == RESTORE_MARKER_FILE_NAME));
+    if !already {
+        let file = fs.create(&marker).map_err(io("create"))?;
+        file.sync_data().map_err(io("fdatasync"))?;
+        fs.sync_dir(dir).map_err(io("fsync directory of"))?;
     }
+    store.restoring.store(true, Ordering::Release);
+    let _maintenance = store.maintenance.locked();
+    let mut applier = store.applier.locked();
+    let mut index = store.index.write_locked();
+    applier.cursor = None;
+    *index = Index::default();
+    store.applied_lsn.store(0, Ordering::Release);
+    checkpoint::remove(fs, dir)?;
+    store.wal.reset()?;
+    Ok(())
+}
 
-    /// Ends a restore: everything installed is applied, then the marker goes, durably.
-    ///
-    /// # Errors
-    /// Applying the installed log, or removing the marker.
-    pub fn finish_restore(&self) -> Result<()> {
-        self.apply_written()?;
-        let fs = self.wal.fs().as_ref();
-        let dir = self.wal.dir();
-        let marker = dir.join(RESTORE_MARKER_FILE_NAME);
-        if fs
-            .list(dir)
-            .is_ok_and(|n| n.iter().any(|n| n == RESTORE_MARKER_FILE_NAME))
-        {
-            fs.remove(&marker)
-                .map_err(|e| WalError::io("remove", &marker, e))?;
-            fs.sync_dir(dir)
-                .map_err(|e| WalError::io("fsync directory", dir, e))?;
-        }
-        self.restoring.store(false, Ordering::Release);
-        Ok(())
+pub(super) fn finish_restore(store: &Store) -> Result<()> {
+    store.apply_written()?;
+    let fs = store.wal.fs().as_ref();
+    let dir = store.wal.dir();
+    let marker = dir.join(RESTORE_MARKER_FILE_NAME);
+    if fs
+        .list(dir)
+        .is_ok_and(|n| n.iter().any(|n| n == RESTORE_MARKER_FILE_NAME))
+    {
+        fs.remove(&marker)
+            .map_err(|e| WalError::io("remove", &marker, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| WalError::io("fsync directory", dir, e))?;
     }
-
-    /// Whether a restore is under way (or was interrupted): the store holds no usable state.
-    #[must_use]
-    pub fn restoring(&self) -> bool {
-        self.restoring.load(Ordering::Acquire)
-    }
+    store.restoring.store(false, Ordering::Release);
+    Ok(())
 }

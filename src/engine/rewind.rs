@@ -13,42 +13,35 @@ use super::index::Index;
 use super::{Store, checkpoint};
 use crate::sync::{MutexExt, RwLockExt};
 
-impl Store {
-    /// Saves the records after `fork` to a rollback file, cuts them from the log and rebuilds
-    /// the index. Returns the rollback file (`None`: nothing was after `fork`).
-    ///
-    /// # Errors
-    /// `CannotRewind` (nothing changed, the store still serves its state: empty it with a
-    /// restore instead), I/O errors.
-    pub fn rewind_to(&self, fork: Lsn) -> Result<Option<PathBuf>> {
-        // Records queued and not yet written (a client's write staged as this node stepped
-        // down) are cut too: written first, so the rollback file holds them as well.
-        self.wal.sync_queued()?;
-        if self.wal.written_lsn() <= fork {
-            return Ok(None);
-        }
-        let saved = self.wal.save_tail(fork)?;
-        self.restoring.store(true, Ordering::Release);
-        let result = self.cut_and_rebuild(fork);
-        self.restoring.store(false, Ordering::Release);
-        result.map(|()| saved)
+pub(super) fn rewind_to(store: &Store, fork: Lsn) -> Result<Option<PathBuf>> {
+    // Records queued and not yet written (a client's write staged as this node stepped
+    // down) are cut too: written first, so the rollback file holds them as well.
+    store.wal.sync_queued()?;
+    if store.wal.written_lsn() <= fork {
+        return Ok(None);
     }
+    let saved = store.wal.save_tail(fork)?;
+    store.restoring.store(true, Ordering::Release);
+    let result = cut_and_rebuild(store, fork);
+    store.restoring.store(false, Ordering::Release);
+    result.map(|()| saved)
+}
 
-    fn cut_and_rebuild(&self, fork: Lsn) -> Result<()> {
-        {
-            let _maintenance = self.maintenance.locked();
-            let mut applier = self.applier.locked();
-            let mut index = self.index.write_locked();
-            // The checkpoint may hold keys of cut records; the log alone is the truth now.
-            let fs = self.wal.fs().as_ref();
-            checkpoint::remove(fs, self.wal.dir())?;
-            self.wal.truncate_after(fork)?;
-            applier.cursor = None;
-            *index = Index::default();
-            self.applied_lsn
-                .store(self.wal.first_lsn() - 1, Ordering::Release);
-        }
-        self.apply_written()?;
-        Ok(())
+fn cut_and_rebuild(store: &Store, fork: Lsn) -> Result<()> {
+    {
+        let _maintenance = store.maintenance.locked();
+        let mut applier = store.applier.locked();
+        let mut index = store.index.write_locked();
+        // The checkpoint may hold keys of cut records; the log alone is the truth now.
+        let fs = store.wal.fs().as_ref();
+        checkpoint::remove(fs, store.wal.dir())?;
+        store.wal.truncate_after(fork)?;
+        applier.cursor = None;
+        *index = Index::default();
+        store
+            .applied_lsn
+            .store(store.wal.first_lsn() - 1, Ordering::Release);
     }
+    store.apply_written()?;
+    Ok(())
 }

@@ -13,7 +13,7 @@ use crate::io::FileSystem;
 use super::error::{Result, WalError};
 use super::segment::Segment;
 use super::writer::{GroupCommit, WriterState};
-use super::{Wal, random_u32};
+use super::{Wal, append, random_u32};
 use crate::sync::MutexExt;
 
 /// Name of the epoch history file in the log's directory.
@@ -127,108 +127,82 @@ impl HistoryWriteError {
     }
 }
 
-impl Wal {
-    /// The epochs this log knows, oldest first.
-    #[must_use]
-    pub fn epoch_history(&self) -> EpochHistory {
-        self.shared.history.locked().clone()
+pub(super) fn begin_epoch(wal: &Wal, epoch: Epoch) -> Result<Lsn> {
+    let _serial = wal.shared.retention.locked();
+    let commit = &wal.shared.commit;
+    let mut state = commit.lock();
+    state.check_open()?;
+    let mut history = wal.shared.history.locked();
+    let highest = history.latest().epoch.max(state.epoch);
+    if epoch <= highest {
+        return Err(WalError::EpochOrder {
+            epoch,
+            reason: format!("this log already knows epoch {highest}"),
+        });
     }
+    let start = state.next_lsn;
+    let next = history
+        .with(epoch, start)
+        .map_err(|e| WalError::EpochOrder {
+            epoch,
+            reason: e.to_string(),
+        })?;
+    let fs = wal.shared.options.fs.as_ref();
+    write_history(fs, &wal.shared.dir, &next).map_err(|e| e.settle(commit, &mut state))?;
+    *history = next;
+    state.epoch = epoch;
+    if state.active_end > SEGMENT_HEADER_BYTES as u64 || state.active.is_compacted() {
+        append::rotate(wal, &mut state, 0)?;
+    } else {
+        // The active segment holds nothing: replace it (same name, atomically) by one of
+        // the new epoch, so segment headers always name their records' epoch.
+        let header = SegmentHeader {
+            cluster_id: wal.shared.cluster_id(),
+            first_lsn: start,
+            epoch,
+            salt: random_u32(),
+            compacted_through: None,
+        };
+        let options = &wal.shared.options;
+        let segment = Arc::new(Segment::create(
+            fs,
+            &wal.shared.dir,
+            header,
+            options.segment_bytes,
+            options.zero_fill_segments,
+        )?);
+        {
+            let mut segments = wal.shared.segments_mut();
+            segments.pop();
+            segments.push(Arc::clone(&segment));
+        }
+        state.active = segment;
+        state.active_end = SEGMENT_HEADER_BYTES as u64;
+    }
+    Ok(start)
+}
 
-    /// The highest epoch this log knows (of its records, or of its history).
-    #[must_use]
-    pub fn highest_epoch(&self) -> Epoch {
-        let history = self.epoch_history().latest().epoch;
-        history.max(self.epoch())
+pub(super) fn adopt_history(wal: &Wal, history: &EpochHistory) -> Result<()> {
+    let mut mine = wal.shared.history.locked();
+    if *mine == *history {
+        return Ok(());
     }
-
-    /// Starts `epoch` at the next LSN (a promotion): records it durably in the history, then
-    /// starts a segment of that epoch, so every record from here on carries it. Returns the
-    /// epoch's first LSN.
-    ///
-    /// # Errors
-    /// An epoch not above every epoch this log knows; a poisoned or closed log; I/O errors.
-    pub fn begin_epoch(&self, epoch: Epoch) -> Result<Lsn> {
-        let _serial = self.shared.retention.locked();
-        let commit = &self.shared.commit;
-        let mut state = commit.lock();
-        state.check_open()?;
-        let mut history = self.shared.history.locked();
-        let highest = history.latest().epoch.max(state.epoch);
-        if epoch <= highest {
-            return Err(WalError::EpochOrder {
-                epoch,
-                reason: format!("this log already knows epoch {highest}"),
-            });
-        }
-        let start = state.next_lsn;
-        let next = history
-            .with(epoch, start)
-            .map_err(|e| WalError::EpochOrder {
-                epoch,
-                reason: e.to_string(),
-            })?;
-        let fs = self.shared.options.fs.as_ref();
-        write_history(fs, &self.shared.dir, &next).map_err(|e| e.settle(commit, &mut state))?;
-        *history = next;
-        state.epoch = epoch;
-        if state.active_end > SEGMENT_HEADER_BYTES as u64 || state.active.is_compacted() {
-            self.rotate(&mut state, 0)?;
-        } else {
-            // The active segment holds nothing: replace it (same name, atomically) by one of
-            // the new epoch, so segment headers always name their records' epoch.
-            let header = SegmentHeader {
-                cluster_id: self.shared.cluster_id(),
-                first_lsn: start,
-                epoch,
-                salt: random_u32(),
-                compacted_through: None,
-            };
-            let options = &self.shared.options;
-            let segment = Arc::new(Segment::create(
-                fs,
-                &self.shared.dir,
-                header,
-                options.segment_bytes,
-                options.zero_fill_segments,
-            )?);
-            {
-                let mut segments = self.shared.segments_mut();
-                segments.pop();
-                segments.push(Arc::clone(&segment));
-            }
-            state.active = segment;
-            state.active_end = SEGMENT_HEADER_BYTES as u64;
-        }
-        Ok(start)
+    let latest = history.latest().epoch;
+    if latest < mine.latest().epoch {
+        return Err(WalError::EpochOrder {
+            epoch: latest,
+            reason: format!(
+                "a history ending at epoch {latest} is older than this log's epoch {}",
+                mine.latest().epoch
+            ),
+        });
     }
-
-    /// Takes `history` (the primary's) as this log's own, durably, when it differs. The caller
-    /// has checked that this log is a prefix of the primary's.
-    ///
-    /// # Errors
-    /// A history whose newest epoch is older than this log's; I/O errors.
-    pub fn adopt_history(&self, history: &EpochHistory) -> Result<()> {
-        let mut mine = self.shared.history.locked();
-        if *mine == *history {
-            return Ok(());
-        }
-        let latest = history.latest().epoch;
-        if latest < mine.latest().epoch {
-            return Err(WalError::EpochOrder {
-                epoch: latest,
-                reason: format!(
-                    "a history ending at epoch {latest} is older than this log's epoch {}",
-                    mine.latest().epoch
-                ),
-            });
-        }
-        if let Err(e) = write_history(self.shared.options.fs.as_ref(), &self.shared.dir, history) {
-            // The commit lock comes before the history's (as in `begin_epoch`): let go first.
-            drop(mine);
-            let commit = &self.shared.commit;
-            return Err(e.settle(commit, &mut commit.lock()));
-        }
-        *mine = history.clone();
-        Ok(())
+    if let Err(e) = write_history(wal.shared.options.fs.as_ref(), &wal.shared.dir, history) {
+        // The commit lock comes before the history's (as in `begin_epoch`): let go first.
+        drop(mine);
+        let commit = &wal.shared.commit;
+        return Err(e.settle(commit, &mut commit.lock()));
     }
+    *mine = history.clone();
+    Ok(())
 }

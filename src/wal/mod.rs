@@ -1,17 +1,28 @@
 //! The segmented write-ahead log: append with group commit, recovery of the tail, reads by LSN
 //! as zero-copy slices of mapped segments, tail-follow and retention.
+//!
+//! Every public method of [`Wal`] is declared in this file, grouped by topic, so it reads as
+//! the table of contents of what a log can do; the files behind it hold the mechanism as free
+//! functions and helper types: opening and closing (`lifecycle.rs`), appending (`append.rs`),
+//! group commit (`writer.rs`), reads (`reader.rs`), shipping and receiving (`shipping.rs`,
+//! `receiving.rs`), epochs and rewind (`epochs.rs`, `rewind.rs`, `reset.rs`), retention and
+//! compaction (`retention.rs`, `compaction.rs`), digests (`digest.rs`) and pinned views for
+//! snapshots (`pinned.rs`).
 
+mod append;
 mod compaction;
 mod compare;
 mod digest;
 mod epochs;
 mod error;
+mod lifecycle;
 mod pinned;
 mod preparer;
 mod reader;
 mod receiving;
 mod recovery;
 mod reset;
+mod retention;
 mod rewind;
 mod segment;
 mod shipping;
@@ -20,14 +31,12 @@ mod writer;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::format::{
-    Epoch, Lsn, RECORD_PAYLOAD_MAX_BYTES, RecordKind, RecordMeta, SEGMENT_HEADER_BYTES,
-    SegmentHeader, encode_record, encoded_record_bytes,
-};
+use crate::format::epochs::EpochHistory;
+use crate::format::{Epoch, Lsn, RECORD_PAYLOAD_MAX_BYTES, RecordKind, SEGMENT_HEADER_BYTES};
 use crate::io::{DirLock, FileSystem, RealFs};
 
 pub use compaction::{Compacted, SealedSegment};
@@ -45,9 +54,8 @@ pub use writer::{Durability, SYNC_SIZE_BUCKETS};
 
 use crate::sync::{MutexExt, RwLockExt};
 use preparer::SegmentPreparer;
-use recovery::Analysis;
 use segment::Segment;
-use writer::{GroupCommit, PendingWrite, WriterState};
+use writer::GroupCommit;
 
 /// Default size at which segments are rotated.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
@@ -199,17 +207,6 @@ impl Shared {
     }
 }
 
-/// The sealed segments at the front of `segments` whose records are all durable: every
-/// segment but the active one, up to the first with a record past `durable`.
-fn sealed_prefix(segments: &[Arc<Segment>], durable: Lsn) -> &[Arc<Segment>] {
-    let sealed = &segments[..segments.len().saturating_sub(1)];
-    let count = sealed
-        .iter()
-        .take_while(|s| s.last_lsn() <= durable)
-        .count();
-    &sealed[..count]
-}
-
 /// An open write-ahead log. Cheap to share across threads by reference (`&Wal` is `Sync`).
 #[derive(Debug)]
 pub struct Wal {
@@ -233,176 +230,59 @@ pub(crate) fn random_u64() -> u64 {
     hasher.finish()
 }
 
+// The front door: everything a log can do, by topic. Short bodies are here; the others
+// delegate to the mechanism files (one per topic), which hold no methods of `Wal`.
 impl Wal {
+    // Lifecycle: opening, closing, and what the log is.
+
     /// Opens (or creates) the log in `dir`, recovering a torn tail.
     ///
     /// # Errors
     /// Corruption that is not a torn tail (nothing is changed on disk then), a directory locked
     /// by another process, a cluster-id mismatch, or I/O errors.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Self> {
-        options.validate()?;
-        let dir = dir.as_ref().to_owned();
-        let fs = Arc::clone(&options.fs);
-        fs.create_dir_all(&dir)
-            .map_err(|e| WalError::io("create directory", &dir, e))?;
-        let lock = fs
-            .lock_dir(&dir)
-            .map_err(|e| WalError::Locked(Arc::new(e)))?;
-        let mut analysis = recovery::analyze(fs.as_ref(), &dir, true)?;
-        if let Some(problem) = analysis.first_problem() {
-            return Err(problem.clone());
-        }
-        let cluster_id = match (analysis.cluster_id, options.cluster_id) {
-            (Some(found), Some(expected)) if found != expected => {
-                return Err(WalError::ClusterMismatch {
-                    file: analysis.segments[0].report.path.clone(),
-                    expected,
-                    found,
-                });
-            }
-            (Some(found), _) => found,
-            (None, Some(id)) => id,
-            (None, None) => u128::from(random_u64()) << 64 | u128::from(random_u64()),
-        };
-        let clean_close = dir.join(CLEAN_CLOSE_FILE);
-        let closed_cleanly = fs
-            .list(&dir)
-            .map_err(|e| WalError::io("list", &dir, e))?
-            .iter()
-            .any(|name| name == CLEAN_CLOSE_FILE);
-        recovery::apply(fs.as_ref(), &dir, &mut analysis, closed_cleanly)?;
-        if closed_cleanly {
-            // IMPORTANT: gone durably before this log can write, so the file always means
-            // "nothing written since the last successful sync".
-            fs.remove(&clean_close)
-                .map_err(|e| WalError::io("remove", &clean_close, e))?;
-            fs.sync_dir(&dir)
-                .map_err(|e| WalError::io("fsync directory", &dir, e))?;
-        }
-        let recovery = analysis.segments.iter().map(|s| s.report.clone()).collect();
-        let (segments, next_lsn, epoch, active_end) =
-            Self::load(fs.as_ref(), &dir, &options, cluster_id, analysis)?;
-        let history = epochs::load_history(fs.as_ref(), &dir, &segments)?;
-        let active = Arc::clone(&segments[segments.len() - 1]);
-        let state = WriterState {
-            next_lsn,
-            epoch,
-            active,
-            active_end,
-            pending: Vec::new(),
-            writing: false,
-            syncing: false,
-            dirty: Vec::new(),
-            last_written_segment: None,
-            poisoned: None,
-            closed: false,
-            waiters: Vec::new(),
-            to_wake: Vec::new(),
-        };
-        let shared = Arc::new(Shared {
-            dir,
-            options,
-            cluster_id: Mutex::new(cluster_id),
-            segments: RwLock::new(segments),
-            commit: GroupCommit::new(state, next_lsn - 1),
-            stop_flusher: AtomicBool::new(false),
-            retention: Mutex::new(()),
-            retired: RwLock::new(Vec::new()),
-            digest: Mutex::default(),
-            history: Mutex::new(history),
-        });
-        let flusher = Self::spawn_flusher(&shared);
-        let options = &shared.options;
-        let preparer = options.prepare_next_segment.then(|| {
-            SegmentPreparer::start(
-                Arc::clone(&options.fs),
-                shared.dir.clone(),
-                options.segment_bytes,
-                options.zero_fill_segments,
-            )
-        });
-        Ok(Self {
-            shared,
-            flusher: Some(flusher),
-            preparer,
-            recovery,
-            _lock: lock,
-        })
+        lifecycle::open(dir.as_ref(), options)
     }
 
-    /// Turns recovered files into open segments; creates the first segment of a new log.
-    fn load(
-        fs: &dyn FileSystem,
-        dir: &Path,
-        options: &Options,
-        cluster_id: u128,
-        analysis: Analysis,
-    ) -> Result<(Vec<Arc<Segment>>, Lsn, Epoch, u64)> {
-        let mut segments = Vec::with_capacity(analysis.segments.len() + 1);
-        let mut next_lsn = 1;
-        let mut epoch = 1;
-        let mut active_end = SEGMENT_HEADER_BYTES as u64;
-        for recovered in analysis.segments {
-            let segment = Segment::from_parts(
-                fs,
-                recovered.report.path.clone(),
-                recovered.header,
-                recovered.file,
-                recovered.report.file_bytes,
-                recovered.end_offset,
-                recovered.sparse_index,
-            )?;
-            next_lsn = recovered
-                .report
-                .last_lsn
-                .map_or(recovered.header.first_lsn, |l| l + 1);
-            segment.set_last_lsn(next_lsn - 1);
-            epoch = epoch.max(recovered.header.epoch);
-            active_end = recovered.end_offset;
-            segments.push(Arc::new(segment));
-        }
-        // A compacted segment is sealed: appends always go to a segment of their own.
-        if segments
-            .last()
-            .is_none_or(|s| s.header.compacted_through.is_some())
-        {
-            active_end = SEGMENT_HEADER_BYTES as u64;
-            let header = SegmentHeader {
-                cluster_id,
-                first_lsn: next_lsn,
-                epoch,
-                salt: random_u32(),
-                compacted_through: None,
-            };
-            segments.push(Arc::new(Segment::create(
-                fs,
-                dir,
-                header,
-                options.segment_bytes,
-                options.zero_fill_segments,
-            )?));
-        }
-        Ok((segments, next_lsn, epoch, active_end))
+    /// Syncs and closes the log.
+    ///
+    /// # Errors
+    /// A poisoned log or a failed final sync.
+    pub fn close(mut self) -> Result<()> {
+        lifecycle::shutdown(&mut self)
     }
 
-    fn spawn_flusher(shared: &Arc<Shared>) -> JoinHandle<()> {
-        let shared = Arc::clone(shared);
-        std::thread::Builder::new()
-            .name("shiplog-wal-flush".to_owned())
-            .spawn(move || {
-                let interval = Duration::from_millis(shared.options.flush_interval_ms);
-                while !shared.stop_flusher.load(Ordering::Acquire) {
-                    std::thread::park_timeout(interval);
-                    if shared.commit.durable() < shared.commit.written()
-                        && shared.commit.sync_written().is_err()
-                    {
-                        // The log is poisoned; every writer now gets the error.
-                        return;
-                    }
-                }
-            })
-            .expect("spawning the WAL flush thread")
+    /// What recovery found in each segment when the log was opened.
+    #[must_use]
+    pub fn recovery_report(&self) -> &[SegmentReport] {
+        &self.recovery
     }
+
+    /// The log's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The file layer the log uses.
+    #[must_use]
+    pub fn fs(&self) -> &Arc<dyn FileSystem> {
+        &self.shared.options.fs
+    }
+
+    /// The cluster this log belongs to.
+    #[must_use]
+    pub fn cluster_id(&self) -> u128 {
+        self.shared.cluster_id()
+    }
+
+    /// The rotation size of segment files.
+    #[must_use]
+    pub fn segment_bytes(&self) -> u64 {
+        self.shared.options.segment_bytes
+    }
+
+    // Writing: LSNs are assigned under one lock, then one group commit serves every waiter.
 
     /// Appends one record, returning its LSN once it has reached `durability`.
     ///
@@ -419,7 +299,7 @@ impl Wal {
     /// # Errors
     /// An empty or oversized batch, a poisoned or closed log, or I/O errors.
     pub fn append_batch(&self, entries: &[Entry<'_>], durability: Durability) -> Result<LsnRange> {
-        let (state, range) = self.enqueue(entries)?;
+        let (state, range) = append::enqueue(self, entries)?;
         self.shared.commit.complete(state, range.last, durability)?;
         Ok(range)
     }
@@ -432,7 +312,7 @@ impl Wal {
     /// # Errors
     /// An empty or oversized batch, a poisoned or closed log, or a failed segment rotation.
     pub fn queue_batch(&self, entries: &[Entry<'_>]) -> Result<LsnRange> {
-        Ok(self.enqueue(entries)?.1)
+        Ok(append::enqueue(self, entries)?.1)
     }
 
     /// Blocks until every LSN up to `lsn` has reached `durability`, writing and syncing the
@@ -491,111 +371,6 @@ impl Wal {
         }
     }
 
-    fn enqueue(&self, entries: &[Entry<'_>]) -> Result<(MutexGuard<'_, WriterState>, LsnRange)> {
-        let batch_bytes = self.check_batch(entries)?;
-        let commit = &self.shared.commit;
-        let mut state = commit.lock();
-        state.check_open()?;
-        if state.active_end + batch_bytes > state.active.capacity_bytes {
-            self.rotate(&mut state, batch_bytes)?;
-        }
-        let first = state.next_lsn;
-        let epoch = state.epoch;
-        // Read under the lock that orders LSNs, so it is always below every LSN assigned now.
-        let durable_lsn = commit.durable();
-        let segment = Arc::clone(&state.active);
-        let offset = state.active_end;
-        let extends_last = state.pending.last().is_some_and(|w| {
-            Arc::ptr_eq(&w.segment, &segment) && w.offset + w.bytes.len() as u64 == offset
-        });
-        if !extends_last {
-            state.pending.push(PendingWrite {
-                segment: Arc::clone(&segment),
-                offset,
-                bytes: Vec::with_capacity(usize::try_from(batch_bytes).unwrap_or(0)),
-                last_lsn: 0,
-            });
-        }
-        let last_index = state.pending.len() - 1;
-        let buffer = &mut state.pending[last_index];
-        let mut lsn = first;
-        let mut at = offset;
-        for (index, entry) in entries.iter().enumerate() {
-            let continues = index + 1 < entries.len();
-            segment.note_offset(lsn, at);
-            let meta = RecordMeta {
-                lsn,
-                epoch,
-                kind: entry.kind,
-                batch_continues: continues,
-                durable_lsn,
-            };
-            encode_record(&mut buffer.bytes, segment.header.salt, &meta, entry.payload);
-            at += encoded_record_bytes(entry.payload.len()) as u64;
-            lsn += 1;
-        }
-        let last = lsn - 1;
-        buffer.last_lsn = last;
-        debug_assert_eq!(at - offset, batch_bytes);
-        segment.set_last_lsn(last);
-        state.active_end = at;
-        state.next_lsn = lsn;
-        Ok((state, LsnRange { first, last }))
-    }
-
-    fn check_batch(&self, entries: &[Entry<'_>]) -> Result<u64> {
-        if entries.is_empty() {
-            return Err(WalError::EmptyBatch);
-        }
-        let max = self.shared.options.record_payload_max_bytes;
-        let mut bytes = 0u64;
-        for entry in entries {
-            let len = entry.payload.len() as u64;
-            if len > u64::from(max) {
-                return Err(WalError::RecordTooLarge {
-                    bytes: len,
-                    max: u64::from(max),
-                });
-            }
-            bytes += encoded_record_bytes(entry.payload.len()) as u64;
-        }
-        if bytes > self.shared.options.batch_bytes_max {
-            return Err(WalError::BatchTooLarge {
-                records: entries.len(),
-                bytes,
-                max: self.shared.options.batch_bytes_max,
-            });
-        }
-        Ok(bytes)
-    }
-
-    /// Starts a new segment at the next LSN, big enough for `batch_bytes`.
-    fn rotate(&self, state: &mut WriterState, batch_bytes: u64) -> Result<()> {
-        let options = &self.shared.options;
-        let capacity = options
-            .segment_bytes
-            .max(SEGMENT_HEADER_BYTES as u64 + batch_bytes);
-        let header = SegmentHeader {
-            cluster_id: self.shared.cluster_id(),
-            first_lsn: state.next_lsn,
-            epoch: state.epoch,
-            salt: random_u32(),
-            compacted_through: None,
-        };
-        let fs = options.fs.as_ref();
-        let dir = &self.shared.dir;
-        // A failure here leaves nothing assigned: the caller gets the error, the log goes on.
-        let segment = match self.preparer.as_ref().and_then(|p| p.take(capacity)) {
-            Some(blank) => Segment::install(fs, dir, blank, header)?,
-            None => Segment::create(fs, dir, header, capacity, options.zero_fill_segments)?,
-        };
-        let segment = Arc::new(segment);
-        self.shared.segments_mut().push(Arc::clone(&segment));
-        state.active = segment;
-        state.active_end = SEGMENT_HEADER_BYTES as u64;
-        Ok(())
-    }
-
     /// Makes every record written so far durable.
     ///
     /// # Errors
@@ -604,14 +379,7 @@ impl Wal {
         self.shared.commit.sync_written()
     }
 
-    /// Blocks until records past `after` are durable or `timeout` passes; returns the durable
-    /// LSN (equal to `after` or lower on timeout).
-    ///
-    /// # Errors
-    /// A poisoned or closed log.
-    pub fn tail(&self, after: Lsn, timeout: Duration) -> Result<Lsn> {
-        self.shared.commit.wait_durable_past(after, timeout)
-    }
+    // Reading: by LSN, at a known location, and following the durable tail.
 
     /// Reads records from `from` up to the last written LSN (as of this call).
     ///
@@ -653,72 +421,26 @@ impl Wal {
         self.read_range(lsn, lsn)?.next().transpose()
     }
 
-    /// Removes whole segments whose records are all below `lsn` (never the active segment nor
-    /// records that are not yet durable). Returns how many files were removed.
+    /// Blocks until records past `after` are durable or `timeout` passes; returns the durable
+    /// LSN (equal to `after` or lower on timeout).
     ///
     /// # Errors
-    /// I/O errors; files removed before the error stay removed, the others stay in the log.
-    pub fn remove_before(&self, lsn: Lsn) -> Result<usize> {
-        let _serial = self.shared.retention.locked();
-        let durable = self.shared.commit.durable();
-        let doomed: Vec<Arc<Segment>> = {
-            let mut segments = self.shared.segments_mut();
-            let count = sealed_prefix(&segments, durable)
-                .iter()
-                .take_while(|s| s.last_lsn() < lsn)
-                .count();
-            segments.drain(..count).collect()
-        };
-        let fs = self.shared.options.fs.as_ref();
-        // IMPORTANT: remove in LSN order, each removal durable before the next, so a crash
-        // part-way leaves a log that merely starts later, never one with a gap, even on a
-        // file system that commits directory changes out of order (a directory sync per
-        // segment: retention removes few, large files).
-        for (i, segment) in doomed.iter().enumerate() {
-            let (failure, not_removed_from) = match fs.remove(&segment.path) {
-                Err(e) => (WalError::io("remove", &segment.path, e), i),
-                Ok(()) => match fs.sync_dir(&self.shared.dir) {
-                    Err(e) => (WalError::io("fsync directory", &self.shared.dir, e), i + 1),
-                    Ok(()) => continue,
-                },
-            };
-            // IMPORTANT: the segments still on disk go back to the front of the list, so a
-            // later call removes them first, in order: left out, they would stay on disk while
-            // a later, durable removal of a newer segment made a gap behind them.
-            let rest = doomed[not_removed_from..].iter().cloned();
-            self.shared.segments_mut().splice(0..0, rest);
-            return Err(failure);
-        }
-        Ok(doomed.len())
+    /// A poisoned or closed log.
+    pub fn tail(&self, after: Lsn, timeout: Duration) -> Result<Lsn> {
+        self.shared.commit.wait_durable_past(after, timeout)
     }
 
-    /// `(first LSN, file bytes)` of every segment, in LSN order.
-    #[must_use]
-    pub fn segment_extents(&self) -> Vec<(Lsn, u64)> {
-        let segments = self.shared.segments();
-        segments
-            .iter()
-            .map(|s| (s.first_lsn(), s.capacity_bytes))
-            .collect()
+    /// The digest of the segment holding `lsn`, over its records up to `lsn`; `None` when
+    /// `lsn` is not written here, or its segment was compacted (its LSNs have gaps, so it is
+    /// no copy of anything and is not compared).
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn digest_at(&self, lsn: Lsn) -> Result<Option<u64>> {
+        digest::digest_at(self, lsn)
     }
 
-    /// The rotation size of segment files.
-    #[must_use]
-    pub fn segment_bytes(&self) -> u64 {
-        self.shared.options.segment_bytes
-    }
-
-    /// The log's directory.
-    #[must_use]
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
-    }
-
-    /// The file layer the log uses.
-    #[must_use]
-    pub fn fs(&self) -> &Arc<dyn FileSystem> {
-        &self.shared.options.fs
-    }
+    // Positions and counters.
 
     /// First retained LSN.
     #[must_use]
@@ -738,16 +460,20 @@ impl Wal {
         self.shared.commit.durable()
     }
 
-    /// The cluster this log belongs to.
+    /// The epoch of the newest record (or of the active segment, when it has none).
     #[must_use]
-    pub fn cluster_id(&self) -> u128 {
-        self.shared.cluster_id()
+    pub fn epoch(&self) -> crate::format::Epoch {
+        self.shared.commit.lock().epoch
     }
 
-    /// What recovery found in each segment when the log was opened.
+    /// `(first LSN, file bytes)` of every segment, in LSN order.
     #[must_use]
-    pub fn recovery_report(&self) -> &[SegmentReport] {
-        &self.recovery
+    pub fn segment_extents(&self) -> Vec<(Lsn, u64)> {
+        let segments = self.shared.segments();
+        segments
+            .iter()
+            .map(|s| (s.first_lsn(), s.capacity_bytes))
+            .collect()
     }
 
     /// Counters for monitoring.
@@ -771,56 +497,237 @@ impl Wal {
         }
     }
 
-    /// Syncs and closes the log.
+    // Shipping (primary side): byte ranges of segment files, and a frozen view for snapshots.
+
+    /// The shipping position just after record `after` (0: from the start of the log).
+    /// The caller must first make sure `after` is a record of this log's history (compare
+    /// epochs): a receiver that holds records this log never wrote has diverged, and is not
+    /// helped by shipping.
     ///
     /// # Errors
-    /// A poisoned log or a failed final sync.
-    pub fn close(mut self) -> Result<()> {
-        self.shutdown()
+    /// `NotRetained` when record `after` (or, for 0, the log's start) is not here: gone, so
+    /// the receiver needs a snapshot, or never written. Read errors.
+    pub fn ship_position_after(&self, after: Lsn) -> Result<ShipPosition> {
+        shipping::ship_position_after(self, after)
     }
 
-    fn shutdown(&mut self) -> Result<()> {
-        let poisoned = self.shared.commit.lock().poisoned.is_some();
-        let result = if poisoned { Ok(()) } else { self.sync() };
-        {
-            let mut state = self.shared.commit.lock();
-            state.closed = true;
-            self.shared.commit.notify(&mut state);
-        }
-        self.shared.stop_flusher.store(true, Ordering::Release);
-        if let Some(flusher) = self.flusher.take() {
-            flusher.thread().unpark();
-            let _ = flusher.join();
-        }
-        if let Some(mut preparer) = self.preparer.take() {
-            preparer.stop();
-        }
-        if !poisoned && result.is_ok() {
-            self.mark_clean_close();
-        }
-        result
+    /// The next range to ship from `position`, at most `max_bytes` long and within one
+    /// segment, of records durable here; `None` when everything durable has been shipped.
+    /// A record longer than `max_bytes` comes in several chunks.
+    ///
+    /// # Errors
+    /// `NotRetained` when the position's records are gone (retention, or compaction rewrote
+    /// or merged its segment): the receiver needs a snapshot. Read errors (every record is
+    /// checked before it ships).
+    ///
+    /// # Panics
+    /// If `max_bytes` is 0.
+    pub fn ship_chunk(
+        &self,
+        position: &ShipPosition,
+        max_bytes: usize,
+    ) -> Result<Option<ShipChunk>> {
+        shipping::ship_chunk(self, position, max_bytes)
     }
 
-    /// Leaves `CLEAN_CLOSE_FILE` after a final sync that succeeded. Best effort: without it,
-    /// the next open only does more work.
-    fn mark_clean_close(&self) {
-        let fs = self.shared.options.fs.as_ref();
-        let path = self.shared.dir.join(CLEAN_CLOSE_FILE);
-        let marked = match fs.create(&path) {
-            Ok(_) => fs.sync_dir(&self.shared.dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = marked {
-            tracing::warn!(file = %path.display(), error = %e, "could not mark the log closed cleanly; the next open writes its tail again");
-        }
+    /// Seals the active segment at the last written LSN `S` (the next record starts a new
+    /// segment at `S + 1`), pins every segment holding records up to `S`, and waits until they
+    /// are durable. Appends wait only for the rotation, as at any segment roll.
+    ///
+    /// # Errors
+    /// A poisoned or closed log, a failed rotation or sync.
+    pub fn seal_and_pin(&self) -> Result<PinnedLog> {
+        pinned::seal_and_pin(self)
+    }
+
+    // Receiving (replica side): a byte-identical copy of the primary's segments.
+
+    /// Replica side: the primary starts (or resumes) shipping the segment `header` describes,
+    /// whose file there is `capacity` bytes. A new segment must start at the next LSN (or just
+    /// past the range a compacted active segment covers); a resumed one must be the active
+    /// segment, with the same header. A log without records takes the primary's cluster id:
+    /// its own empty first segment is replaced.
+    ///
+    /// # Errors
+    /// `Shipment` when the header does not continue this log (nothing is changed then);
+    /// `BadHeader`; I/O errors creating the segment.
+    pub fn receive_segment(
+        &self,
+        header: &[u8; SEGMENT_HEADER_BYTES],
+        capacity: u64,
+    ) -> Result<()> {
+        receiving::receive_segment(self, header, capacity)
+    }
+
+    /// Replica side: a whole compacted segment (its header, file size and every record),
+    /// installed in one step: written, synced and only then named, so a crash leaves all of it
+    /// or none. A compacted segment has LSN gaps, so only its successor's header proves it
+    /// complete; the receiver holds it until then.
+    ///
+    /// # Errors
+    /// `Shipment` when the segment does not continue this log or its records fail their
+    /// checks (nothing is changed then); I/O errors.
+    pub fn receive_compacted(
+        &self,
+        header: &[u8; SEGMENT_HEADER_BYTES],
+        capacity: u64,
+        records: &[u8],
+        check: PayloadCheck<'_>,
+    ) -> Result<()> {
+        receiving::receive_compacted(self, header, capacity, records, check)
+    }
+
+    /// Replica side: checks the records at the start of `bytes`, shipped for `offset` of
+    /// segment `segment` (the active one), and queues every whole batch among them for
+    /// writing. Returns how many bytes were taken (the rest, an incomplete record or batch,
+    /// must be offered again with more bytes) and the last LSN queued (0 when none).
+    /// [`Wal::wait_for`] then writes and syncs them.
+    ///
+    /// # Errors
+    /// `Shipment` when the bytes are not the records that come next here (a bad CRC, an LSN
+    /// out of order, an epoch going back, the wrong segment or offset): nothing is queued.
+    pub fn receive_records(
+        &self,
+        segment: Lsn,
+        offset: u64,
+        bytes: &[u8],
+        check: PayloadCheck<'_>,
+    ) -> Result<(usize, Lsn)> {
+        receiving::receive_records(self, segment, offset, bytes, check)
+    }
+
+    /// Replica side: where the next received record goes (active segment, offset).
+    #[must_use]
+    pub fn receive_position(&self) -> (Lsn, u64) {
+        let state = self.shared.commit.lock();
+        (state.active.first_lsn(), state.active_end)
+    }
+
+    /// Removes every record and segment file and starts an empty log at LSN 1 (keeping the
+    /// cluster id until a base adopts another). Waits for writes and syncs in flight.
+    ///
+    /// # Errors
+    /// A poisoned or closed log, or I/O errors (the log is then poisoned: reopen it).
+    pub fn reset(&self) -> Result<()> {
+        reset::reset(self)
+    }
+
+    // Epochs and rewind: promotion, adopting a primary's history, cutting a diverged tail.
+
+    /// The epochs this log knows, oldest first.
+    #[must_use]
+    pub fn epoch_history(&self) -> EpochHistory {
+        self.shared.history.locked().clone()
+    }
+
+    /// The highest epoch this log knows (of its records, or of its history).
+    #[must_use]
+    pub fn highest_epoch(&self) -> Epoch {
+        let history = self.epoch_history().latest().epoch;
+        history.max(self.epoch())
+    }
+
+    /// Starts `epoch` at the next LSN (a promotion): records it durably in the history, then
+    /// starts a segment of that epoch, so every record from here on carries it. Returns the
+    /// epoch's first LSN.
+    ///
+    /// # Errors
+    /// An epoch not above every epoch this log knows; a poisoned or closed log; I/O errors.
+    pub fn begin_epoch(&self, epoch: Epoch) -> Result<Lsn> {
+        epochs::begin_epoch(self, epoch)
+    }
+
+    /// Takes `history` (the primary's) as this log's own, durably, when it differs. The caller
+    /// has checked that this log is a prefix of the primary's.
+    ///
+    /// # Errors
+    /// A history whose newest epoch is older than this log's; I/O errors.
+    pub fn adopt_history(&self, history: &EpochHistory) -> Result<()> {
+        epochs::adopt_history(self, history)
+    }
+
+    /// Saves the records after `after` to a new file under `DIR/rollback/`, in segment format
+    /// (`shiplog inspect` reads it): `rollback-<first LSN>-<last LSN>-epoch<epoch>.seg`.
+    /// Returns its path, or `None` when there is nothing after `after`.
+    ///
+    /// # Errors
+    /// Records that cannot be read; I/O errors.
+    pub fn save_tail(&self, after: Lsn) -> Result<Option<PathBuf>> {
+        rewind::save_tail(self, after)
+    }
+
+    /// Cuts every record after `fork`: the log then ends at `fork`, and its next record is
+    /// `fork + 1`. Nothing happens when the log ends at or before `fork`.
+    ///
+    /// # Errors
+    /// `CannotRewind` when `fork` is 0, before the retained log, or the records after it
+    /// include a compacted segment (nothing is changed then: empty the log instead); a
+    /// poisoned or closed log; I/O errors (the log is then poisoned: reopen it).
+    pub fn truncate_after(&self, fork: Lsn) -> Result<()> {
+        rewind::truncate_after(self, fork)
+    }
+
+    /// Replica side, before following a primary: an active segment without records that this
+    /// log started itself (a promotion whose epoch wrote nothing, or a rotation) is not
+    /// necessarily its new primary's; removes it, so the log ends with the segment holding its
+    /// last record, which the primary resends the header of when shipping resumes. Nothing
+    /// happens when the active segment holds records, or when the one before it is compacted.
+    ///
+    /// # Errors
+    /// A poisoned or closed log; I/O errors.
+    pub fn drop_empty_tail(&self) -> Result<()> {
+        rewind::drop_empty_tail(self)
+    }
+
+    // Retention and compaction: whole segments go from the front; sealed runs are rewritten.
+
+    /// Removes whole segments whose records are all below `lsn` (never the active segment nor
+    /// records that are not yet durable). Returns how many files were removed.
+    ///
+    /// # Errors
+    /// I/O errors; files removed before the error stay removed, the others stay in the log.
+    pub fn remove_before(&self, lsn: Lsn) -> Result<usize> {
+        retention::remove_before(self, lsn)
+    }
+
+    /// Sealed segments (every segment but the one being appended to whose records are all
+    /// durable), in LSN order from the start of the log.
+    #[must_use]
+    pub fn sealed_segments(&self) -> Vec<SealedSegment> {
+        compaction::sealed_segments(self)
+    }
+
+    /// Rewrites the sealed segments covering exactly `first..=last` into one compacted segment
+    /// holding the records for which `keep` returns true, writing at most `bytes_per_sec`.
+    /// `keep` may judge a record by later records (anything written so far): everything
+    /// written is made durable before the new segment replaces the old ones.
+    ///
+    /// Until [`Wal::release_compacted`] is called, reads at the old offsets still find the old
+    /// records, so a caller can move its index entries in small steps.
+    ///
+    /// # Errors
+    /// A range that is not a run of sealed segments, or I/O errors (the log is unchanged unless
+    /// the new segment was installed, which is all or nothing across a crash).
+    pub fn compact_range(
+        &self,
+        first: Lsn,
+        last: Lsn,
+        keep: impl FnMut(&Record) -> bool,
+        bytes_per_sec: u64,
+    ) -> Result<Compacted> {
+        compaction::compact_range(self, first, last, keep, bytes_per_sec)
+    }
+
+    /// Forgets the segments replaced by compaction: reads at their offsets stop resolving.
+    pub fn release_compacted(&self) {
+        self.shared.retired.write_locked().clear();
     }
 }
 
 impl Drop for Wal {
     fn drop(&mut self) {
         if self.flusher.is_some() {
-            let _ = self.shutdown();
+            let _ = lifecycle::shutdown(self);
         }
     }
 }

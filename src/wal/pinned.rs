@@ -11,7 +11,7 @@ use crate::io::Mapping;
 use super::error::{Result, WalError};
 use super::reader::{Record, WalIter};
 use super::segment::Segment;
-use super::{Durability, Wal};
+use super::{Durability, Wal, append};
 
 /// The log's records up to [`PinnedLog::last_lsn`], exactly as they were when it was pinned.
 #[derive(Debug)]
@@ -22,48 +22,40 @@ pub struct PinnedLog {
     cluster_id: u128,
 }
 
-impl Wal {
-    /// Seals the active segment at the last written LSN `S` (the next record starts a new
-    /// segment at `S + 1`), pins every segment holding records up to `S`, and waits until they
-    /// are durable. Appends wait only for the rotation, as at any segment roll.
-    ///
-    /// # Errors
-    /// A poisoned or closed log, a failed rotation or sync.
-    pub fn seal_and_pin(&self) -> Result<PinnedLog> {
-        let (pinned, cuts) = {
-            let mut state = self.shared.commit.lock();
-            state.check_open()?;
-            let last_lsn = state.next_lsn - 1;
-            // Read under the same lock: a rewind or reset after it fails the wait below
-            // instead of waiting for records that are no longer those pinned.
-            let cuts = self.shared.commit.cuts();
-            // IMPORTANT: the list is taken under the lock that orders appends, in one step with
-            // `last_lsn`. A compaction installed before this point dropped only records
-            // superseded by records up to `last_lsn`; one installed later replaces files that
-            // this list still holds open, so it cannot change what the view reads.
-            let segments: Vec<Arc<Segment>> = self
-                .shared
-                .segments()
-                .iter()
-                .filter(|s| s.first_lsn() <= last_lsn)
-                .cloned()
-                .collect();
-            if state.active_end > SEGMENT_HEADER_BYTES as u64 && !state.active.is_compacted() {
-                self.rotate(&mut state, 0)?;
-            }
-            let pinned = PinnedLog {
-                segments,
-                last_lsn,
-                epoch: state.epoch,
-                cluster_id: self.shared.cluster_id(),
-            };
-            (pinned, cuts)
-        };
-        if pinned.last_lsn > 0 {
-            self.wait_for_uncut(pinned.last_lsn, Durability::Sync, cuts)?;
+pub(super) fn seal_and_pin(wal: &Wal) -> Result<PinnedLog> {
+    let (pinned, cuts) = {
+        let mut state = wal.shared.commit.lock();
+        state.check_open()?;
+        let last_lsn = state.next_lsn - 1;
+        // Read under the same lock: a rewind or reset after it fails the wait below
+        // instead of waiting for records that are no longer those pinned.
+        let cuts = wal.shared.commit.cuts();
+        // IMPORTANT: the list is taken under the lock that orders appends, in one step with
+        // `last_lsn`. A compaction installed before this point dropped only records
+        // superseded by records up to `last_lsn`; one installed later replaces files that
+        // this list still holds open, so it cannot change what the view reads.
+        let segments: Vec<Arc<Segment>> = wal
+            .shared
+            .segments()
+            .iter()
+            .filter(|s| s.first_lsn() <= last_lsn)
+            .cloned()
+            .collect();
+        if state.active_end > SEGMENT_HEADER_BYTES as u64 && !state.active.is_compacted() {
+            append::rotate(wal, &mut state, 0)?;
         }
-        Ok(pinned)
+        let pinned = PinnedLog {
+            segments,
+            last_lsn,
+            epoch: state.epoch,
+            cluster_id: wal.shared.cluster_id(),
+        };
+        (pinned, cuts)
+    };
+    if pinned.last_lsn > 0 {
+        wal.wait_for_uncut(pinned.last_lsn, Durability::Sync, cuts)?;
     }
+    Ok(pinned)
 }
 
 impl PinnedLog {

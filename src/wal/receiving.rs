@@ -15,329 +15,286 @@ use super::segment::Segment;
 use super::writer::{PendingWrite, WriterState};
 use crate::sync::MutexExt;
 
-impl Wal {
-    /// Replica side: the primary starts (or resumes) shipping the segment `header` describes,
-    /// whose file there is `capacity` bytes. A new segment must start at the next LSN (or just
-    /// past the range a compacted active segment covers); a resumed one must be the active
-    /// segment, with the same header. A log without records takes the primary's cluster id:
-    /// its own empty first segment is replaced.
-    ///
-    /// # Errors
-    /// `Shipment` when the header does not continue this log (nothing is changed then);
-    /// `BadHeader`; I/O errors creating the segment.
-    pub fn receive_segment(
-        &self,
-        header: &[u8; SEGMENT_HEADER_BYTES],
-        capacity: u64,
-    ) -> Result<()> {
-        let decoded = self.decode_shipped_header(header)?;
-        let commit = &self.shared.commit;
-        let mut state = commit.lock();
-        if state.active.header == decoded {
-            // A resumed shipping session starts by repeating the active segment's header.
-            return Ok(());
-        }
-        let placement = self.check_next_segment(&state, &decoded)?;
-        if decoded.compacted_through.is_some() {
-            return Err(refusal(
-                &decoded,
-                "a compacted segment must arrive whole (`Wal::receive_compacted`)".to_owned(),
-            ));
-        }
-        if capacity < SEGMENT_HEADER_BYTES as u64 {
-            return Err(refusal(
-                &decoded,
-                format!("segment file of {capacity} bytes"),
-            ));
-        }
-        let fs: &dyn FileSystem = self.shared.options.fs.as_ref();
-        let dir = &self.shared.dir;
-        // The prepared blank has this log's rotation size; a copy must have the primary's.
-        let blank = (capacity == self.shared.options.segment_bytes)
-            .then(|| self.preparer.as_ref().and_then(|p| p.take(capacity)))
-            .flatten();
-        // IMPORTANT: the shipped segment is durable under its final name before anything is
-        // written into it (`Segment::install`); a replaced empty segment of the same name is
-        // replaced by the rename, atomically.
-        let segment = match blank {
-            Some(blank) => Segment::install(fs, dir, blank, decoded)?,
-            None => Segment::create(
-                fs,
-                dir,
-                decoded,
-                capacity,
-                self.shared.options.zero_fill_segments,
-            )?,
-        };
-        self.place(
-            &mut state,
-            Arc::new(segment),
-            placement,
-            SEGMENT_HEADER_BYTES as u64,
-        );
-        Ok(())
+pub(super) fn receive_segment(
+    wal: &Wal,
+    header: &[u8; SEGMENT_HEADER_BYTES],
+    capacity: u64,
+) -> Result<()> {
+    let decoded = decode_shipped_header(wal, header)?;
+    let commit = &wal.shared.commit;
+    let mut state = commit.lock();
+    if state.active.header == decoded {
+        // A resumed shipping session starts by repeating the active segment's header.
+        return Ok(());
     }
-
-    /// Replica side: a whole compacted segment (its header, file size and every record),
-    /// installed in one step: written, synced and only then named, so a crash leaves all of it
-    /// or none. A compacted segment has LSN gaps, so only its successor's header proves it
-    /// complete; the receiver holds it until then.
-    ///
-    /// # Errors
-    /// `Shipment` when the segment does not continue this log or its records fail their
-    /// checks (nothing is changed then); I/O errors.
-    pub fn receive_compacted(
-        &self,
-        header: &[u8; SEGMENT_HEADER_BYTES],
-        capacity: u64,
-        records: &[u8],
-        check: PayloadCheck<'_>,
-    ) -> Result<()> {
-        let decoded = self.decode_shipped_header(header)?;
-        let Some(through) = decoded.compacted_through else {
-            return Err(refusal(&decoded, "not a compacted segment".to_owned()));
-        };
-        // IMPORTANT: everything before the compacted segment is durable before it is: the
-        // durable LSN jumps over its whole range once it is installed.
-        let before = self.shared.commit.lock().next_lsn - 1;
-        if before > 0 {
-            self.wait_for(before, super::Durability::Sync)?;
-        }
-        let commit = &self.shared.commit;
-        let mut state = commit.lock();
-        let placement = self.check_next_segment(&state, &decoded)?;
-        let mut epoch = state.epoch.max(decoded.epoch);
-        let mut next = decoded.first_lsn;
-        let mut at = 0;
-        let mut sparse = Vec::new();
-        let mut count = 0u64;
-        while at < records.len() {
-            let offset = SEGMENT_HEADER_BYTES as u64 + at as u64;
-            let bad = |reason: String| WalError::Shipment {
-                segment: decoded.first_lsn,
-                offset,
-                reason,
-            };
-            let record =
-                decode_record(&records[at..], decoded.salt).map_err(|e| bad(e.to_string()))?;
-            if record.lsn < next || record.lsn > through {
-                return Err(bad(format!(
-                    "record LSN {} outside {next}..={through}",
-                    record.lsn
-                )));
-            }
-            if record.epoch < epoch {
-                return Err(bad(format!(
-                    "record of epoch {} after epoch {epoch}",
-                    record.epoch
-                )));
-            }
-            check(record.kind, record.payload)
-                .map_err(|reason| bad(format!("record LSN {}: {reason}", record.lsn)))?;
-            if count.is_multiple_of(super::SPARSE_INDEX_STRIDE) {
-                sparse.push((record.lsn, offset));
-            }
-            count += 1;
-            epoch = record.epoch;
-            next = record.lsn + 1;
-            at += record.encoded_bytes();
-        }
-        let end = SEGMENT_HEADER_BYTES as u64 + records.len() as u64;
-        let capacity = capacity.max(end);
-        let fs: &dyn FileSystem = self.shared.options.fs.as_ref();
-        let dir = &self.shared.dir;
-        let path = dir.join(super::segment_file_name(decoded.first_lsn));
-        let temp = dir.join(format!("{:020}.recv.seg.tmp", decoded.first_lsn));
-        let temp_ref = &temp;
-        let io = |op| move |e| WalError::io(op, temp_ref, e);
-        let blank = super::segment::BlankSegment::prepare(fs, temp.clone(), capacity, false)?;
-        blank
-            .file
-            .write_all_at(records, SEGMENT_HEADER_BYTES as u64)
-            .map_err(io("write"))?;
-        blank
-            .file
-            .write_all_at(header, 0)
-            .map_err(io("write header of"))?;
-        // IMPORTANT: all of it durable before it gets its name, and the name before it counts.
-        blank.file.sync_data().map_err(io("fdatasync"))?;
-        fs.rename(&temp, &path).map_err(io("rename"))?;
-        fs.sync_dir(dir)
-            .map_err(|e| WalError::io("fsync directory", dir, e))?;
-        let segment = Segment::from_parts(fs, path, decoded, blank.file, capacity, end, sparse)?;
-        segment.set_last_lsn(through);
-        self.place(&mut state, Arc::new(segment), placement, end);
-        state.next_lsn = through + 1;
-        state.epoch = epoch;
-        commit
-            .written_lsn
-            .fetch_max(through, std::sync::atomic::Ordering::AcqRel);
-        commit
-            .durable_lsn
-            .fetch_max(through, std::sync::atomic::Ordering::AcqRel);
-        commit.notify(&mut state);
-        Ok(())
+    let placement = check_next_segment(wal, &state, &decoded)?;
+    if decoded.compacted_through.is_some() {
+        return Err(refusal(
+            &decoded,
+            "a compacted segment must arrive whole (`Wal::receive_compacted`)".to_owned(),
+        ));
     }
-
-    fn decode_shipped_header(&self, header: &[u8; SEGMENT_HEADER_BYTES]) -> Result<SegmentHeader> {
-        SegmentHeader::decode(header).map_err(|source| WalError::BadHeader {
-            file: self.shared.dir.join("<shipped header>"),
-            source,
-        })
+    if capacity < SEGMENT_HEADER_BYTES as u64 {
+        return Err(refusal(
+            &decoded,
+            format!("segment file of {capacity} bytes"),
+        ));
     }
+    let fs: &dyn FileSystem = wal.shared.options.fs.as_ref();
+    let dir = &wal.shared.dir;
+    // The prepared blank has this log's rotation size; a copy must have the primary's.
+    let blank = (capacity == wal.shared.options.segment_bytes)
+        .then(|| wal.preparer.as_ref().and_then(|p| p.take(capacity)))
+        .flatten();
+    // IMPORTANT: the shipped segment is durable under its final name before anything is
+    // written into it (`Segment::install`); a replaced empty segment of the same name is
+    // replaced by the rename, atomically.
+    let segment = match blank {
+        Some(blank) => Segment::install(fs, dir, blank, decoded)?,
+        None => Segment::create(
+            fs,
+            dir,
+            decoded,
+            capacity,
+            wal.shared.options.zero_fill_segments,
+        )?,
+    };
+    place(
+        wal,
+        &mut state,
+        Arc::new(segment),
+        placement,
+        SEGMENT_HEADER_BYTES as u64,
+    );
+    Ok(())
+}
 
-    /// Whether a shipped segment may come next, and how it joins the segment list.
-    fn check_next_segment(
-        &self,
-        state: &WriterState,
-        decoded: &SegmentHeader,
-    ) -> Result<Placement> {
-        state.check_open()?;
-        let empty_log = state.next_lsn == 1 && self.shared.segments().len() == 1;
-        if !empty_log && decoded.cluster_id != self.shared.cluster_id() {
-            return Err(refusal(
-                decoded,
-                format!(
-                    "the primary's log is cluster {:032x}, this one is {:032x}",
-                    decoded.cluster_id,
-                    self.shared.cluster_id()
-                ),
-            ));
-        }
-        if decoded.epoch < state.epoch {
-            return Err(refusal(
-                decoded,
-                format!(
-                    "segment of epoch {} after records of epoch {}",
-                    decoded.epoch, state.epoch
-                ),
-            ));
-        }
-        let expected = state
-            .active
-            .header
-            .compacted_through
-            .map_or(state.next_lsn, |through| through + 1)
-            .max(state.next_lsn);
-        if decoded.first_lsn != expected {
-            return Err(refusal(
-                decoded,
-                format!(
-                    "segment starting at LSN {} where LSN {expected} comes next",
-                    decoded.first_lsn
-                ),
-            ));
-        }
-        let active_empty = state.active.records_end() == SEGMENT_HEADER_BYTES as u64
-            && state.active_end == SEGMENT_HEADER_BYTES as u64
-            && !state.active.is_compacted();
-        Ok(if empty_log {
-            Placement::AdoptCluster
-        } else if active_empty && state.active.first_lsn() == decoded.first_lsn {
-            Placement::ReplaceActive
-        } else {
-            Placement::Append
-        })
+pub(super) fn receive_compacted(
+    wal: &Wal,
+    header: &[u8; SEGMENT_HEADER_BYTES],
+    capacity: u64,
+    records: &[u8],
+    check: PayloadCheck<'_>,
+) -> Result<()> {
+    let decoded = decode_shipped_header(wal, header)?;
+    let Some(through) = decoded.compacted_through else {
+        return Err(refusal(&decoded, "not a compacted segment".to_owned()));
+    };
+    // IMPORTANT: everything before the compacted segment is durable before it is: the
+    // durable LSN jumps over its whole range once it is installed.
+    let before = wal.shared.commit.lock().next_lsn - 1;
+    if before > 0 {
+        wal.wait_for(before, super::Durability::Sync)?;
     }
-
-    /// Makes `segment` the active one: after the others, or instead of an empty one.
-    fn place(
-        &self,
-        state: &mut WriterState,
-        segment: Arc<Segment>,
-        placement: Placement,
-        active_end: u64,
-    ) {
-        let decoded = segment.header;
-        {
-            let mut segments = self.shared.segments_mut();
-            match placement {
-                Placement::AdoptCluster => {
-                    segments.clear();
-                    *self.shared.cluster_id.locked() = decoded.cluster_id;
-                }
-                Placement::ReplaceActive => {
-                    segments.pop();
-                }
-                Placement::Append => {}
-            }
-            segments.push(Arc::clone(&segment));
-        }
-        state.active = segment;
-        state.active_end = active_end;
-        state.epoch = state.epoch.max(decoded.epoch);
-        if decoded.first_lsn > state.next_lsn {
-            // Past a compacted segment's gap; nothing was assigned in between.
-            state.next_lsn = decoded.first_lsn;
-        }
-    }
-
-    /// Replica side: checks the records at the start of `bytes`, shipped for `offset` of
-    /// segment `segment` (the active one), and queues every whole batch among them for
-    /// writing. Returns how many bytes were taken (the rest, an incomplete record or batch,
-    /// must be offered again with more bytes) and the last LSN queued (0 when none).
-    /// [`Wal::wait_for`] then writes and syncs them.
-    ///
-    /// # Errors
-    /// `Shipment` when the bytes are not the records that come next here (a bad CRC, an LSN
-    /// out of order, an epoch going back, the wrong segment or offset): nothing is queued.
-    pub fn receive_records(
-        &self,
-        segment: Lsn,
-        offset: u64,
-        bytes: &[u8],
-        check: PayloadCheck<'_>,
-    ) -> Result<(usize, Lsn)> {
-        let commit = &self.shared.commit;
-        let mut state = commit.lock();
-        state.check_open()?;
-        let refuse = |at: u64, reason: String| WalError::Shipment {
-            segment,
-            offset: at,
+    let commit = &wal.shared.commit;
+    let mut state = commit.lock();
+    let placement = check_next_segment(wal, &state, &decoded)?;
+    let mut epoch = state.epoch.max(decoded.epoch);
+    let mut next = decoded.first_lsn;
+    let mut at = 0;
+    let mut sparse = Vec::new();
+    let mut count = 0u64;
+    while at < records.len() {
+        let offset = SEGMENT_HEADER_BYTES as u64 + at as u64;
+        let bad = |reason: String| WalError::Shipment {
+            segment: decoded.first_lsn,
+            offset,
             reason,
         };
-        if segment != state.active.first_lsn() || offset != state.active_end {
-            return Err(refuse(
-                offset,
-                format!(
-                    "the log continues at segment {}, offset {}",
-                    state.active.first_lsn(),
-                    state.active_end
-                ),
-            ));
+        let record = decode_record(&records[at..], decoded.salt).map_err(|e| bad(e.to_string()))?;
+        if record.lsn < next || record.lsn > through {
+            return Err(bad(format!(
+                "record LSN {} outside {next}..={through}",
+                record.lsn
+            )));
         }
-        let (taken, last) = check_records(&state, offset, bytes, check)
-            .map_err(|(at, reason)| refuse(at, reason))?;
-        if taken == 0 {
-            return Ok((0, 0));
+        if record.epoch < epoch {
+            return Err(bad(format!(
+                "record of epoch {} after epoch {epoch}",
+                record.epoch
+            )));
         }
-        if offset + taken as u64 > state.active.capacity_bytes {
-            return Err(refuse(
-                offset,
-                format!(
-                    "records end past the segment's {} bytes",
-                    state.active.capacity_bytes
-                ),
-            ));
+        check(record.kind, record.payload)
+            .map_err(|reason| bad(format!("record LSN {}: {reason}", record.lsn)))?;
+        if count.is_multiple_of(super::SPARSE_INDEX_STRIDE) {
+            sparse.push((record.lsn, offset));
         }
-        queue_checked(&mut state, offset, &bytes[..taken], last);
-        Ok((taken, last.lsn))
+        count += 1;
+        epoch = record.epoch;
+        next = record.lsn + 1;
+        at += record.encoded_bytes();
+    }
+    let end = SEGMENT_HEADER_BYTES as u64 + records.len() as u64;
+    let capacity = capacity.max(end);
+    let fs: &dyn FileSystem = wal.shared.options.fs.as_ref();
+    let dir = &wal.shared.dir;
+    let path = dir.join(super::segment_file_name(decoded.first_lsn));
+    let temp = dir.join(format!("{:020}.recv.seg.tmp", decoded.first_lsn));
+    let temp_ref = &temp;
+    let io = |op| move |e| WalError::io(op, temp_ref, e);
+    let blank = super::segment::BlankSegment::prepare(fs, temp.clone(), capacity, false)?;
+    blank
+        .file
+        .write_all_at(records, SEGMENT_HEADER_BYTES as u64)
+        .map_err(io("write"))?;
+    blank
+        .file
+        .write_all_at(header, 0)
+        .map_err(io("write header of"))?;
+    // IMPORTANT: all of it durable before it gets its name, and the name before it counts.
+    blank.file.sync_data().map_err(io("fdatasync"))?;
+    fs.rename(&temp, &path).map_err(io("rename"))?;
+    fs.sync_dir(dir)
+        .map_err(|e| WalError::io("fsync directory", dir, e))?;
+    let segment = Segment::from_parts(fs, path, decoded, blank.file, capacity, end, sparse)?;
+    segment.set_last_lsn(through);
+    place(wal, &mut state, Arc::new(segment), placement, end);
+    state.next_lsn = through + 1;
+    state.epoch = epoch;
+    commit
+        .written_lsn
+        .fetch_max(through, std::sync::atomic::Ordering::AcqRel);
+    commit
+        .durable_lsn
+        .fetch_max(through, std::sync::atomic::Ordering::AcqRel);
+    commit.notify(&mut state);
+    Ok(())
+}
+
+fn decode_shipped_header(wal: &Wal, header: &[u8; SEGMENT_HEADER_BYTES]) -> Result<SegmentHeader> {
+    SegmentHeader::decode(header).map_err(|source| WalError::BadHeader {
+        file: wal.shared.dir.join("<shipped header>"),
+        source,
+    })
+}
+
+/// Whether a shipped segment may come next, and how it joins the segment list.
+fn check_next_segment(
+    wal: &Wal,
+    state: &WriterState,
+    decoded: &SegmentHeader,
+) -> Result<Placement> {
+    state.check_open()?;
+    let empty_log = state.next_lsn == 1 && wal.shared.segments().len() == 1;
+    if !empty_log && decoded.cluster_id != wal.shared.cluster_id() {
+        return Err(refusal(
+            decoded,
+            format!(
+                "the primary's log is cluster {:032x}, this one is {:032x}",
+                decoded.cluster_id,
+                wal.shared.cluster_id()
+            ),
+        ));
+    }
+    if decoded.epoch < state.epoch {
+        return Err(refusal(
+            decoded,
+            format!(
+                "segment of epoch {} after records of epoch {}",
+                decoded.epoch, state.epoch
+            ),
+        ));
+    }
+    let expected = state
+        .active
+        .header
+        .compacted_through
+        .map_or(state.next_lsn, |through| through + 1)
+        .max(state.next_lsn);
+    if decoded.first_lsn != expected {
+        return Err(refusal(
+            decoded,
+            format!(
+                "segment starting at LSN {} where LSN {expected} comes next",
+                decoded.first_lsn
+            ),
+        ));
+    }
+    let active_empty = state.active.records_end() == SEGMENT_HEADER_BYTES as u64
+        && state.active_end == SEGMENT_HEADER_BYTES as u64
+        && !state.active.is_compacted();
+    Ok(if empty_log {
+        Placement::AdoptCluster
+    } else if active_empty && state.active.first_lsn() == decoded.first_lsn {
+        Placement::ReplaceActive
+    } else {
+        Placement::Append
+    })
+}
+
+/// Makes `segment` the active one: after the others, or instead of an empty one.
+fn place(
+    wal: &Wal,
+    state: &mut WriterState,
+    segment: Arc<Segment>,
+    placement: Placement,
+    active_end: u64,
+) {
+    let decoded = segment.header;
+    {
+        let mut segments = wal.shared.segments_mut();
+        match placement {
+            Placement::AdoptCluster => {
+                segments.clear();
+                *wal.shared.cluster_id.locked() = decoded.cluster_id;
+            }
+            Placement::ReplaceActive => {
+                segments.pop();
+            }
+            Placement::Append => {}
+        }
+        segments.push(Arc::clone(&segment));
+    }
+    state.active = segment;
+    state.active_end = active_end;
+    state.epoch = state.epoch.max(decoded.epoch);
+    if decoded.first_lsn > state.next_lsn {
+        // Past a compacted segment's gap; nothing was assigned in between.
+        state.next_lsn = decoded.first_lsn;
     }
 }
 
-impl Wal {
-    /// The epoch of the newest record (or of the active segment, when it has none).
-    #[must_use]
-    pub fn epoch(&self) -> crate::format::Epoch {
-        self.shared.commit.lock().epoch
+pub(super) fn receive_records(
+    wal: &Wal,
+    segment: Lsn,
+    offset: u64,
+    bytes: &[u8],
+    check: PayloadCheck<'_>,
+) -> Result<(usize, Lsn)> {
+    let commit = &wal.shared.commit;
+    let mut state = commit.lock();
+    state.check_open()?;
+    let refuse = |at: u64, reason: String| WalError::Shipment {
+        segment,
+        offset: at,
+        reason,
+    };
+    if segment != state.active.first_lsn() || offset != state.active_end {
+        return Err(refuse(
+            offset,
+            format!(
+                "the log continues at segment {}, offset {}",
+                state.active.first_lsn(),
+                state.active_end
+            ),
+        ));
     }
-
-    /// Replica side: where the next received record goes (active segment, offset).
-    #[must_use]
-    pub fn receive_position(&self) -> (Lsn, u64) {
-        let state = self.shared.commit.lock();
-        (state.active.first_lsn(), state.active_end)
+    let (taken, last) =
+        check_records(&state, offset, bytes, check).map_err(|(at, reason)| refuse(at, reason))?;
+    if taken == 0 {
+        return Ok((0, 0));
     }
+    if offset + taken as u64 > state.active.capacity_bytes {
+        return Err(refuse(
+            offset,
+            format!(
+                "records end past the segment's {} bytes",
+                state.active.capacity_bytes
+            ),
+        ));
+    }
+    queue_checked(&mut state, offset, &bytes[..taken], last);
+    Ok((taken, last.lsn))
 }
 
 /// What the layer above checks in every received record before any of them is written (the

@@ -51,185 +51,163 @@ fn encoded_len(record: &Record) -> u64 {
     (RECORD_HEADER_BYTES + record.payload.len()) as u64
 }
 
-impl Wal {
-    /// The shipping position just after record `after` (0: from the start of the log).
-    /// The caller must first make sure `after` is a record of this log's history (compare
-    /// epochs): a receiver that holds records this log never wrote has diverged, and is not
-    /// helped by shipping.
-    ///
-    /// # Errors
-    /// `NotRetained` when record `after` (or, for 0, the log's start) is not here: gone, so
-    /// the receiver needs a snapshot, or never written. Read errors.
-    pub fn ship_position_after(&self, after: Lsn) -> Result<ShipPosition> {
-        let first = self.first_lsn();
-        if after == 0 || after < first {
-            if after + 1 < first {
-                return Err(WalError::NotRetained {
-                    lsn: after + 1,
-                    first,
-                });
-            }
-            let (segment, salt) = self
-                .shared
-                .segments()
-                .first()
-                .map_or((first, 0), |s| (s.first_lsn(), s.header.salt));
-            return Ok(ShipPosition {
-                segment,
-                offset: SEGMENT_HEADER_BYTES as u64,
-                next_lsn: after + 1,
-                header_sent: false,
-                salt,
+pub(super) fn ship_position_after(wal: &Wal, after: Lsn) -> Result<ShipPosition> {
+    let first = wal.first_lsn();
+    if after == 0 || after < first {
+        if after + 1 < first {
+            return Err(WalError::NotRetained {
+                lsn: after + 1,
+                first,
             });
         }
-        let holder = {
-            let segments = self.shared.segments();
-            let at = segments.partition_point(|s| s.first_lsn() <= after);
-            at.checked_sub(1).map(|i| Arc::clone(&segments[i]))
-        };
-        if let Some(segment) = holder.filter(|s| s.is_compacted()) {
-            // A receiver holds a compacted segment whole (it installs it only complete), so it
-            // can only stand at its end; anywhere inside, it holds records this log rewrote.
-            if segment.header.compacted_through != Some(after) {
-                return Err(WalError::NotRetained { lsn: after, first });
-            }
-            return Ok(ShipPosition {
-                segment: segment.first_lsn(),
-                offset: segment.records_end(),
-                next_lsn: after + 1,
-                header_sent: true,
-                salt: segment.header.salt,
-            });
-        }
-        let record = self
-            .read(after)?
-            .ok_or(WalError::NotRetained { lsn: after, first })?;
-        let segment = self.shipped_segment(record.location.segment, after)?;
-        Ok(ShipPosition {
-            segment: record.location.segment,
-            offset: record.location.offset + encoded_len(&record),
-            next_lsn: after + 1,
-            header_sent: false,
-            salt: segment.header.salt,
-        })
-    }
-
-    fn shipped_segment(&self, segment: Lsn, lsn: Lsn) -> Result<Arc<Segment>> {
-        // IMPORTANT: the list's read guard is gone before `first_lsn` takes it again. Read
-        // twice by one thread, it deadlocks once compaction waits to swap a segment in between
-        // (std's lock lets no new reader in while a writer waits): a primary hung that way.
-        let found = self
+        let (segment, salt) = wal
             .shared
             .segments()
-            .iter()
-            .find(|s| s.first_lsn() == segment)
-            .cloned();
-        found.ok_or_else(|| WalError::NotRetained {
-            lsn,
-            first: self.first_lsn(),
-        })
+            .first()
+            .map_or((first, 0), |s| (s.first_lsn(), s.header.salt));
+        return Ok(ShipPosition {
+            segment,
+            offset: SEGMENT_HEADER_BYTES as u64,
+            next_lsn: after + 1,
+            header_sent: false,
+            salt,
+        });
     }
-
-    /// The next range to ship from `position`, at most `max_bytes` long and within one
-    /// segment, of records durable here; `None` when everything durable has been shipped.
-    /// A record longer than `max_bytes` comes in several chunks.
-    ///
-    /// # Errors
-    /// `NotRetained` when the position's records are gone (retention, or compaction rewrote
-    /// or merged its segment): the receiver needs a snapshot. Read errors (every record is
-    /// checked before it ships).
-    ///
-    /// # Panics
-    /// If `max_bytes` is 0.
-    pub fn ship_chunk(
-        &self,
-        position: &ShipPosition,
-        max_bytes: usize,
-    ) -> Result<Option<ShipChunk>> {
-        assert!(max_bytes > 0, "a chunk holds at least one byte");
-        let durable = self.durable_lsn();
-        if position.next_lsn > durable {
-            return Ok(None);
+    let holder = {
+        let segments = wal.shared.segments();
+        let at = segments.partition_point(|s| s.first_lsn() <= after);
+        at.checked_sub(1).map(|i| Arc::clone(&segments[i]))
+    };
+    if let Some(segment) = holder.filter(|s| s.is_compacted()) {
+        // A receiver holds a compacted segment whole (it installs it only complete), so it
+        // can only stand at its end; anywhere inside, it holds records this log rewrote.
+        if segment.header.compacted_through != Some(after) {
+            return Err(WalError::NotRetained { lsn: after, first });
         }
-        let mut records = self.read_range(position.next_lsn, durable)?;
-        let Some(first) = records.next().transpose()? else {
-            return Ok(None);
-        };
-        let gone = || WalError::NotRetained {
-            lsn: position.next_lsn,
-            first: self.first_lsn(),
-        };
-        let segment = self.shipped_segment(first.location.segment, position.next_lsn)?;
-        let new_segment = first.location.segment != position.segment;
-        let start = if new_segment {
-            // The next segment must start exactly at the next LSN, or right after the range a
-            // compacted segment covers. Anything else means compaction removed records the
-            // receiver never got (perhaps deletes of keys it holds): it needs a snapshot.
-            let continues_compacted = self
-                .shipped_segment(position.segment, position.next_lsn)
-                .is_ok_and(|s| {
-                    s.header.salt == position.salt
-                        && s.header
-                            .compacted_through
-                            .is_some_and(|through| through + 1 == segment.first_lsn())
-                });
-            if segment.first_lsn() != position.next_lsn && !continues_compacted {
-                return Err(gone());
-            }
-            first.location.offset
-        } else {
-            position.offset
-        };
-        let first_end = first.location.offset + encoded_len(&first);
-        if !new_segment
-            && (segment.header.salt != position.salt
-                || start < first.location.offset
-                || start >= first_end)
-        {
-            // The segment was rewritten (compaction) since the position was taken.
+        return Ok(ShipPosition {
+            segment: segment.first_lsn(),
+            offset: segment.records_end(),
+            next_lsn: after + 1,
+            header_sent: true,
+            salt: segment.header.salt,
+        });
+    }
+    let record = wal
+        .read(after)?
+        .ok_or(WalError::NotRetained { lsn: after, first })?;
+    let segment = shipped_segment(wal, record.location.segment, after)?;
+    Ok(ShipPosition {
+        segment: record.location.segment,
+        offset: record.location.offset + encoded_len(&record),
+        next_lsn: after + 1,
+        header_sent: false,
+        salt: segment.header.salt,
+    })
+}
+
+fn shipped_segment(wal: &Wal, segment: Lsn, lsn: Lsn) -> Result<Arc<Segment>> {
+    // IMPORTANT: the list's read guard is gone before `first_lsn` takes it again. Read
+    // twice by one thread, it deadlocks once compaction waits to swap a segment in between
+    // (std's lock lets no new reader in while a writer waits): a primary hung that way.
+    let found = wal
+        .shared
+        .segments()
+        .iter()
+        .find(|s| s.first_lsn() == segment)
+        .cloned();
+    found.ok_or_else(|| WalError::NotRetained {
+        lsn,
+        first: wal.first_lsn(),
+    })
+}
+
+pub(super) fn ship_chunk(
+    wal: &Wal,
+    position: &ShipPosition,
+    max_bytes: usize,
+) -> Result<Option<ShipChunk>> {
+    assert!(max_bytes > 0, "a chunk holds at least one byte");
+    let durable = wal.durable_lsn();
+    if position.next_lsn > durable {
+        return Ok(None);
+    }
+    let mut records = wal.read_range(position.next_lsn, durable)?;
+    let Some(first) = records.next().transpose()? else {
+        return Ok(None);
+    };
+    let gone = || WalError::NotRetained {
+        lsn: position.next_lsn,
+        first: wal.first_lsn(),
+    };
+    let segment = shipped_segment(wal, first.location.segment, position.next_lsn)?;
+    let new_segment = first.location.segment != position.segment;
+    let start = if new_segment {
+        // The next segment must start exactly at the next LSN, or right after the range a
+        // compacted segment covers. Anything else means compaction removed records the
+        // receiver never got (perhaps deletes of keys it holds): it needs a snapshot.
+        let continues_compacted = shipped_segment(wal, position.segment, position.next_lsn)
+            .is_ok_and(|s| {
+                s.header.salt == position.salt
+                    && s.header
+                        .compacted_through
+                        .is_some_and(|through| through + 1 == segment.first_lsn())
+            });
+        if segment.first_lsn() != position.next_lsn && !continues_compacted {
             return Err(gone());
         }
-        let header = (new_segment || !position.header_sent).then(|| segment.header.encode());
-        let limit = start + max_bytes as u64;
-        let (mut end, mut last_lsn, mut next_lsn) = if first_end <= limit {
-            (first_end, first.lsn, first.lsn + 1)
-        } else {
-            (limit, 0, first.lsn)
-        };
-        if last_lsn != 0 {
-            for record in records {
-                let record = record?;
-                let record_end = record.location.offset + encoded_len(&record);
-                if record.location.segment != first.location.segment || record_end > limit {
-                    break;
-                }
-                end = record_end;
-                last_lsn = record.lsn;
-                next_lsn = record.lsn + 1;
-            }
-        }
-        // A mapping that covers the whole chunk (a snapshot view may predate later records).
-        let bytes = Payload {
-            mapping: segment.view_covering(end)?,
-            start: to_index(start),
-            len: to_index(end - start),
-        };
-        Ok(Some(ShipChunk {
-            header,
-            capacity: segment.capacity_bytes,
-            segment: first.location.segment,
-            offset: start,
-            bytes,
-            last_lsn,
-            next: ShipPosition {
-                segment: first.location.segment,
-                offset: end,
-                next_lsn,
-                header_sent: true,
-                salt: segment.header.salt,
-            },
-        }))
+        first.location.offset
+    } else {
+        position.offset
+    };
+    let first_end = first.location.offset + encoded_len(&first);
+    if !new_segment
+        && (segment.header.salt != position.salt
+            || start < first.location.offset
+            || start >= first_end)
+    {
+        // The segment was rewritten (compaction) since the position was taken.
+        return Err(gone());
     }
+    let header = (new_segment || !position.header_sent).then(|| segment.header.encode());
+    let limit = start + max_bytes as u64;
+    let (mut end, mut last_lsn, mut next_lsn) = if first_end <= limit {
+        (first_end, first.lsn, first.lsn + 1)
+    } else {
+        (limit, 0, first.lsn)
+    };
+    if last_lsn != 0 {
+        for record in records {
+            let record = record?;
+            let record_end = record.location.offset + encoded_len(&record);
+            if record.location.segment != first.location.segment || record_end > limit {
+                break;
+            }
+            end = record_end;
+            last_lsn = record.lsn;
+            next_lsn = record.lsn + 1;
+        }
+    }
+    // A mapping that covers the whole chunk (a snapshot view may predate later records).
+    let bytes = Payload {
+        mapping: segment.view_covering(end)?,
+        start: to_index(start),
+        len: to_index(end - start),
+    };
+    Ok(Some(ShipChunk {
+        header,
+        capacity: segment.capacity_bytes,
+        segment: first.location.segment,
+        offset: start,
+        bytes,
+        last_lsn,
+        next: ShipPosition {
+            segment: first.location.segment,
+            offset: end,
+            next_lsn,
+            header_sent: true,
+            salt: segment.header.salt,
+        },
+    }))
 }
 
 #[allow(
