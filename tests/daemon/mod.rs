@@ -366,3 +366,12 @@ pub fn dump(con: &mut redis::Connection) -> Vec<(Vec<u8>, Vec<u8>)> {
     }
     out
 }
+
+/// Overwrites four keys with 200-byte values, `rounds` writes in all: the log fills with dead
+/// records that compaction wants gone.
+pub fn overwrite_load(con: &mut redis::Connection, rounds: usize) {
+    let value = [b'v'; 200];
+    for i in 0..rounds {
+        let _: () = redis::Commands::set(con, format!("k{}", i % 4), &value[..]).unwrap();
+    }
+}
