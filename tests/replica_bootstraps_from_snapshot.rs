@@ -8,6 +8,7 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
 mod daemon;
 
 use std::path::Path;
@@ -37,12 +38,7 @@ fn load(con: &mut redis::Connection, count: usize, value_bytes: usize, seed: u64
     let mut x = seed | 1;
     let mut value = || {
         (0..value_bytes)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
+            .map(|_| (common::xorshift64(&mut x) >> 24) as u8)
             .collect::<Vec<u8>>()
     };
     for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
