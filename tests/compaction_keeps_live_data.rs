@@ -19,7 +19,7 @@ use shiplog::{Db, DbOptions, Durability};
 
 mod lsn_records;
 
-use lsn_records::sim_options;
+use lsn_records::sim_db_options;
 
 fn options() -> DbOptions {
     let mut options = DbOptions::default();
@@ -211,17 +211,6 @@ fn a_record_superseded_only_by_an_unreplicated_write_survives_compaction_and_a_r
         );
         assert_eq!(db.get(b"key0007").unwrap().unwrap().to_vec(), value(7, 1));
     }
-}
-
-/// Options on a simulated file system, compaction only when asked.
-fn sim_db_options(fs: &SimFs) -> DbOptions {
-    let mut o = DbOptions {
-        wal: sim_options(fs),
-        ..DbOptions::default()
-    };
-    o.compaction.enabled = false;
-    o.compaction.bytes_per_sec = 0;
-    o
 }
 
 /// Compaction judges liveness by the index, which lags the log (`append` returns before
