@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use daemon::proxy::Proxy;
-use daemon::{Daemon, dump, free_port, info_field, wait_caught_up, wait_until};
+use daemon::{Daemon, dump, free_port, info_field, replication_field, wait_caught_up, wait_until};
 
 fn start_primary(dir: &Path, port: u16) -> Daemon {
     let listen = format!("127.0.0.1:{port}");
@@ -54,10 +54,6 @@ fn load(con: &mut redis::Connection, count: usize, value_bytes: usize, seed: u64
         }
         let _: () = pipe.query(con).unwrap();
     }
-}
-
-fn replication_field(node: &Daemon, field: &str) -> Option<String> {
-    info_field(&mut node.client(), "replication", field)
 }
 
 #[test]

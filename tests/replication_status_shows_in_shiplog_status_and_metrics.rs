@@ -12,11 +12,10 @@
 mod common;
 mod daemon;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 
 use common::{shiplog, shiplog_exit_code};
-use daemon::{Daemon, free_port, info_field, wait_caught_up, wait_until};
+use daemon::{Daemon, free_port, info_field, scrape, wait_caught_up, wait_until};
 use redis::Commands;
 use serde_json::Value;
 
@@ -244,20 +243,6 @@ fn shiplog_status_authenticates_and_fails_with_a_clear_message() {
     // A usage error is not a node that does not answer.
     let (code, _, stderr) = shiplog_exit_code(&["status", &addr, "--no-such-flag"]);
     assert_eq!(code, Some(NOT_CHECKED), "{stderr}");
-}
-
-/// `GET /metrics`, the body.
-fn scrape(addr: SocketAddr) -> String {
-    let mut http = std::net::TcpStream::connect(addr).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    http.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap()
 }
 
 /// The value of one series (name and labels exactly as exposed).
