@@ -84,10 +84,7 @@ struct XorShift(u64);
 
 impl XorShift {
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        common::xorshift64(&mut self.0)
     }
 }
 
@@ -106,11 +103,7 @@ fn run_cycles(test_name: &str, cycles: u64) {
         let wal = Wal::open(dir.path(), options())
             .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
         for line in &acks {
-            let fields: Vec<u64> = line
-                .split(' ')
-                .skip(1)
-                .map(|f| f.parse().unwrap())
-                .collect();
+            let fields = common::ack_fields(line);
             let (lsn, thread, seq) = (fields[0], fields[1], fields[2]);
             let record = wal
                 .read(lsn)

@@ -14,14 +14,10 @@ mod daemon;
 use std::time::{Duration, Instant};
 
 use daemon::proxy::Proxy;
-use daemon::{Daemon, Raw, info_field, wait_until};
+use daemon::{Daemon, Raw, info_field, scrape, start_replica, wait_until};
 use redis::Commands;
 
 const NOREPLICAS: &str = "-NOREPLICAS Not enough good replicas to write.\r\n";
-
-fn replica_of(dir: &std::path::Path, primary: &str) -> Daemon {
-    Daemon::start(dir, &["--replica-of", primary])
-}
 
 /// Waits until the primary counts `n` replicas that are online (not bootstrapping).
 fn wait_replicas(primary: &Daemon, n: usize) {
@@ -33,17 +29,6 @@ fn wait_replicas(primary: &Daemon, n: usize) {
         }),
         "{n} replica(s) never came online"
     );
-}
-
-/// The body of `GET /metrics`.
-fn scrape(node: &Daemon) -> String {
-    use std::io::{Read, Write};
-    let mut http = std::net::TcpStream::connect(node.metrics.unwrap()).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    http.read_to_string(&mut response).unwrap();
-    response
 }
 
 fn sync_field(con: &mut redis::Connection, field: &str) -> String {
@@ -130,7 +115,7 @@ fn with_a_replica_each_acknowledged_write_is_on_it() {
         &dir.path().join("p"),
         &["--sync-replicas", "1", "--sync-level", "applied"],
     );
-    let replica = replica_of(&dir.path().join("r"), &primary.addr.to_string());
+    let replica = start_replica(&dir.path().join("r"), primary.addr);
     wait_replicas(&primary, 1);
     let mut p = primary.client();
     let mut r = replica.client();
@@ -178,7 +163,7 @@ fn a_stalled_replica_link_makes_writes_time_out_until_it_resumes() {
         &["--sync-replicas", "1", "--sync-timeout-ms", "500"],
     );
     let proxy = Proxy::start(primary.addr);
-    let replica = replica_of(&dir.path().join("r"), &proxy.addr.to_string());
+    let replica = start_replica(&dir.path().join("r"), proxy.addr);
     wait_replicas(&primary, 1);
     let mut raw = Raw::connect(primary.addr);
     assert_eq!(raw.command(&["SET", "k", "1"]), "+OK\r\n");
@@ -239,7 +224,7 @@ fn the_async_fallback_answers_ok_and_says_so() {
     assert_eq!(sync_field(&mut p, "sync_fallbacks"), "2");
     assert_eq!(sync_field(&mut p, "sync_timeouts"), "0");
     assert_eq!(sync_field(&mut p, "sync_state"), "degraded");
-    let metrics = scrape(&primary);
+    let metrics = scrape(primary.metrics.unwrap());
     assert!(
         metrics.contains("\nshiplog_sync_fallbacks_total 2\n"),
         "{metrics}"
@@ -259,7 +244,7 @@ fn the_async_fallback_answers_ok_and_says_so() {
 fn pipelined_gated_writes_are_answered_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let primary = Daemon::start(&dir.path().join("p"), &["--sync-replicas", "1"]);
-    let replica = replica_of(&dir.path().join("r"), &primary.addr.to_string());
+    let replica = start_replica(&dir.path().join("r"), primary.addr);
     wait_replicas(&primary, 1);
     let mut raw = Raw::connect(primary.addr);
     let mut pipeline = Vec::new();
@@ -294,7 +279,7 @@ fn wait_counts_the_replicas_holding_the_connections_last_write() {
         "-ERR timeout is negative\r\n"
     );
     assert!(raw.command(&["WAIT", "x", "0"]).starts_with("-ERR"));
-    let replica = replica_of(&dir.path().join("r"), &primary.addr.to_string());
+    let replica = start_replica(&dir.path().join("r"), primary.addr);
     wait_replicas(&primary, 1);
     assert_eq!(raw.command(&["SET", "k", "v"]), "+OK\r\n");
     assert_eq!(raw.command(&["WAIT", "1", "0"]), ":1\r\n");

@@ -6,23 +6,13 @@
     reason = "test code: a failed unwrap is a failed test; casts are on small test values"
 )]
 
-use std::os::unix::fs::FileExt;
-use std::process::Command;
+mod common;
 
+use std::os::unix::fs::FileExt;
+
+use common::shiplog;
 use shiplog::wal::{Options, segment_file_name};
 use shiplog::{Durability, RecordKind, Wal};
-
-fn shiplog(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shiplog"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn inspect_lists_every_record_and_verify_flags_corruption() {

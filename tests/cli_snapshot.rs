@@ -9,12 +9,14 @@
     reason = "test code: a failed unwrap is a failed test; casts are on small test values"
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 
+use common::shiplog;
 use shiplog::format::snapshot::{
     SNAPSHOT_HEADER_BYTES, SNAPSHOT_TRAILER_BYTES, SnapshotHeader, SnapshotTrailer,
 };
@@ -22,18 +24,6 @@ use shiplog::snapshot::create_snapshot_file;
 use shiplog::{Db, DbOptions, Durability};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
-
-fn shiplog(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shiplog"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()

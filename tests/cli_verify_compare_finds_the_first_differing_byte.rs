@@ -7,10 +7,12 @@
     reason = "test code: a failed unwrap is a failed test; casts are on small test values"
 )]
 
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
+use common::shiplog_exit_code;
 use shiplog::wal::{Options, parse_segment_file_name, segment_file_name};
 use shiplog::{Durability, RecordKind, Wal};
 
@@ -23,18 +25,14 @@ fn options() -> Options {
 
 /// Runs `shiplog verify --compare a b [extra]`: (exit code, stdout, stderr).
 fn compare(a: &Path, b: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shiplog"))
-        .arg("verify")
-        .arg("--compare")
-        .args([a, b])
-        .args(extra)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut args = vec![
+        "verify",
+        "--compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    shiplog_exit_code(&args)
 }
 
 #[test]

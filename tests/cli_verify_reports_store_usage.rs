@@ -7,23 +7,17 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use std::os::unix::fs::FileExt;
-use std::process::Command;
+mod common;
 
+use std::os::unix::fs::FileExt;
+
+use common::shiplog;
 use shiplog::engine::CHECKPOINT_FILE_NAME;
 use shiplog::{Db, DbOptions, Durability};
 
 fn verify(dir: &std::path::Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shiplog"))
-        .arg("verify")
-        .arg(dir)
-        .arg("--json")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let (ok, stdout, _) = shiplog(&["verify", dir.to_str().unwrap(), "--json"]);
+    (ok, stdout)
 }
 
 fn number(line: &str, field: &str) -> u64 {

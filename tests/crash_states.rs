@@ -23,7 +23,7 @@ use std::ops::{Bound, RangeInclusive};
 use std::sync::Arc;
 
 use shiplog::engine::CheckpointStatus;
-use shiplog::format::epochs::{EpochHistory, EpochStart};
+use shiplog::format::epochs::EpochHistory;
 use shiplog::io::{CrashMode, SimFs, SimOp};
 use shiplog::snapshot::{
     SNAPSHOTS_DIR, SnapshotBuilds, SnapshotFile, create_snapshot_file_in, install_base,
@@ -34,7 +34,7 @@ use shiplog::{Db, DbOptions, Durability, Entry, Lsn, Wal};
 mod lsn_records;
 mod ship_chunks;
 
-use lsn_records::{append, kind, payload, sim_options};
+use lsn_records::{append, history, kind, payload, sim_db_options, sim_options};
 use ship_chunks::deliver;
 
 const EIO: i32 = 5;
@@ -526,16 +526,6 @@ fn a_crash_during_retention_leaves_a_log_that_starts_later_without_a_gap() {
 
 const EPOCH_BASE: Lsn = 30;
 
-fn history(entries: &[(u32, u64)]) -> EpochHistory {
-    EpochHistory::from_entries(
-        entries
-            .iter()
-            .map(|&(epoch, start_lsn)| EpochStart { epoch, start_lsn })
-            .collect(),
-    )
-    .unwrap()
-}
-
 /// The histories the protocol goes through, in order.
 fn epoch_histories() -> [EpochHistory; 3] {
     [
@@ -640,12 +630,7 @@ fn a_crash_during_an_epoch_change_leaves_the_old_or_the_new_history_never_a_torn
 // ---------------------------------------------------------------------------------------------
 
 fn db_options(fs: &SimFs) -> DbOptions {
-    let mut options = DbOptions {
-        wal: sim_options(fs),
-        ..DbOptions::default()
-    };
-    options.compaction.enabled = false;
-    options.compaction.bytes_per_sec = 0;
+    let mut options = sim_db_options(fs);
     // Deletes are dropped by compaction as soon as possible: the case where a crash could
     // bring a deleted key back.
     options.compaction.tombstone_horizon_lsns = 0;

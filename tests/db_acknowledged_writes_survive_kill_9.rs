@@ -30,12 +30,7 @@ type Op = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 fn rng(seed: u64) -> impl FnMut() -> u64 {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
+    move || common::xorshift64(&mut x)
 }
 
 /// The `seq`-th operation of `thread` in `cycle`: deterministic, so the parent knows it too.
@@ -136,11 +131,7 @@ fn run_cycles(test_name: &str, cycles: u64) {
 
         let mut acked_per_thread = vec![0u64; THREADS as usize];
         for line in &acks {
-            let fields: Vec<u64> = line
-                .split(' ')
-                .skip(1)
-                .map(|f| f.parse().unwrap())
-                .collect();
+            let fields = common::ack_fields(line);
             let (thread, seq) = (fields[0], fields[1]);
             assert_eq!(
                 seq, acked_per_thread[thread as usize],

@@ -14,7 +14,7 @@ mod daemon;
 use std::time::Duration;
 
 use daemon::proxy::Proxy;
-use daemon::{Daemon, dump, free_port, info_field, wait_caught_up, wait_until};
+use daemon::{Daemon, dump, free_port, replication_field, wait_caught_up, wait_until};
 use nix::sys::signal::Signal;
 
 fn set(con: &mut redis::Connection, key: &str, value: &str) {
@@ -27,10 +27,6 @@ fn command(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<Str
         cmd.arg(*a);
     }
     cmd.query(con)
-}
-
-fn field(node: &Daemon, name: &str) -> Option<String> {
-    info_field(&mut node.client(), "replication", name)
 }
 
 #[test]
@@ -75,13 +71,13 @@ fn the_most_advanced_replica_wins_and_the_old_primary_rewinds_into_rollback() {
         refused.to_string().contains("holds LSN"),
         "the lagging replica refuses: {refused}"
     );
-    assert_eq!(field(&a, "role").as_deref(), Some("slave"));
+    assert_eq!(replication_field(&a, "role").as_deref(), Some("slave"));
     assert_eq!(
         command(&mut b.client(), &["REPLICAOF", "NO", "ONE"]).unwrap(),
         "OK"
     );
-    assert_eq!(field(&b, "role").as_deref(), Some("master"));
-    assert_eq!(field(&b, "epoch").as_deref(), Some("2"));
+    assert_eq!(replication_field(&b, "role").as_deref(), Some("master"));
+    assert_eq!(replication_field(&b, "epoch").as_deref(), Some("2"));
     let b_addr = b.addr;
     let b_port = b_addr.port().to_string();
     let _: () = redis::cmd("REPLICAOF")
@@ -95,7 +91,7 @@ fn the_most_advanced_replica_wins_and_the_old_primary_rewinds_into_rollback() {
     }
     assert!(wait_caught_up(&b, &a, 30));
     assert_eq!(
-        field(&a, "epoch").as_deref(),
+        replication_field(&a, "epoch").as_deref(),
         Some("2"),
         "the history is shipped"
     );
@@ -107,7 +103,8 @@ fn the_most_advanced_replica_wins_and_the_old_primary_rewinds_into_rollback() {
     );
     // Its own log reaches the new primary's LSN already: wait for the rewind first.
     assert!(
-        wait_until(60, || field(&rejoined, "replica_rewinds").as_deref()
+        wait_until(60, || replication_field(&rejoined, "replica_rewinds")
+            .as_deref()
             == Some("1")),
         "the old primary rewinds: {}",
         rejoined.log()
@@ -115,10 +112,10 @@ fn the_most_advanced_replica_wins_and_the_old_primary_rewinds_into_rollback() {
     assert!(
         wait_caught_up(&b, &rejoined, 60),
         "the old primary converges: {:?}",
-        field(&rejoined, "replica_last_error")
+        replication_field(&rejoined, "replica_last_error")
     );
     assert_eq!(
-        field(&rejoined, "replica_rewinds").as_deref(),
+        replication_field(&rejoined, "replica_rewinds").as_deref(),
         Some("1"),
         "{}",
         rejoined.log()
@@ -180,7 +177,8 @@ fn a_primary_paused_across_a_promotion_steps_down_when_it_runs_again() {
     set(&mut replica.client(), "after", "the promotion");
     primary.signal(Signal::SIGCONT);
     assert!(
-        wait_until(30, || field(&primary, "fenced_by_epoch").as_deref()
+        wait_until(30, || replication_field(&primary, "fenced_by_epoch")
+            .as_deref()
             == Some("2")),
         "the old primary learns of epoch 2"
     );
@@ -221,7 +219,10 @@ fn a_primary_paused_across_a_promotion_steps_down_when_it_runs_again() {
         .unwrap();
     assert!(wait_caught_up(&replica, &primary, 30));
     assert_eq!(dump(&mut p), dump(&mut replica.client()));
-    assert_eq!(field(&primary, "replica_rewinds").as_deref(), Some("0"));
+    assert_eq!(
+        replication_field(&primary, "replica_rewinds").as_deref(),
+        Some("0")
+    );
     drop(p);
     primary.stop();
     replica.stop();
@@ -247,9 +248,10 @@ fn a_node_promoted_after_hearing_of_an_epoch_it_never_joined_starts_a_newer_one(
         command(&mut b.client(), &["REPLICAOF", "NO", "ONE"]).unwrap(),
         "OK"
     );
-    assert_eq!(field(&b, "epoch").as_deref(), Some("2"));
+    assert_eq!(replication_field(&b, "epoch").as_deref(), Some("2"));
     assert!(
-        wait_until(30, || field(&a, "fenced_by_epoch").as_deref() == Some("2")),
+        wait_until(30, || replication_field(&a, "fenced_by_epoch").as_deref()
+            == Some("2")),
         "the old primary learns of epoch 2"
     );
     // The new primary dies before the old one reaches it: re-pointed at it, `a` never
@@ -266,7 +268,7 @@ fn a_node_promoted_after_hearing_of_an_epoch_it_never_joined_starts_a_newer_one(
         "OK"
     );
     assert_eq!(
-        field(&a, "epoch").as_deref(),
+        replication_field(&a, "epoch").as_deref(),
         Some("3"),
         "a promotion goes above every epoch the node has heard of:\n{}",
         a.log()
@@ -308,7 +310,12 @@ fn a_promotion_refused_for_a_newer_sibling_is_remembered_by_the_next_one() {
         command(&mut c.client(), &["REPLICAOF", "NO", "ONE"]).unwrap(),
         "OK"
     );
-    assert_eq!(field(&c, "epoch").as_deref(), Some("3"), "{}", c.log());
+    assert_eq!(
+        replication_field(&c, "epoch").as_deref(),
+        Some("3"),
+        "{}",
+        c.log()
+    );
     c.stop();
 }
 
@@ -341,13 +348,16 @@ fn a_replica_of_a_newer_epoch_refuses_to_follow_an_old_primary_which_steps_down(
         .query(&mut follower.client())
         .unwrap();
     assert!(
-        wait_until(30, || field(&old, "fenced_by_epoch").as_deref()
+        wait_until(30, || replication_field(&old, "fenced_by_epoch").as_deref()
             == Some("2")),
         "the old primary steps down"
     );
     assert!(command(&mut old.client(), &["SET", "k", "x"]).is_err());
-    assert!(wait_until(30, || field(&follower, "replica_last_error")
-        .is_some_and(|e| e.contains("epoch"))));
+    assert!(wait_until(30, || replication_field(
+        &follower,
+        "replica_last_error"
+    )
+    .is_some_and(|e| e.contains("epoch"))));
     assert_eq!(
         redis::cmd("GET")
             .arg("k")
@@ -402,7 +412,8 @@ fn an_old_primary_restarted_alone_acknowledges_nothing_and_its_writes_end_in_rol
         .query(&mut follower.client())
         .unwrap();
     assert!(
-        wait_until(30, || field(&restarted, "fenced_by_epoch").as_deref()
+        wait_until(30, || replication_field(&restarted, "fenced_by_epoch")
+            .as_deref()
             == Some("2")),
         "the old primary steps down"
     );
@@ -417,8 +428,11 @@ fn an_old_primary_restarted_alone_acknowledges_nothing_and_its_writes_end_in_rol
         .arg(&port)
         .query(&mut follower.client())
         .unwrap();
-    assert!(wait_until(60, || field(&restarted, "replica_rewinds")
-        .as_deref()
+    assert!(wait_until(60, || replication_field(
+        &restarted,
+        "replica_rewinds"
+    )
+    .as_deref()
         == Some("1")));
     assert!(wait_caught_up(&new, &restarted, 60) && wait_caught_up(&new, &follower, 60));
     let expected = dump(&mut new.client());

@@ -19,6 +19,7 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
 mod daemon;
 
 use std::panic::AssertUnwindSafe;
@@ -83,10 +84,7 @@ impl Rng {
     /// Xorshift64*: the multiply mixes the state's high bits into the low ones, which a plain
     /// xorshift's low bits (taken by `%`) lack, so every fault kind comes up about as often.
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 16
+        common::xorshift64_star(&mut self.0) >> 16
     }
 
     /// A number in `lo..hi`.

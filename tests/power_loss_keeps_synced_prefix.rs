@@ -15,6 +15,10 @@ use shiplog::io::{CrashMode, SimFs};
 use shiplog::wal::Options;
 use shiplog::{Durability, Entry, RecordKind, Wal};
 
+mod lsn_records;
+
+use lsn_records::sim_options;
+
 fn options(fs: &SimFs) -> Options {
     // No background preparer: fault counts and crash points must not depend on its timing.
     Options {
@@ -137,4 +141,30 @@ fn a_failed_fdatasync_is_fatal_and_reopen_recovers() {
             .unwrap(),
         2
     );
+}
+
+/// After a kill -9 the recovered tail segment holds bytes that were never synced: open must not
+/// publish them as durable, and the first write into a new segment must seal the old one, or a
+/// `Sync` acknowledgement given after the reopen is lost at the next power loss.
+#[test]
+fn a_sync_ack_after_a_kill_and_reopen_survives_power_loss() {
+    let kind = RecordKind::new(1).unwrap();
+    let dir = Path::new("/log");
+    let fs1 = SimFs::new();
+    let wal = Wal::open(dir, sim_options(&fs1)).unwrap();
+    for _ in 0..31 {
+        wal.append(kind, &[7u8; 100], Durability::None).unwrap(); // 125 B each, 31 fit
+    }
+    let fs2 = fs1.process_crash(); // kill -9: page cache survives, nothing synced
+    std::mem::forget(wal);
+    let wal = Wal::open(dir, sim_options(&fs2)).unwrap();
+    assert_eq!(wal.durable_lsn(), 31); // claims 1..=31 durable; they are not
+    // Does not fit in segment 1: rotates; acknowledged only after fdatasync.
+    let lsn = wal.append(kind, &[9u8; 200], Durability::Sync).unwrap();
+    assert_eq!(lsn, 32);
+    let fs3 = fs2.crash(CrashMode::DropUnsynced); // power loss
+    std::mem::forget(wal);
+    let wal = Wal::open(dir, sim_options(&fs3)).expect("open after power loss");
+    let rec = wal.read(32).unwrap().expect("acknowledged Sync record 32");
+    assert_eq!(&*rec.payload, &[9u8; 200][..]);
 }

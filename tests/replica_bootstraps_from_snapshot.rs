@@ -8,13 +8,14 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
 mod daemon;
 
 use std::path::Path;
 use std::time::Duration;
 
 use daemon::proxy::Proxy;
-use daemon::{Daemon, dump, free_port, info_field, wait_caught_up, wait_until};
+use daemon::{Daemon, dump, free_port, info_field, replication_field, wait_caught_up, wait_until};
 
 fn start_primary(dir: &Path, port: u16) -> Daemon {
     let listen = format!("127.0.0.1:{port}");
@@ -37,12 +38,7 @@ fn load(con: &mut redis::Connection, count: usize, value_bytes: usize, seed: u64
     let mut x = seed | 1;
     let mut value = || {
         (0..value_bytes)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
+            .map(|_| (common::xorshift64(&mut x) >> 24) as u8)
             .collect::<Vec<u8>>()
     };
     for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
@@ -58,10 +54,6 @@ fn load(con: &mut redis::Connection, count: usize, value_bytes: usize, seed: u64
         }
         let _: () = pipe.query(con).unwrap();
     }
-}
-
-fn replication_field(node: &Daemon, field: &str) -> Option<String> {
-    info_field(&mut node.client(), "replication", field)
 }
 
 #[test]

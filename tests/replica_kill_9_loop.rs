@@ -18,16 +18,16 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
 mod daemon;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use daemon::proxy::Proxy;
-use daemon::{Daemon, dump, info_field, wait_caught_up};
+use daemon::{Daemon, dump, info_field, start_replica, wait_caught_up};
 use redis::Commands;
 
 const WRITERS: usize = 2;
@@ -58,10 +58,7 @@ impl Writer {
     }
 
     fn next(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        common::xorshift64_star(&mut self.rng)
     }
 
     fn key(&mut self) -> String {
@@ -107,10 +104,6 @@ impl Writer {
     }
 }
 
-fn start_replica(dir: &Path, proxy: &Proxy) -> Daemon {
-    Daemon::start(dir, &["--replica-of", &proxy.addr.to_string()])
-}
-
 fn lsn(con: &mut redis::Connection, field: &str) -> Option<u64> {
     info_field(con, "replication", field).and_then(|v| v.parse().ok())
 }
@@ -144,7 +137,7 @@ fn replica_kill_loop(cycles: usize, report: bool) -> Figures {
     let proxies = [Proxy::start(primary.addr), Proxy::start(primary.addr)];
     let rdirs = [dir.path().join("r0"), dir.path().join("r1")];
     let mut replicas: Vec<Option<Daemon>> = (0..2)
-        .map(|i| Some(start_replica(&rdirs[i], &proxies[i])))
+        .map(|i| Some(start_replica(&rdirs[i], proxies[i].addr)))
         .collect();
     let mut p = primary.client();
     let mut writers: Vec<Writer> = (0..WRITERS).map(Writer::new).collect();
@@ -180,7 +173,7 @@ fn replica_kill_loop(cycles: usize, report: bool) -> Figures {
             figures.kills += 1;
             // Restarted where it cannot reach the primary: what it holds is what it recovered.
             proxies[victim].refuse(true);
-            let restarted = start_replica(&rdirs[victim], &proxies[victim]);
+            let restarted = start_replica(&rdirs[victim], proxies[victim].addr);
             let mut r = restarted.client();
             let recovered = lsn(&mut r, "replica_durable_lsn").unwrap();
             if let Some(bound) = bound {

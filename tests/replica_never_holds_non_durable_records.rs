@@ -22,6 +22,7 @@ use shiplog::repl::Receiver;
 use shiplog::wal::{Options, ShipPosition};
 use shiplog::{Durability, Entry, RecordKind, Wal};
 
+mod common;
 mod ship_chunks;
 
 use ship_chunks::deliver;
@@ -53,10 +54,7 @@ impl Rng {
     }
 
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        common::xorshift64(&mut self.0)
     }
 
     fn below(&mut self, n: u64) -> u64 {

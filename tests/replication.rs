@@ -16,16 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use daemon::proxy::Proxy;
-use daemon::{Daemon, dump, free_port, info_field, wait_caught_up, wait_until};
+use daemon::{Daemon, dump, free_port, info_field, start_replica, wait_caught_up, wait_until};
 use redis::Commands;
 
 fn start_primary(dir: &Path, port: u16) -> Daemon {
     let listen = format!("127.0.0.1:{port}");
     Daemon::start(dir, &["--listen", &listen])
-}
-
-fn start_replica(dir: &Path, primary: &str) -> Daemon {
-    Daemon::start(dir, &["--replica-of", primary])
 }
 
 /// Segment files (by name) of a data directory.
@@ -73,7 +69,7 @@ fn assert_same_segments(primary: &Path, replica: &Path) {
 fn a_replica_serves_what_the_primary_acknowledged_and_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
     let primary = start_primary(&dir.path().join("p"), 0);
-    let replica = start_replica(&dir.path().join("r"), &primary.addr.to_string());
+    let replica = start_replica(&dir.path().join("r"), primary.addr);
     let mut p = primary.client();
     let _: () = p.set("greeting", "hello").unwrap();
     let _: () = redis::cmd("MSET")
@@ -253,7 +249,7 @@ fn replicas_resume_through_delays_stalls_and_dropped_connections() {
     let dir = tempfile::tempdir().unwrap();
     let primary = start_primary(&dir.path().join("p"), 0);
     let proxy = Proxy::start(primary.addr);
-    let replica = start_replica(&dir.path().join("r"), &proxy.addr.to_string());
+    let replica = start_replica(&dir.path().join("r"), proxy.addr);
     let mut p = primary.client();
     let mut batch = 0;
     let mut write = |p: &mut redis::Connection| {
@@ -485,7 +481,7 @@ fn a_digest_mismatch_stops_the_replica_and_is_reported() {
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let fake = listener.local_addr().unwrap();
-    let replica = start_replica(&dir.path().join("r"), &fake.to_string());
+    let replica = start_replica(&dir.path().join("r"), fake);
     let (mut stream, _) = listener.accept().unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))

@@ -20,7 +20,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon::{Daemon, info_field, wait_caught_up, wait_until};
+use daemon::{Daemon, info_field, start_replica, wait_caught_up, wait_until};
 use redis::Commands;
 use shiplog::engine::CompactionOptions;
 use shiplog::format::repl::{
@@ -624,10 +624,6 @@ impl Session {
     fn closed_by_replica(&mut self) -> bool {
         closed_by_peer(&mut self.stream)
     }
-}
-
-fn start_replica(dir: &Path, primary: SocketAddr) -> Daemon {
-    Daemon::start(dir, &["--replica-of", &primary.to_string()])
 }
 
 /// The replica holds exactly keys `1..=through` of `count`, and LSNs through `through_lsn`.

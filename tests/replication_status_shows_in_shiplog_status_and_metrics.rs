@@ -9,13 +9,13 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
 mod daemon;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::Command;
 
-use daemon::{Daemon, free_port, info_field, wait_caught_up, wait_until};
+use common::{shiplog, shiplog_exit_code};
+use daemon::{Daemon, free_port, info_field, scrape, wait_caught_up, wait_until};
 use redis::Commands;
 use serde_json::Value;
 
@@ -27,28 +27,9 @@ const UNHEALTHY: i32 = 1;
 const NO_RESPONSE: i32 = 2;
 const NOT_CHECKED: i32 = 3;
 
-/// Runs the real admin tool: exit status, stdout, stderr.
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shiplog"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs the real admin tool: exit success, stdout, stderr.
-fn shiplog(args: &[&str]) -> (bool, String, String) {
-    let (code, stdout, stderr) = run(args);
-    (code == Some(0), stdout, stderr)
-}
-
 /// `shiplog status ADDR --json`, parsed, and its exit status; it prints exactly one object.
 fn status_json_and_code(addr: SocketAddr) -> (Value, Option<i32>, String) {
-    let (code, stdout, stderr) = run(&["status", &addr.to_string(), "--json"]);
+    let (code, stdout, stderr) = shiplog_exit_code(&["status", &addr.to_string(), "--json"]);
     assert_eq!(stdout.lines().count(), 1, "one line: {stdout} {stderr}");
     let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
     (json, code, stderr)
@@ -208,7 +189,7 @@ fn shiplog_status_describes_a_primary_and_its_replica() {
         r["problems"][0].as_str().unwrap().contains("is down"),
         "{r}"
     );
-    let (code, text, stderr) = run(&["status", &replica.addr.to_string()]);
+    let (code, text, stderr) = shiplog_exit_code(&["status", &replica.addr.to_string()]);
     assert_eq!(code, Some(UNHEALTHY), "{stderr}");
     assert!(text.contains("link              down"), "{text}");
     assert!(stderr.contains(&reason), "{stderr}");
@@ -229,11 +210,12 @@ fn shiplog_status_authenticates_and_fails_with_a_clear_message() {
     let addr = node.addr.to_string();
 
     // It answers, but cannot be asked without the right password.
-    let (code, stdout, stderr) = run(&["status", &addr]);
+    let (code, stdout, stderr) = shiplog_exit_code(&["status", &addr]);
     assert_eq!(code, Some(NOT_CHECKED), "{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("--password-file"), "{stderr}");
-    let (code, _, stderr) = run(&["status", &addr, "--password-file", wrong.to_str().unwrap()]);
+    let (code, _, stderr) =
+        shiplog_exit_code(&["status", &addr, "--password-file", wrong.to_str().unwrap()]);
     assert_eq!(code, Some(NOT_CHECKED), "a wrong password fails: {stderr}");
     assert!(stderr.contains("refused AUTH"), "{stderr}");
     let (ok, stdout, stderr) = shiplog(&[
@@ -251,30 +233,16 @@ fn shiplog_status_authenticates_and_fails_with_a_clear_message() {
 
     // Nothing listens there now (the port was free a moment ago): exit 2, a message, no output.
     let gone = format!("127.0.0.1:{}", free_port());
-    let (code, stdout, stderr) = run(&["status", &gone]);
+    let (code, stdout, stderr) = shiplog_exit_code(&["status", &gone]);
     assert_eq!(code, Some(NO_RESPONSE), "{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.starts_with("shiplog: cannot connect to"), "{stderr}");
-    let (code, _, stderr) = run(&["status", "no-port-here"]);
+    let (code, _, stderr) = shiplog_exit_code(&["status", "no-port-here"]);
     assert_eq!(code, Some(NO_RESPONSE), "{stderr}");
     assert!(stderr.contains("cannot resolve no-port-here"), "{stderr}");
     // A usage error is not a node that does not answer.
-    let (code, _, stderr) = run(&["status", &addr, "--no-such-flag"]);
+    let (code, _, stderr) = shiplog_exit_code(&["status", &addr, "--no-such-flag"]);
     assert_eq!(code, Some(NOT_CHECKED), "{stderr}");
-}
-
-/// `GET /metrics`, the body.
-fn scrape(addr: SocketAddr) -> String {
-    let mut http = std::net::TcpStream::connect(addr).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    http.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap()
 }
 
 /// The value of one series (name and labels exactly as exposed).

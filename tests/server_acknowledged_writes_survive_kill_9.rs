@@ -15,6 +15,7 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod common;
 mod daemon;
 
 use std::sync::Arc;
@@ -83,10 +84,7 @@ impl Writer {
     }
 
     fn next(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        common::xorshift64_star(&mut self.rng)
     }
 
     /// Writes until `stop` or until the server goes away; returns the writer to its owner.

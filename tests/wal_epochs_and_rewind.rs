@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use shiplog::format::epochs::{EpochHistory, EpochStart};
+use shiplog::format::epochs::EpochHistory;
 use shiplog::format::{SEGMENT_HEADER_BYTES, SegmentHeader, decode_record};
 use shiplog::io::{CrashMode, SimFs, SimOp};
 use shiplog::wal::{Options, ROLLBACK_DIR, WalError};
@@ -21,7 +21,7 @@ use shiplog::{Durability, RecordKind, Wal};
 
 mod lsn_records;
 
-use lsn_records::{append, kind, payload};
+use lsn_records::{append, history, kind, payload};
 
 fn small_segments() -> Options {
     Options {
@@ -29,16 +29,6 @@ fn small_segments() -> Options {
         prepare_next_segment: false,
         ..Options::default()
     }
-}
-
-fn history(entries: &[(u32, u64)]) -> EpochHistory {
-    EpochHistory::from_entries(
-        entries
-            .iter()
-            .map(|&(epoch, start_lsn)| EpochStart { epoch, start_lsn })
-            .collect(),
-    )
-    .unwrap()
 }
 
 #[test]

@@ -17,7 +17,7 @@ use shiplog::wal::{Durability, Entry, Options, ShipPosition, WalError, segment_f
 
 mod ship_chunks;
 
-use ship_chunks::deliver;
+use ship_chunks::{deliver, small_segment_log};
 
 const CHUNK: usize = 16 << 10;
 
@@ -248,20 +248,7 @@ fn a_batch_split_across_frames_becomes_visible_only_whole() {
 #[test]
 fn a_compacted_segment_arrives_whole_or_not_at_all_and_the_copy_stays_exact() {
     let primary_dir = tempfile::tempdir().unwrap();
-    let primary = Wal::open(
-        primary_dir.path(),
-        Options {
-            segment_bytes: 8 << 10,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let kind = RecordKind::new(5).unwrap();
-    for i in 0..200u32 {
-        primary
-            .append(kind, &vec![i as u8; 300], Durability::Sync)
-            .unwrap();
-    }
+    let primary = small_segment_log(primary_dir.path());
     let sealed = primary.sealed_segments();
     let through = sealed[2].last_lsn;
     primary

@@ -14,6 +14,10 @@ use shiplog::Wal;
 use shiplog::format::RecordKind;
 use shiplog::wal::{Durability, Options, ShipPosition, WalError, segment_file_name};
 
+mod ship_chunks;
+
+use ship_chunks::small_segment_log;
+
 const CHUNK: usize = 16 << 10;
 
 fn payload(i: usize) -> Vec<u8> {
@@ -130,24 +134,6 @@ fn shipped_bytes_rebuild_the_segments_exactly_and_only_durable_records_ship() {
         assert_identical(dir.path(), &partial);
     }
     wal.close().unwrap();
-}
-
-/// A log of 200 durable 300-byte records in 8 KiB segments.
-fn small_segment_log(dir: &std::path::Path) -> Wal {
-    let wal = Wal::open(
-        dir,
-        Options {
-            segment_bytes: 8 << 10,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let kind = RecordKind::new(5).unwrap();
-    for i in 0..200u32 {
-        wal.append(kind, &vec![i as u8; 300], Durability::Sync)
-            .unwrap();
-    }
-    wal
 }
 
 #[test]

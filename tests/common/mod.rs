@@ -1,9 +1,11 @@
-//! Shared by the kill -9 tests: run this test binary again as a child process, collect the
-//! acknowledgements it prints, and SIGKILL it.
+//! Shared by the tests that run processes: the kill -9 tests run this test binary again as a
+//! child process, collect the acknowledgements it prints, and SIGKILL it; the admin tool's
+//! tests run `shiplog`.
 
 #![allow(
+    dead_code,
     clippy::unwrap_used,
-    reason = "test code: a failed unwrap is a failed test"
+    reason = "test helpers: each test binary uses a part; a failed unwrap is a failed test"
 )]
 
 use std::io::{BufRead, BufReader};
@@ -47,4 +49,47 @@ pub fn run_child_until_killed(
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
     child.wait().unwrap();
     reader.join().unwrap()
+}
+
+/// The numbers of an `ack …` line returned by [`run_child_until_killed`], in order.
+pub fn ack_fields(line: &str) -> Vec<u64> {
+    line.split(' ')
+        .skip(1)
+        .map(|field| field.parse().unwrap())
+        .collect()
+}
+
+/// Runs the real admin tool `shiplog` with `args`: its exit code (`None`: killed by a signal),
+/// its stdout, its stderr.
+pub fn shiplog_exit_code(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shiplog"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the real admin tool `shiplog` with `args`: whether it exited 0, its stdout, its stderr.
+pub fn shiplog(args: &[&str]) -> (bool, String, String) {
+    let (code, stdout, stderr) = shiplog_exit_code(args);
+    (code == Some(0), stdout, stderr)
+}
+
+/// One step of xorshift64 (shifts 13, 7, 17) on a non-zero `state`; returns the new state. The
+/// seeded schedules of the tests draw from it, so a seed always replays the same run.
+pub fn xorshift64(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// xorshift64*: a step of [`xorshift64`] times a constant, which mixes the state's high bits
+/// into the low ones that `%` takes (a plain xorshift's low bits are weak).
+pub fn xorshift64_star(state: &mut u64) -> u64 {
+    xorshift64(state).wrapping_mul(0x2545_f491_4f6c_dd1d)
 }

@@ -366,3 +366,35 @@ pub fn dump(con: &mut redis::Connection) -> Vec<(Vec<u8>, Vec<u8>)> {
     }
     out
 }
+
+/// Overwrites four keys with 200-byte values, `rounds` writes in all: the log fills with dead
+/// records that compaction wants gone.
+pub fn overwrite_load(con: &mut redis::Connection, rounds: usize) {
+    let value = [b'v'; 200];
+    for i in 0..rounds {
+        let _: () = redis::Commands::set(con, format!("k{}", i % 4), &value[..]).unwrap();
+    }
+}
+
+/// Starts a replica of `primary` (an address, or anything that prints as one) in `dir`.
+pub fn start_replica(dir: &Path, primary: impl std::fmt::Display) -> Daemon {
+    Daemon::start(dir, &["--replica-of", &primary.to_string()])
+}
+
+/// A field of the node's `INFO replication`, on a new connection.
+pub fn replication_field(node: &Daemon, field: &str) -> Option<String> {
+    info_field(&mut node.client(), "replication", field)
+}
+
+/// `GET /metrics` from the metrics endpoint at `addr`: it must answer 200; returns the body.
+pub fn scrape(addr: SocketAddr) -> String {
+    let mut http = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut http, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut http, &mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap()
+}

@@ -9,9 +9,10 @@
 
 use std::sync::Arc;
 
+use shiplog::format::epochs::{EpochHistory, EpochStart};
 use shiplog::io::SimFs;
 use shiplog::wal::Options;
-use shiplog::{Durability, Lsn, RecordKind, Wal};
+use shiplog::{DbOptions, Durability, Lsn, RecordKind, Wal};
 
 /// The kind of every record these tests write.
 pub fn kind() -> RecordKind {
@@ -39,6 +40,30 @@ pub fn sim_options(fs: &SimFs) -> Options {
         fs: Arc::new(fs.clone()),
         ..Options::default()
     }
+}
+
+/// A store on `fs` over a log of [`sim_options`], with compaction only when a test asks.
+#[allow(dead_code, reason = "not every test file opens a store")]
+pub fn sim_db_options(fs: &SimFs) -> DbOptions {
+    let mut options = DbOptions {
+        wal: sim_options(fs),
+        ..DbOptions::default()
+    };
+    options.compaction.enabled = false;
+    options.compaction.bytes_per_sec = 0;
+    options
+}
+
+/// An epoch history of `(epoch, start_lsn)` entries.
+#[allow(dead_code, reason = "not every test file changes epochs")]
+pub fn history(entries: &[(u32, u64)]) -> EpochHistory {
+    EpochHistory::from_entries(
+        entries
+            .iter()
+            .map(|&(epoch, start_lsn)| EpochStart { epoch, start_lsn })
+            .collect(),
+    )
+    .unwrap()
 }
 
 /// Appends the next `count` records, each acknowledged durable.
