@@ -495,6 +495,54 @@ mod tests {
         assert!(never.server_options().is_err());
     }
 
+    /// Everything the daemon takes from `settings`, as text to compare.
+    fn resolved(settings: &Settings) -> String {
+        format!(
+            "{:?} {:?} {} {} {:?}",
+            settings.server_options().unwrap(),
+            settings.db_options(),
+            settings.listen(),
+            settings.log_level(),
+            settings.log_format()
+        )
+    }
+
+    /// Each doc comment states a default, and giving that value explicitly changes nothing:
+    /// `--help`, the man page and `docs/operations.md` do not drift from the code.
+    #[cfg(feature = "cli")]
+    #[test]
+    fn the_documented_defaults_are_the_defaults() {
+        use clap::{Args as _, FromArgMatches as _};
+        let command = Settings::augment_args(clap::Command::new("shiplogd"));
+        let baseline = resolved(&Settings::default());
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let long = arg.get_long().unwrap();
+            let help = arg.get_help().unwrap().to_string();
+            let default = help
+                .split("[default: ")
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+                .unwrap_or_else(|| panic!("--{long} documents no default: {help}"));
+            if default.starts_with("none") {
+                continue;
+            }
+            let flag = format!("--{long}");
+            let matches = command
+                .clone()
+                .try_get_matches_from(["shiplogd", flag.as_str(), default])
+                .unwrap();
+            let settings = Settings::from_arg_matches(&matches).unwrap();
+            assert_eq!(
+                resolved(&settings),
+                baseline,
+                "--{long}: the documented default {default} is not the default"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 20, "{checked} defaults checked");
+    }
+
     #[test]
     fn keys_are_the_field_names_in_kebab_case() {
         let keys = keys();
