@@ -496,6 +496,7 @@ mod tests {
     }
 
     /// Everything the daemon takes from `settings`, as text to compare.
+    #[cfg(feature = "cli")]
     fn resolved(settings: &Settings) -> String {
         format!(
             "{:?} {:?} {} {} {:?}",
