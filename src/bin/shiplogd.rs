@@ -1,34 +1,17 @@
 //! `shiplogd`: the shiplog daemon. Recovers the data directory and serves it to Redis clients.
 
+#[path = "shiplogd/notify.rs"]
+mod notify;
+
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 use nix::sys::signal::{SigSet, Signal};
-use shiplog::engine::{Db, DbOptions};
-use shiplog::server::acks::{
-    AckLevel, DEFAULT_SYNC_TIMEOUT_MS, SYNC_REPLICAS_MAX, SyncFallback, SyncOptions,
-};
-use shiplog::server::config::{FileConfig, parse_config, read_password_file};
-use shiplog::server::{
-    DEFAULT_ARGS_MAX, DEFAULT_BULK_MAX_BYTES, DEFAULT_IO_THREADS, DEFAULT_LISTEN,
-    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_RETAINED_BYTES, DEFAULT_OUTPUT_MAX_BYTES, Keyspace, Server,
-    ServerOptions,
-};
-use shiplog::wal::{
-    DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_SEGMENT_BYTES, Durability, Options, SegmentStatus,
-};
-
-/// When a write is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum DurabilitySetting {
-    /// After fdatasync: survives power loss (group commit shares one sync among all clients).
-    Sync,
-    /// After the write reaches the OS: survives a crash of shiplogd, and a power loss loses at
-    /// most the last flush interval.
-    Buffered,
-}
+use shiplog::engine::Db;
+use shiplog::server::config::{ConfigError, LogFormat, Settings};
+use shiplog::server::{Keyspace, Server, ServerOptions};
+use shiplog::wal::SegmentStatus;
 
 #[derive(Parser)]
 #[command(
@@ -40,322 +23,83 @@ enum DurabilitySetting {
                   (e.g. max-clients = 100). Flags override the environment, which overrides \
                   the file, which overrides the defaults."
 )]
-struct Flags {
-    /// TOML config file (settings named like the flags, without the dashes in front).
-    #[arg(long, env = "SHIPLOG_CONFIG")]
-    config: Option<PathBuf>,
-    /// Data directory, created if missing [default: ./shiplog-data].
-    #[arg(long, env = "SHIPLOG_DIR")]
-    dir: Option<PathBuf>,
-    /// Address for Redis clients [default: 127.0.0.1:6380].
-    #[arg(long, env = "SHIPLOG_LISTEN")]
-    listen: Option<String>,
-    /// When a write is acknowledged [default: sync].
-    #[arg(long, value_enum, env = "SHIPLOG_DURABILITY")]
-    durability: Option<DurabilitySetting>,
-    /// File holding the password clients must send with AUTH (first line; no AUTH if unset).
-    #[arg(long, env = "SHIPLOG_REQUIREPASS_FILE")]
-    requirepass_file: Option<PathBuf>,
-    /// Most client connections at once [default: 4096].
-    #[arg(long, env = "SHIPLOG_MAX_CLIENTS")]
-    max_clients: Option<usize>,
-    /// Largest bulk string (key or value) a client may send, in bytes [default: 536870912].
-    #[arg(long, env = "SHIPLOG_PROTO_MAX_BULK_LEN")]
-    proto_max_bulk_len: Option<usize>,
-    /// Most arguments in one command [default: 1048576].
-    #[arg(long, env = "SHIPLOG_MAX_ARGS")]
-    max_args: Option<usize>,
-    /// Largest reply one command may build before its connection is closed, in bytes
-    /// [default: 1073741824].
-    #[arg(long, env = "SHIPLOG_CLIENT_OUTPUT_LIMIT")]
-    client_output_limit: Option<usize>,
-    /// Address of the Prometheus metrics endpoint (GET /metrics); off if unset.
-    #[arg(long, env = "SHIPLOG_METRICS_LISTEN")]
-    metrics_listen: Option<String>,
-    /// Log filter: error, warn, info, debug, trace, or per-module directives [default: info].
-    #[arg(long, env = "SHIPLOG_LOG_LEVEL")]
-    log_level: Option<String>,
-    /// Segment rotation size in bytes, at least 4096 [default: 67108864].
-    #[arg(long, env = "SHIPLOG_SEGMENT_BYTES")]
-    segment_bytes: Option<u64>,
-    /// Background sync interval for buffered writes, in milliseconds [default: 5].
-    #[arg(long, env = "SHIPLOG_FLUSH_INTERVAL_MS")]
-    flush_interval_ms: Option<u64>,
-    /// Write zeros over new segment files instead of only reserving their space [default:
-    /// false]: costs a second write of every segment, saves ext4 the conversion of unwritten
-    /// extents at each sync.
-    #[arg(long, env = "SHIPLOG_ZERO_FILL_SEGMENTS")]
-    zero_fill_segments: Option<bool>,
-    /// Event-loop threads serving client connections [default: 1].
-    #[arg(long, env = "SHIPLOG_IO_THREADS")]
-    io_threads: Option<usize>,
-    /// Follow this primary (HOST:PORT) as a read-only replica: receive its log, apply it and
-    /// serve reads. `REPLICAOF` changes it at run time.
-    #[arg(long, env = "SHIPLOG_REPLICA_OF")]
-    replica_of: Option<String>,
-    /// Most bytes of log a primary keeps for one lagging replica; past it the replica's
-    /// retention slot is dropped (it will need a snapshot) [default: 4294967296].
-    #[arg(long, env = "SHIPLOG_MAX_RETAINED_BYTES")]
-    max_retained_bytes: Option<u64>,
-    /// File holding the primary's password (first line): a replica proves it knows it by
-    /// challenge–response, never sending it.
-    #[arg(long, env = "SHIPLOG_MASTERAUTH_FILE")]
-    masterauth_file: Option<PathBuf>,
-    /// zstd level of the snapshots this node builds to bootstrap replicas [default: 1].
-    #[arg(long, env = "SHIPLOG_SNAPSHOT_LEVEL")]
-    snapshot_level: Option<i32>,
-    /// An empty replica is bootstrapped from a snapshot, instead of being sent the whole log,
-    /// when the log is larger than this many bytes [default: 67108864].
-    #[arg(long, env = "SHIPLOG_SNAPSHOT_BOOTSTRAP_BYTES")]
-    snapshot_bootstrap_bytes: Option<u64>,
-    /// On a replica: answer reads with `-STALE` while this node is more than this many
-    /// milliseconds behind its primary (bounded staleness) [default: no bound].
-    #[arg(long, env = "SHIPLOG_MAX_STALENESS_MS")]
-    max_staleness_ms: Option<u64>,
-    /// On a primary: a write is answered only once this many replicas acknowledged it (see
-    /// --sync-level); 0 answers once it is durable here [default: 0, at most 64].
-    #[arg(long, env = "SHIPLOG_SYNC_REPLICAS")]
-    sync_replicas: Option<u32>,
-    /// What --sync-replicas replicas acknowledge: `replicated` (durable there) or `applied`
-    /// (durable and visible to their readers) [default: replicated].
-    #[arg(long, value_enum, env = "SHIPLOG_SYNC_LEVEL")]
-    sync_level: Option<SyncLevelSetting>,
-    /// How long a write waits for its replica acknowledgements before it is answered
-    /// `-NOREPLICAS` (it is durable here: its outcome is unknown) [default: 5000].
-    #[arg(long, env = "SHIPLOG_SYNC_TIMEOUT_MS")]
-    sync_timeout_ms: Option<u64>,
-    /// What a write whose acknowledgements did not come in time is answered: `fail`
-    /// (`-NOREPLICAS`) or `async` (OK, with a warning in the log and INFO) [default: fail].
-    #[arg(long, value_enum, env = "SHIPLOG_SYNC_FALLBACK")]
-    sync_fallback: Option<SyncFallbackSetting>,
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+    /// Print the completion script for this shell on stdout and exit.
+    #[arg(long, value_enum, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
+    /// Print the man page (roff) on stdout and exit.
+    #[arg(long)]
+    man_page: bool,
 }
 
-/// What replicas acknowledge under --sync-replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum SyncLevelSetting {
-    /// Durable on the replica.
-    Replicated,
-    /// Durable and visible to the replica's readers (`PostgreSQL`'s `remote_apply`).
-    Applied,
-}
-
-/// What a write whose acknowledgements timed out is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum SyncFallbackSetting {
-    /// `-NOREPLICAS Not enough good replicas to write.`
-    Fail,
-    /// OK, as if replication were asynchronous; logged and counted in INFO.
-    Async,
-}
-
-/// The merged settings.
-struct Settings {
-    config: Option<PathBuf>,
-    dir: PathBuf,
-    listen: String,
-    durability: DurabilitySetting,
-    requirepass_file: Option<PathBuf>,
-    max_clients: usize,
-    bulk_max: usize,
-    args_max: usize,
-    output_max: usize,
-    metrics_listen: Option<String>,
-    log_level: String,
-    segment_bytes: u64,
-    flush_interval_ms: u64,
-    io_threads: usize,
-    zero_fill_segments: bool,
-    replica_of: Option<String>,
-    max_retained_bytes: u64,
-    masterauth_file: Option<PathBuf>,
-    snapshot_level: i32,
-    snapshot_bootstrap_bytes: u64,
-    max_staleness_ms: Option<u64>,
-    sync: SyncOptions,
-}
-
-/// The `--sync-*` settings, from the flags or the file.
-fn sync_settings(flags: &Flags, file: &FileConfig) -> Result<SyncOptions, String> {
-    let replicas = flags.sync_replicas.or(file.sync_replicas).unwrap_or(0);
-    if replicas > SYNC_REPLICAS_MAX {
-        return Err(format!(
-            "sync-replicas must be at most {SYNC_REPLICAS_MAX}, not {replicas}"
-        ));
+/// `--completions` and `--man-page`: both are generated from the same declarations as
+/// `--help`. Returns whether one was asked for.
+fn print_packaging(cli: &Cli) -> std::io::Result<bool> {
+    let mut out = std::io::stdout().lock();
+    if let Some(shell) = cli.completions {
+        clap_complete::generate(shell, &mut Cli::command(), "shiplogd", &mut out);
+        return Ok(true);
     }
-    let applied = match (flags.sync_level, file.sync_level.as_deref()) {
-        (Some(level), _) => level == SyncLevelSetting::Applied,
-        (None, None | Some("replicated")) => false,
-        (None, Some("applied")) => true,
-        (None, Some(other)) => {
-            return Err(format!(
-                "config file: sync-level must be \"replicated\" or \"applied\", not {other:?}"
-            ));
-        }
-    };
-    let fallback = match (flags.sync_fallback, file.sync_fallback.as_deref()) {
-        (Some(SyncFallbackSetting::Fail), _) | (None, None | Some("fail")) => SyncFallback::Fail,
-        (Some(SyncFallbackSetting::Async), _) | (None, Some("async")) => SyncFallback::Async,
-        (None, Some(other)) => {
-            return Err(format!(
-                "config file: sync-fallback must be \"fail\" or \"async\", not {other:?}"
-            ));
-        }
-    };
-    let timeout_ms = flags
-        .sync_timeout_ms
-        .or(file.sync_timeout_ms)
-        .unwrap_or(DEFAULT_SYNC_TIMEOUT_MS);
-    if timeout_ms == 0 {
-        return Err("sync-timeout-ms must be at least 1 (a write never waits forever)".to_owned());
+    if cli.man_page {
+        clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+        return Ok(true);
     }
-    Ok(SyncOptions {
-        level: AckLevel::from_setting(replicas, applied),
-        timeout_ms,
-        fallback,
-    })
+    Ok(false)
 }
 
-fn settings(flags: Flags) -> Result<Settings, String> {
-    let file = match &flags.config {
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-            parse_config(&bytes).map_err(|e| format!("config file {}: {e}", path.display()))?
-        }
-        None => FileConfig::default(),
-    };
-    let sync = sync_settings(&flags, &file)?;
-    let durability = match flags.durability {
-        Some(d) => d,
-        None => match file.durability.as_deref() {
-            None | Some("sync") => DurabilitySetting::Sync,
-            Some("buffered") => DurabilitySetting::Buffered,
-            Some(other) => {
-                return Err(format!(
-                    "config file: durability must be \"sync\" or \"buffered\", not {other:?}"
-                ));
-            }
-        },
-    };
-    Ok(Settings {
-        config: flags.config,
-        dir: flags
-            .dir
-            .or(file.dir)
-            .unwrap_or_else(|| PathBuf::from("./shiplog-data")),
-        listen: flags
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
-        durability,
-        requirepass_file: flags.requirepass_file.or(file.requirepass_file),
-        max_clients: flags
-            .max_clients
-            .or(file.max_clients)
-            .unwrap_or(DEFAULT_MAX_CLIENTS),
-        bulk_max: flags
-            .proto_max_bulk_len
-            .or(file.proto_max_bulk_len)
-            .unwrap_or(DEFAULT_BULK_MAX_BYTES),
-        args_max: flags.max_args.or(file.max_args).unwrap_or(DEFAULT_ARGS_MAX),
-        output_max: flags
-            .client_output_limit
-            .or(file.client_output_limit)
-            .unwrap_or(DEFAULT_OUTPUT_MAX_BYTES),
-        metrics_listen: flags.metrics_listen.or(file.metrics_listen),
-        log_level: flags
-            .log_level
-            .or(file.log_level)
-            .unwrap_or_else(|| "info".to_owned()),
-        segment_bytes: flags
-            .segment_bytes
-            .or(file.segment_bytes)
-            .unwrap_or(DEFAULT_SEGMENT_BYTES),
-        flush_interval_ms: flags
-            .flush_interval_ms
-            .or(file.flush_interval_ms)
-            .unwrap_or(DEFAULT_FLUSH_INTERVAL_MS),
-        zero_fill_segments: flags
-            .zero_fill_segments
-            .or(file.zero_fill_segments)
-            .unwrap_or(false),
-        io_threads: flags
-            .io_threads
-            .or(file.io_threads)
-            .unwrap_or(DEFAULT_IO_THREADS),
-        replica_of: flags.replica_of.or(file.replica_of),
-        max_retained_bytes: flags
-            .max_retained_bytes
-            .or(file.max_retained_bytes)
-            .unwrap_or(DEFAULT_MAX_RETAINED_BYTES),
-        masterauth_file: flags.masterauth_file.or(file.masterauth_file),
-        snapshot_level: flags
-            .snapshot_level
-            .or(file.snapshot_level)
-            .unwrap_or(shiplog::snapshot::DEFAULT_LEVEL),
-        snapshot_bootstrap_bytes: flags
-            .snapshot_bootstrap_bytes
-            .or(file.snapshot_bootstrap_bytes)
-            .unwrap_or(shiplog::server::DEFAULT_SNAPSHOT_BOOTSTRAP_BYTES),
-        max_staleness_ms: flags.max_staleness_ms.or(file.max_staleness_ms),
-        sync,
-    })
-}
-
-fn read_password(path: &Path) -> Result<Vec<u8>, String> {
-    let password = read_password_file(path)?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o004 != 0 {
-            tracing::warn!(file = %path.display(), "the password file is readable by every user: chmod 600 it");
-        }
+/// Installs the stderr logger: `--log-level` filter, `--log-format` lines.
+fn init_logging(settings: &Settings) -> Result<(), String> {
+    let level = settings.log_level();
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    match settings.log_format() {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
-    Ok(password)
+    Ok(())
 }
 
 fn main() -> ExitCode {
-    let flags = Flags::parse();
-    let settings = match settings(flags) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match print_packaging(&cli) {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("shiplogd: cannot write to stdout: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let settings = match Settings::layered(&matches).and_then(|s| init_logging(&s).map(|()| s)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("shiplogd: {e}");
             return ExitCode::from(2);
         }
     };
-    let filter = match tracing_subscriber::EnvFilter::try_new(&settings.log_level) {
-        Ok(f) => f,
+    let options = match settings.server_options() {
+        Ok(options) => options,
+        Err(ConfigError::PasswordFile(e)) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
-            eprintln!(
-                "shiplogd: invalid --log-level {:?}: {e}",
-                settings.log_level
-            );
+            eprintln!("shiplogd: {e}");
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-    match run(&settings) {
+    match run(&settings, options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn db_options(settings: &Settings, durability: Durability) -> DbOptions {
-    DbOptions {
-        wal: Options {
-            segment_bytes: settings.segment_bytes,
-            flush_interval_ms: settings.flush_interval_ms,
-            zero_fill_segments: settings.zero_fill_segments,
-            ..Options::default()
-        },
-        durability,
-        ..DbOptions::default()
     }
 }
 
@@ -378,7 +122,7 @@ fn report_torn_tails(db: &Db) {
     }
 }
 
-fn run(settings: &Settings) -> Result<(), String> {
+fn run(settings: &Settings, options: ServerOptions) -> Result<(), String> {
     // Signals are taken by one thread with sigwait; every other thread (all started after this
     // point) inherits the blocked mask, so no handler ever runs in signal context.
     let mut signals = SigSet::empty();
@@ -388,18 +132,9 @@ fn run(settings: &Settings) -> Result<(), String> {
         .thread_block()
         .map_err(|e| format!("cannot block SIGTERM/SIGINT: {e}"))?;
 
-    let password = settings
-        .requirepass_file
-        .as_deref()
-        .map(read_password)
-        .transpose()?;
-    let masterauth = settings
-        .masterauth_file
-        .as_deref()
-        .map(read_password)
-        .transpose()?;
-    let listener = TcpListener::bind(&settings.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let listen = settings.listen();
+    let listener =
+        TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let metrics = settings
         .metrics_listen
         .as_deref()
@@ -408,15 +143,10 @@ fn run(settings: &Settings) -> Result<(), String> {
         })
         .transpose()?;
 
-    let durability = match settings.durability {
-        DurabilitySetting::Sync => Durability::Sync,
-        DurabilitySetting::Buffered => Durability::Buffered,
-    };
-    let options = db_options(settings, durability);
     let started = std::time::Instant::now();
-    let db = Db::open(&settings.dir, options)
-        .map_err(|e| format!("cannot open {}: {e}", settings.dir.display()))?;
-    if settings.replica_of.is_some() {
+    let db = Db::open(&options.dir, settings.db_options())
+        .map_err(|e| format!("cannot open {}: {e}", options.dir.display()))?;
+    if options.replica_of.is_some() {
         // A replica's log is a copy of its primary's: no compaction, from the first moment
         // (the server keeps it so while the node follows a primary).
         db.set_compaction_hold(0);
@@ -424,7 +154,7 @@ fn run(settings: &Settings) -> Result<(), String> {
     report_torn_tails(&db);
     let stats = db.stats();
     tracing::info!(
-        dir = %settings.dir.display(),
+        dir = %options.dir.display(),
         cluster = format!("{:032x}", db.wal().cluster_id()),
         keys = stats.live_keys,
         durable_lsn = stats.durable_lsn,
@@ -434,44 +164,25 @@ fn run(settings: &Settings) -> Result<(), String> {
         "store opened"
     );
 
-    let server_options = ServerOptions {
-        durability,
-        password,
-        bulk_max_bytes: settings.bulk_max,
-        args_max: settings.args_max,
-        max_clients: settings.max_clients,
-        output_max_bytes: settings.output_max,
-        dir: settings.dir.clone(),
-        config_file: settings.config.clone(),
-        io_threads: settings.io_threads,
-        replica_of: settings.replica_of.clone(),
-        max_retained_bytes: settings.max_retained_bytes,
-        masterauth,
-        snapshot_level: settings.snapshot_level,
-        snapshot_bootstrap_bytes: settings.snapshot_bootstrap_bytes,
-        max_staleness_ms: settings.max_staleness_ms,
-        sync: settings.sync,
-    };
     let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
-    let server = Server::start(
-        Keyspace::new(db, durability),
-        listener,
-        metrics,
-        server_options,
-    )
-    .map_err(|e| e.to_string())?;
+    let (durability, auth) = (options.durability, options.password.is_some());
+    let replica_of = options.replica_of.clone();
+    let server = Server::start(Keyspace::new(db, durability), listener, metrics, options)
+        .map_err(|e| e.to_string())?;
     tracing::info!(
         listen = %server.local_addr(),
         metrics = ?metrics_addr,
-        durability = ?settings.durability,
-        auth = settings.requirepass_file.is_some(),
-        replica_of = ?settings.replica_of,
+        durability = ?durability,
+        auth,
+        replica_of = ?replica_of,
         "ready to accept connections"
     );
+    notify::systemd("READY=1");
 
     let signal = signals
         .wait()
         .map_err(|e| format!("waiting for signals failed: {e}"))?;
+    notify::systemd("STOPPING=1");
     tracing::info!(?signal, "shutting down: finishing in-flight commands");
     server.shutdown().map_err(|e| e.to_string())?;
     tracing::info!("shut down cleanly: index checkpointed and log synced");

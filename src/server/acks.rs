@@ -110,7 +110,9 @@ impl fmt::Display for AckLevel {
 }
 
 /// What a write that cannot gather its acknowledgements in time is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
 pub enum SyncFallback {
     /// `-NOREPLICAS`: the client learns the write's fate is unknown.
     #[default]
