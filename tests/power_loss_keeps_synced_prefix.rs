@@ -116,6 +116,7 @@ fn a_failed_fdatasync_is_fatal_and_reopen_recovers() {
     let kind = RecordKind::new(1).unwrap();
     let wal = Wal::open(dir, options(&fs)).unwrap();
     wal.append(kind, b"one", Durability::Sync).unwrap();
+    assert!(wal.poisoned().is_none());
     let syncs = fs.op_count(shiplog::io::SimOp::SyncData);
     fs.fail_nth(shiplog::io::SimOp::SyncData, syncs + 1, 5);
     let err = wal.append(kind, b"two", Durability::Sync).unwrap_err();
@@ -130,9 +131,18 @@ fn a_failed_fdatasync_is_fatal_and_reopen_recovers() {
         Err(shiplog::WalError::Poisoned { .. })
     ));
     assert!(wal.sync().is_err());
+    // What `INFO` reports as `aof_last_write_status:err`.
+    assert!(matches!(
+        wal.poisoned(),
+        Some(shiplog::WalError::Poisoned {
+            op: "fdatasync",
+            ..
+        })
+    ));
     drop(wal);
     let image = fs.crash(CrashMode::DropUnsynced);
     let reopened = Wal::open(dir, options(&image)).unwrap();
+    assert!(reopened.poisoned().is_none());
     assert_eq!(reopened.durable_lsn(), 1);
     assert_eq!(&*reopened.read(1).unwrap().unwrap().payload, b"one");
     assert_eq!(

@@ -145,6 +145,17 @@ fn persistence(shared: &Shared) -> String {
         ("loading", "0".to_owned()),
         ("durability", durability.to_owned()),
         ("aof_enabled", "1".to_owned()),
+        // Redis' field: `err` once a failed write or `fdatasync` poisoned the log, which then
+        // refuses every write until the process restarts (`shiplog status` exits 1 on it).
+        (
+            "aof_last_write_status",
+            if db.wal().poisoned().is_some() {
+                "err"
+            } else {
+                "ok"
+            }
+            .to_owned(),
+        ),
         (
             "rdb_last_save_time",
             shared.last_save.load(Ordering::Relaxed).to_string(),

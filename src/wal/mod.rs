@@ -460,6 +460,18 @@ impl Wal {
         self.shared.commit.durable()
     }
 
+    /// Why the log refuses writes, if a failed write or sync poisoned it (`WalError::Poisoned`):
+    /// it stays so until reopened.
+    #[must_use]
+    pub fn poisoned(&self) -> Option<WalError> {
+        self.shared
+            .commit
+            .lock()
+            .check_open()
+            .err()
+            .filter(|e| matches!(e, WalError::Poisoned { .. }))
+    }
+
     /// The epoch of the newest record (or of the active segment, when it has none).
     #[must_use]
     pub fn epoch(&self) -> crate::format::Epoch {

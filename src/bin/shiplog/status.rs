@@ -265,6 +265,8 @@ struct Status {
     epoch_start_lsn: Option<u64>,
     /// A primary that a failover replaced: the newer epoch it heard of.
     fenced_by_epoch: Option<u64>,
+    /// `err` once a failed write or `fdatasync` poisoned the log (Redis' field name).
+    aof_last_write_status: Option<String>,
     #[serde(flatten)]
     role: Role,
     /// Why the node is not healthy; empty when it is.
@@ -304,6 +306,7 @@ impl Status {
             epoch: info.number("epoch"),
             epoch_start_lsn: info.number("epoch_start_lsn"),
             fenced_by_epoch: info.number("fenced_by_epoch"),
+            aof_last_write_status: info.get("aof_last_write_status").map(str::to_owned),
             role,
             problems: Vec::new(),
         };
@@ -316,6 +319,13 @@ impl Status {
     /// a bootstrap either), diverged logs, or a digest that differs from the primary's.
     fn diagnose(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if self.aof_last_write_status.as_deref() == Some("err") {
+            problems.push(
+                "poisoned log: a write or fdatasync failed, so it refuses every write; check the \
+                 disk and its kernel log, then restart it (recovery keeps what reached the disk)"
+                    .to_owned(),
+            );
+        }
         if let Some(epoch) = self.fenced_by_epoch {
             problems.push(format!(
                 "fenced: a failover started epoch {epoch}, so it refuses writes; point it at the \
@@ -648,7 +658,7 @@ mod tests {
             status.as_deref(),
             Some(
                 "{\"target\":\"h:1\",\"version\":\"0.1.0\",\"uptime_seconds\":7,\
-                 \"durable_lsn\":42,\"epoch\":2,\"epoch_start_lsn\":30,\"fenced_by_epoch\":null,\
+                 \"durable_lsn\":42,\"epoch\":2,\"epoch_start_lsn\":30,\"fenced_by_epoch\":null,\"aof_last_write_status\":null,\
                  \"role\":\"primary\",\"connected_replicas\":1,\"replicas\":[{\"addr\":\"127.0.0.1\",\
                  \"listen_port\":7001,\"replica_id\":\"00ab\",\"state\":\"online\",\"write_lsn\":41,\
                  \"flush_lsn\":40,\"replay_lsn\":39,\"lag_lsns\":3,\"write_lag_ms\":0.25,\
@@ -666,6 +676,16 @@ mod tests {
             human.contains("3 LSNs; write 0.250 ms, flush 1.500 ms, replay 2.000 ms"),
             "{human}"
         );
+    }
+
+    #[test]
+    fn a_poisoned_log_is_unhealthy() {
+        let status = parse(&format!("{PRIMARY}aof_last_write_status:err\r\n"));
+        let problems = status.map(|s| s.problems).unwrap_or_default();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("poisoned log"), "{problems:?}");
+        let healthy = format!("{PRIMARY}aof_last_write_status:ok\r\n");
+        assert_eq!(parse(&healthy).map(|s| s.problems), Some(vec![]));
     }
 
     #[test]
