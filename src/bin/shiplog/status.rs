@@ -266,7 +266,8 @@ struct Status {
     /// A primary that a failover replaced: the newer epoch it heard of.
     fenced_by_epoch: Option<u64>,
     /// `err` once a failed write or `fdatasync` poisoned the log (Redis' field name).
-    aof_last_write_status: Option<String>,
+    #[serde(rename = "aof_last_write_status")]
+    aof_last_write: Option<String>,
     #[serde(flatten)]
     role: Role,
     /// Why the node is not healthy; empty when it is.
@@ -306,7 +307,7 @@ impl Status {
             epoch: info.number("epoch"),
             epoch_start_lsn: info.number("epoch_start_lsn"),
             fenced_by_epoch: info.number("fenced_by_epoch"),
-            aof_last_write_status: info.get("aof_last_write_status").map(str::to_owned),
+            aof_last_write: info.get("aof_last_write_status").map(str::to_owned),
             role,
             problems: Vec::new(),
         };
@@ -319,7 +320,7 @@ impl Status {
     /// a bootstrap either), diverged logs, or a digest that differs from the primary's.
     fn diagnose(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.aof_last_write_status.as_deref() == Some("err") {
+        if self.aof_last_write.as_deref() == Some("err") {
             problems.push(
                 "poisoned log: a write or fdatasync failed, so it refuses every write; check the \
                  disk and its kernel log, then restart it (recovery keeps what reached the disk)"
