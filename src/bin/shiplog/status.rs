@@ -6,8 +6,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use shiplog::format::resp_reply::Reply;
+
 use super::json_string;
-use super::resp_client::{Client, Reply};
+use super::resp_client::connect_with_auth;
 
 /// Bound on connecting and on each read and write: a node that takes longer is not answering.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -277,19 +279,23 @@ impl Status {
 /// `shiplog status`: exit status 0 when the node answered, an `Err` (exit 1) when it could not
 /// be reached or refused the commands.
 pub fn status(target: &str, json: bool, password_file: Option<&Path>) -> Result<ExitCode, String> {
-    let mut client = Client::connect_with_auth(target, TIMEOUT, password_file)?;
+    let mut client = connect_with_auth(target, TIMEOUT, password_file)?;
     let reply = client
         .command(&[b"INFO", b"server", b"persistence", b"replication"])
         .map_err(|e| e.to_string())?;
     let text = match reply {
-        Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
-        Reply::Error(e) if e.starts_with("NOAUTH") => {
+        Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        Reply::Error(e) if e.starts_with(b"NOAUTH") => {
+            let e = String::from_utf8_lossy(e);
             return Err(format!(
                 "{target} requires a password: pass --password-file ({e})"
             ));
         }
-        Reply::Error(e) => return Err(format!("{target} refused INFO: {e}")),
-        other => return Err(format!("{target} answered INFO with {other:?}")),
+        Reply::Error(e) => {
+            let e = String::from_utf8_lossy(e);
+            return Err(format!("{target} refused INFO: {e}"));
+        }
+        other => return Err(format!("{target} answered INFO with {}", other.describe())),
     };
     let status = Status::from_info(target, &Info::parse(&text))?;
     if json {
