@@ -42,7 +42,7 @@ impl Limits {
     /// The defaults: 64 KiB lines, as Redis' own inline limit; 64 MiB bulk strings, a `GET` of
     /// the largest value the load generator writes (16 MiB) with room to spare, and far more
     /// than any `INFO`; 65,536 elements per aggregate (the demo's `MGET` and `SCAN` batches are
-    /// 1,000); 8 levels of nesting (`ROLE` and `HELLO` nest 3).
+    /// 1,000); 8 levels of nesting (`ROLE` nests 3).
     pub const DEFAULT: Self = Self {
         line_max_bytes: 64 << 10,
         bulk_max_bytes: 64 << 20,
