@@ -237,6 +237,153 @@ fn check_inline_args(args: &[Vec<u8>], len: usize) {
     assert_eq!(split_args(&quoted).as_deref(), Some(args));
 }
 
+/// Decodes arbitrary bytes as a pipeline of server replies (limits from the first byte), as a
+/// client does: must never panic, a reply must stay within the limits and re-encode to exactly
+/// the bytes it took (every length is canonical), must not depend on the bytes after it, and
+/// none of its strict prefixes may be complete; the streamed head of a reply must agree with
+/// the reply.
+///
+/// Bit 0 of the first byte picks small limits (16-byte lines, 8-byte bulk strings, 4 elements,
+/// 2 levels of nesting) instead of [`Limits::DEFAULT`](crate::format::resp_reply::Limits), so a
+/// hand-written seed starts with a digit: `0` for the defaults, `1` for the small limits.
+///
+/// # Panics
+/// When decoding breaks one of those properties: that is a bug for the fuzzer to find.
+pub fn resp_reply(data: &[u8]) {
+    use crate::format::resp_reply::{Limits, parse_reply};
+    let Some((&selector, mut rest)) = data.split_first() else {
+        return;
+    };
+    let limits = if selector & 1 == 0 {
+        Limits::DEFAULT
+    } else {
+        Limits {
+            line_max_bytes: 16,
+            bulk_max_bytes: 8,
+            aggregate_max_len: 4,
+            depth_max: 2,
+        }
+    };
+    loop {
+        let result = parse_reply(rest, &limits);
+        check_head(rest, &limits, &result);
+        let Ok(Some((reply, used))) = result else {
+            if result == Ok(None) && !rest.is_empty() {
+                // A prefix of an incomplete reply is incomplete too.
+                assert_eq!(parse_reply(&rest[..rest.len() / 2], &limits), Ok(None));
+            }
+            return;
+        };
+        assert!(used > 0 && used <= rest.len());
+        let mut again = Vec::new();
+        encode_reply(&reply, &mut again, &limits, 0);
+        assert_eq!(again, rest[..used]);
+        assert_eq!(parse_reply(&rest[..used], &limits), Ok(Some((reply, used))));
+        for cut in [used - 1, used / 2] {
+            assert_eq!(parse_reply(&rest[..cut], &limits), Ok(None));
+        }
+        rest = &rest[used..];
+    }
+}
+
+/// A decoded reply's head, decoded with [`crate::format::resp_reply::parse_head`], must agree
+/// with the whole reply.
+fn check_head(
+    buffer: &[u8],
+    limits: &crate::format::resp_reply::Limits,
+    whole: &Result<
+        Option<(crate::format::resp_reply::Reply<'_>, usize)>,
+        crate::format::resp_reply::ReplyError,
+    >,
+) {
+    use crate::format::resp_reply::{Head, Reply, parse_head};
+    let bulk_max = limits.bulk_max_bytes as u64;
+    let head = parse_head(buffer, limits, bulk_max);
+    match (whole, head) {
+        (Ok(Some((Reply::Bulk(Some(bytes)), used))), Ok(Some((Head::Bulk(len), head_used)))) => {
+            assert_eq!(len, bytes.len() as u64);
+            assert_eq!(head_used + bytes.len() + 2, *used);
+        }
+        (_, Ok(Some((Head::Bulk(_), _)))) => {
+            // The body of a streamed bulk string may not have arrived, or be malformed.
+            assert_eq!(buffer.first(), Some(&b'$'));
+        }
+        (Ok(Some((reply, used))), Ok(Some((Head::Other(other), head_used)))) => {
+            assert_eq!(&other, reply);
+            assert_eq!(head_used, *used);
+        }
+        (_, Ok(Some((Head::Other(_), _)))) => panic!("a head decoded where the reply is not"),
+        (_, Ok(None) | Err(_)) => {}
+    }
+}
+
+/// Encodes `reply` as the canonical bytes that decode to it, checking the limits on the way.
+fn encode_reply(
+    reply: &crate::format::resp_reply::Reply<'_>,
+    out: &mut Vec<u8>,
+    limits: &crate::format::resp_reply::Limits,
+    depth: usize,
+) {
+    use crate::format::resp_reply::Reply;
+    let line_max = limits.line_max_bytes;
+    let number = |n: usize| n.to_string().into_bytes();
+    match reply {
+        Reply::Simple(text) => push_line(out, b'+', text, line_max),
+        Reply::Error(text) => push_line(out, b'-', text, line_max),
+        Reply::Integer(n) => push_line(out, b':', n.to_string().as_bytes(), line_max),
+        Reply::Null => push_line(out, b'_', b"", line_max),
+        Reply::Bulk(None) => push_line(out, b'$', b"-1", line_max),
+        Reply::Array(None) => push_line(out, b'*', b"-1", line_max),
+        Reply::Bulk(Some(bytes)) => {
+            assert!(bytes.len() <= limits.bulk_max_bytes);
+            push_line(out, b'$', &number(bytes.len()), line_max);
+            out.extend_from_slice(bytes);
+            out.extend_from_slice(b"\r\n");
+        }
+        Reply::Verbatim { format, text } => {
+            assert_eq!(format.len(), 3);
+            let len = format.len() + 1 + text.len();
+            assert!(len <= limits.bulk_max_bytes);
+            push_line(out, b'=', &number(len), line_max);
+            out.extend_from_slice(format);
+            out.push(b':');
+            out.extend_from_slice(text);
+            out.extend_from_slice(b"\r\n");
+        }
+        Reply::Array(Some(items)) | Reply::Set(items) => {
+            assert!(depth < limits.depth_max);
+            assert!(items.len() <= limits.aggregate_max_len);
+            let tag = if matches!(reply, Reply::Set(_)) {
+                b'~'
+            } else {
+                b'*'
+            };
+            push_line(out, tag, &number(items.len()), line_max);
+            for item in items {
+                encode_reply(item, out, limits, depth + 1);
+            }
+        }
+        Reply::Map(pairs) => {
+            assert!(depth < limits.depth_max);
+            assert!(pairs.len() * 2 <= limits.aggregate_max_len);
+            push_line(out, b'%', &number(pairs.len()), line_max);
+            for (key, value) in pairs {
+                encode_reply(key, out, limits, depth + 1);
+                encode_reply(value, out, limits, depth + 1);
+            }
+        }
+    }
+}
+
+/// `<tag><text>\r\n`, the text within the line bound and free of line ends.
+fn push_line(out: &mut Vec<u8>, tag: u8, text: &[u8], line_max: usize) {
+    assert!(text.len() <= line_max);
+    assert!(!text.contains(&b'\r') && !text.contains(&b'\n'));
+    out.push(tag);
+    out.extend_from_slice(text);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Parses arbitrary bytes as a `shiplogd` config file: must never panic, and a refusal must give
 /// the right reason.
 ///

@@ -49,6 +49,7 @@ pub mod fuzzing;
 pub mod io;
 pub mod loadgen;
 pub mod repl;
+pub mod resp_conn;
 pub mod server;
 pub mod snapshot;
 pub mod sync;

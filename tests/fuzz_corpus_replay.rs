@@ -96,6 +96,11 @@ fn resp_request_seeds_do_not_panic() {
 }
 
 #[test]
+fn resp_reply_seeds_do_not_panic() {
+    replay("resp_reply", fuzzing::resp_reply);
+}
+
+#[test]
 fn config_seeds_do_not_panic() {
     replay("config", fuzzing::config);
 }
@@ -132,13 +137,14 @@ fn snapshot_file_seeds_do_not_panic() {
 
 /// Every target replayed above; `every_fuzz_target_is_replayed` keeps it in step with
 /// `fuzz/Cargo.toml`.
-const REPLAYED_TARGETS: [&str; 12] = [
+const REPLAYED_TARGETS: [&str; 13] = [
     "epoch_history",
     "record",
     "segment_recovery",
     "kv_payload",
     "checkpoint",
     "resp_request",
+    "resp_reply",
     "config",
     "http_request",
     "repl_frame",
@@ -240,6 +246,59 @@ fn resp_request_seeds_parse_as_named() {
             }
         };
         assert_eq!(last, expected, "resp_request seed {name}");
+    }
+}
+
+/// Makes sure the hand-written reply seeds reach what their names say. The first byte picks the
+/// limits (see `shiplog::fuzzing::resp_reply`); the replies are decoded one after the other and
+/// the last outcome is checked.
+#[test]
+fn resp_reply_seeds_parse_as_named() {
+    use shiplog::format::resp_reply::{Limits, ReplyError as E, parse_reply};
+    #[derive(Debug, PartialEq)]
+    enum Last {
+        Complete,
+        Incomplete,
+        Refused(E),
+    }
+    let small = Limits {
+        line_max_bytes: 16,
+        bulk_max_bytes: 8,
+        aggregate_max_len: 4,
+        depth_max: 2,
+    };
+    for (name, bytes) in seed_files("resp_reply") {
+        let expected = match name.as_str() {
+            n if n.starts_with("cmin_") || n.starts_with("crash_") => continue,
+            n if n.starts_with("truncated_") => Last::Incomplete,
+            "unknown_type" => Last::Refused(E::UnknownType(b'?')),
+            "bare_lf" => Last::Refused(E::MissingCrlf),
+            "bulk_not_terminated" => Last::Refused(E::UnterminatedBulk),
+            "bulk_len_leading_zero" => Last::Refused(E::BadLength("01".into())),
+            "integer_not_decimal" => Last::Refused(E::BadInteger("12a".into())),
+            "verbatim_bad_format" => Last::Refused(E::BadVerbatim),
+            "null_with_data" => Last::Refused(E::NullWithData(1)),
+            "small_too_deep" => Last::Refused(E::TooDeep { max: 2 }),
+            "small_bulk_over" => Last::Refused(E::BulkTooLong { len: 9, max: 8 }),
+            "small_line_too_long" => Last::Refused(E::LineTooLong { max: 16 }),
+            "small_aggregate_over" => Last::Refused(E::AggregateTooLong { len: 5, max: 4 }),
+            _ => Last::Complete,
+        };
+        let limits = if bytes[0] & 1 == 0 {
+            Limits::DEFAULT
+        } else {
+            small
+        };
+        let mut buffer = &bytes[1..];
+        let last = loop {
+            match parse_reply(buffer, &limits) {
+                Ok(Some((_, used))) if used == buffer.len() => break Last::Complete,
+                Ok(Some((_, used))) => buffer = &buffer[used..],
+                Ok(None) => break Last::Incomplete,
+                Err(e) => break Last::Refused(e),
+            }
+        };
+        assert_eq!(last, expected, "resp_reply seed {name}");
     }
 }
 

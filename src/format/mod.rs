@@ -10,6 +10,7 @@ pub mod kv;
 pub mod record;
 pub mod repl;
 pub mod resp;
+pub mod resp_reply;
 pub mod scan;
 pub mod segment;
 pub mod slots;

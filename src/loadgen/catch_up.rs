@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::client::{Connection, info_field};
+use super::client::{self, Connection, info_field};
 use super::error::LoadError;
 
 /// Longest wait for the replica to catch up.
@@ -75,7 +75,7 @@ impl CatchUp {
 /// # Errors
 /// When `INFO` fails or the field is missing or not a number.
 pub fn replication_lsn(con: &mut Connection, field: &'static str) -> Result<u64, LoadError> {
-    let info = con.info("replication")?;
+    let info = client::info(con, "replication")?;
     info_field(&info, field)
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| LoadError::MissingInfoField {
@@ -91,7 +91,7 @@ pub fn replication_lsn(con: &mut Connection, field: &'static str) -> Result<u64,
 /// # Errors
 /// When the node replicates already, or its `INFO` lacks the fields.
 pub fn detached_lsn(replica: &mut Connection) -> Result<u64, LoadError> {
-    let info = replica.info("replication")?;
+    let info = client::info(replica, "replication")?;
     if info_field(&info, "role") != Some("master") {
         return Err(LoadError::Options(format!(
             "{} already follows a primary; for --catch-up start it without --replica-of (or \
@@ -121,13 +121,13 @@ pub fn attach_and_wait(
     target_lsn: u64,
 ) -> Result<(Duration, u64), LoadError> {
     let attached = Instant::now();
-    replica.replicaof(primary_addr)?;
+    client::replicaof(replica, primary_addr)?;
     let mut polls = 0;
     let mut progress = (0, attached);
     loop {
         polls += 1;
         // Missing until the link has started: the node answers as a primary for a moment.
-        let info = replica.info("replication")?;
+        let info = client::info(replica, "replication")?;
         let applied = info_field(&info, "replica_applied_lsn")
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);

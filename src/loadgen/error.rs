@@ -1,6 +1,4 @@
-use std::io;
-
-use super::resp::ReplyError;
+use crate::resp_conn::ConnError;
 
 /// Why a load run could not be done or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -9,48 +7,10 @@ pub enum LoadError {
     /// An option is out of its bounds or options contradict each other.
     #[error("invalid options: {0}")]
     Options(String),
-    /// Connecting, reading or writing failed.
-    #[error("{addr}: {source}")]
-    Io {
-        /// The server's address.
-        addr: String,
-        /// What the socket reported.
-        #[source]
-        source: io::Error,
-    },
-    /// The server closed the connection.
-    #[error("{addr}: the server closed the connection")]
-    Closed {
-        /// The server's address.
-        addr: String,
-    },
-    /// A reply did not arrive within the reply timeout.
-    #[error("{addr}: no reply within {timeout_ms} ms")]
-    Timeout {
-        /// The server's address.
-        addr: String,
-        /// The timeout that passed.
-        timeout_ms: u128,
-    },
-    /// The server sent bytes that are not a RESP reply.
-    #[error("{addr}: malformed reply: {source}")]
-    Malformed {
-        /// The server's address.
-        addr: String,
-        /// What is wrong with the bytes.
-        #[source]
-        source: ReplyError,
-    },
-    /// A well-formed reply that the command cannot have (a status where a value belongs).
-    #[error("{addr}: unexpected reply to {command}: {reply}")]
-    Unexpected {
-        /// The server's address.
-        addr: String,
-        /// The command sent.
-        command: &'static str,
-        /// The reply, shortened for display.
-        reply: String,
-    },
+    /// Connecting, reading or writing failed, or the server's reply was malformed, timed out
+    /// or not one the command can have.
+    #[error(transparent)]
+    Connection(#[from] ConnError),
     /// `INFO` lacks a field the measurement needs (not a shiplog server, or the wrong role).
     #[error("{addr}: INFO {section} has no usable field {field}")]
     MissingInfoField {

@@ -2,8 +2,8 @@
 //! throughput and latency percentiles on a primary, visibility lag on a replica, and the
 //! speed at which a replica catches up (`docs/benchmarks.md`, "Replication").
 //!
-//! The parts: [`resp`] (reply decoding, pure), [`client`] (a small blocking connection),
-//! [`pacing`] (the fixed send schedule that keeps paced latencies honest), [`latency`]
+//! The parts: [`client`] (the checks and queries it sends over the crate's RESP connection,
+//! [`crate::resp_conn`]), [`pacing`] (the fixed send schedule that keeps paced latencies honest), [`latency`]
 //! (HDR histograms), [`workload`] (one client thread), [`visibility`] (the prober),
 //! [`catch_up`] and [`report`].
 
@@ -13,7 +13,6 @@ mod error;
 pub mod latency;
 pub mod pacing;
 pub mod report;
-pub mod resp;
 pub mod visibility;
 pub mod workload;
 
@@ -322,7 +321,7 @@ fn run_catch_up(options: &LoadOptions, replica_addr: &str) -> Result<Report, Loa
     if replica_start_lsn > 0 {
         // A node holding another cluster's log would be refused, and the wait would time out.
         let replid = |con: &mut Connection| -> Result<Option<String>, LoadError> {
-            let info = con.info("replication")?;
+            let info = client::info(con, "replication")?;
             Ok(info_field(&info, "master_replid").map(str::to_owned))
         };
         if replid(&mut primary)? != replid(&mut replica)? {

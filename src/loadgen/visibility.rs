@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::client::Connection;
+use super::client::{self, Connection};
 use super::error::LoadError;
 use super::latency::Latencies;
 use super::pacing::Schedule;
@@ -55,11 +55,11 @@ pub fn probe(
         }
         let key = format!("shiplog-load:visibility:{run_id:016x}:{n}");
         let value = n.to_string();
-        primary.set(key.as_bytes(), value.as_bytes())?;
+        client::set(primary, key.as_bytes(), value.as_bytes())?;
         let acknowledged = Instant::now();
         let lag = loop {
             stats.replica_gets += 1;
-            if replica.get_is(key.as_bytes(), value.as_bytes())? {
+            if client::get_is(replica, key.as_bytes(), value.as_bytes())? {
                 break acknowledged.elapsed();
             }
             if acknowledged.elapsed() >= VISIBILITY_TIMEOUT {

@@ -15,7 +15,8 @@ use super::client::Connection;
 use super::error::LoadError;
 use super::latency::Latencies;
 use super::pacing::{Schedule, latency_origin};
-use super::resp::Reply;
+use crate::format::resp_reply::Reply;
+use crate::resp_conn::ConnError;
 
 /// Longest sleep between checks of the stop flag while nothing is due.
 const IDLE_CHECK: Duration = Duration::from_millis(50);
@@ -125,7 +126,7 @@ enum Outcome {
 
 fn classify(op: Op, reply: &Reply<'_>) -> Outcome {
     match (op, reply) {
-        (Op::Set, Reply::Status(b"OK")) | (Op::Get, Reply::Bulk(Some(_))) => Outcome::Done,
+        (Op::Set, Reply::Simple(b"OK")) | (Op::Get, Reply::Bulk(Some(_))) => Outcome::Done,
         (Op::Get, Reply::Bulk(None)) => Outcome::Miss,
         (_, Reply::Error(_)) => Outcome::ErrorReply,
         (_, other) => Outcome::Unexpected(other.describe()),
@@ -357,10 +358,11 @@ impl<'a> Client<'a> {
             if let Some((origin, addr)) = oldest
                 && origin.elapsed() >= super::REPLY_TIMEOUT
             {
-                return Err(LoadError::Timeout {
+                return Err(ConnError::Timeout {
                     addr: addr.to_owned(),
                     timeout_ms: super::REPLY_TIMEOUT.as_millis(),
-                });
+                }
+                .into());
             }
             return Ok(None);
         }
@@ -377,14 +379,18 @@ impl<'a> Client<'a> {
             loop {
                 let Some(pending) = lane.pending.front().copied() else {
                     // Bytes with no request waiting: a reply nobody asked for.
-                    if lane.conn.take_reply(|_| ())?.is_some() {
+                    if lane.conn.take_reply()?.is_some() {
                         return Err(lane
                             .conn
-                            .unexpected("nothing", "a reply with no request in flight".into()));
+                            .unexpected("nothing", "a reply with no request in flight".into())
+                            .into());
                     }
                     break;
                 };
-                let Some(outcome) = lane.conn.take_reply(|reply| classify(pending.op, &reply))?
+                let Some(outcome) = lane
+                    .conn
+                    .take_reply()?
+                    .map(|reply| classify(pending.op, &reply))
                 else {
                     break;
                 };
@@ -405,7 +411,7 @@ impl<'a> Client<'a> {
                             Op::Set => "SET",
                             Op::Get => "GET",
                         };
-                        return Err(lane.conn.unexpected(command, reply));
+                        return Err(lane.conn.unexpected(command, reply).into());
                     }
                 }
             }
@@ -430,10 +436,11 @@ impl<'a> Client<'a> {
                 Ok(_) => break,
                 Err(Errno::EINTR) => {}
                 Err(e) => {
-                    return Err(LoadError::Io {
+                    return Err(ConnError::Io {
                         addr: self.lanes[waiting[0]].conn.addr().to_owned(),
                         source: e.into(),
-                    });
+                    }
+                    .into());
                 }
             }
         }
@@ -489,7 +496,7 @@ mod tests {
     #[test]
     fn replies_are_classified_by_the_command_they_answer() {
         assert!(matches!(
-            classify(Op::Set, &Reply::Status(b"OK")),
+            classify(Op::Set, &Reply::Simple(b"OK")),
             Outcome::Done
         ));
         assert!(matches!(
@@ -509,7 +516,7 @@ mod tests {
             Outcome::Unexpected(_)
         ));
         assert!(matches!(
-            classify(Op::Get, &Reply::Status(b"OK")),
+            classify(Op::Get, &Reply::Simple(b"OK")),
             Outcome::Unexpected(_)
         ));
     }

@@ -2,7 +2,7 @@
 //! shipping frames, receive the log into this node's own log, make it visible and durable,
 //! and acknowledge; on any failure, reconnect with capped exponential backoff and jitter.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use crate::format::epochs::EpochHistory;
 use crate::format::repl::{
     AUTH_BYTES, Frame, Hello, PROTOCOL_VERSION, RefuseCode, SNAPSHOT_HEADER_BYTES,
 };
+use crate::format::resp_reply::{Limits, Reply, encode_command, parse_reply};
 use crate::format::snapshot::SnapshotHeader;
 use crate::wal::random_u64;
 
@@ -162,21 +163,47 @@ fn connect(options: &LinkOptions, status: &LinkStatus) -> Result<TcpStream, Repl
         .into())
 }
 
+/// Bounds on the primary's reply to the handshake: one status line (`+OK`, or `+OK AUTH` and a
+/// challenge) or an error line.
+const HANDSHAKE_REPLY_LIMITS: Limits = Limits {
+    line_max_bytes: 1024,
+    bulk_max_bytes: 0,
+    aggregate_max_len: 0,
+    depth_max: 0,
+};
+
 /// Sends the handshake command; returns the primary's challenge, when it has a password.
 fn handshake(stream: &mut TcpStream) -> Result<Option<[u8; AUTH_BYTES]>, ReplError> {
-    let command = format!(
-        "*1\r\n${}\r\n{HANDSHAKE_COMMAND}\r\n",
-        HANDSHAKE_COMMAND.len()
-    );
-    stream.write_all(command.as_bytes())?;
-    // The reply is one RESP line; read it byte by byte so nothing after it is consumed.
-    let mut line = Vec::new();
-    BufReader::with_capacity(1, Read::take(&*stream, 1024)).read_until(b'\n', &mut line)?;
-    let line = line.strip_suffix(b"\r\n").unwrap_or(&line);
+    let mut command = Vec::new();
+    encode_command(&mut command, &[HANDSHAKE_COMMAND.as_bytes()]);
+    stream.write_all(&command)?;
+    // The reply is one RESP line and frames follow it: read it byte by byte so nothing after
+    // it is consumed. The limits end the loop: a line longer than 1 KiB is an error.
+    let mut reply = Vec::new();
+    let line = loop {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte)?;
+        reply.extend_from_slice(&byte);
+        match parse_reply(&reply, &HANDSHAKE_REPLY_LIMITS) {
+            Ok(None) => {}
+            Ok(Some((Reply::Simple(line), _))) => break line,
+            Ok(Some((other, _))) => {
+                return Err(ReplError::Protocol(format!(
+                    "the primary answered the handshake with {}",
+                    other.describe()
+                )));
+            }
+            Err(e) => {
+                return Err(ReplError::Protocol(format!(
+                    "the primary's reply to the handshake is not RESP: {e}"
+                )));
+            }
+        }
+    };
     match line {
-        b"+OK" => Ok(None),
+        b"OK" => Ok(None),
         _ => match line
-            .strip_prefix(b"+OK AUTH ")
+            .strip_prefix(b"OK AUTH ")
             .and_then(auth::parse_challenge)
         {
             Some(challenge) => Ok(Some(challenge)),

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use shiplog::format::resp_reply::{Limits, encode_command, parse_reply};
 
 /// A running `shiplogd`.
 pub struct Daemon {
@@ -208,11 +209,21 @@ impl Drop for Daemon {
     }
 }
 
-/// A raw RESP connection, for exact reply bytes and hostile input.
+/// A raw RESP connection, for exact reply bytes and hostile input; replies are framed by the
+/// library's codec (`shiplog::format::resp_reply`).
 pub struct Raw {
     pub stream: std::net::TcpStream,
-    reader: BufReader<std::net::TcpStream>,
+    /// Bytes received and not yet returned as a reply.
+    received: Vec<u8>,
 }
+
+/// What a raw connection accepts: any reply the server may send (a bulk string up to the
+/// server's own bound), so a test sees what was sent rather than a client's refusal.
+const RAW_LIMITS: Limits = Limits {
+    bulk_max_bytes: 512 << 20,
+    aggregate_max_len: 1 << 24,
+    ..Limits::DEFAULT
+};
 
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Self {
@@ -220,8 +231,10 @@ impl Raw {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Self { stream, reader }
+        Self {
+            stream,
+            received: Vec::new(),
+        }
     }
 
     /// Sends `bytes` as they are.
@@ -231,12 +244,8 @@ impl Raw {
 
     /// Sends a command as a multibulk request.
     pub fn send_command(&mut self, args: &[&[u8]]) {
-        let mut request = format!("*{}\r\n", args.len()).into_bytes();
-        for arg in args {
-            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            request.extend_from_slice(arg);
-            request.extend_from_slice(b"\r\n");
-        }
+        let mut request = Vec::new();
+        encode_command(&mut request, args);
         self.send(&request);
     }
 
@@ -247,48 +256,32 @@ impl Raw {
         self.reply()
     }
 
-    /// Reads one complete reply (any RESP2/RESP3 type) and returns its bytes.
+    /// Reads one complete reply (any type the server sends) and returns its bytes.
     pub fn reply(&mut self) -> String {
-        let mut out = Vec::new();
-        self.read_value(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    fn read_value(&mut self, out: &mut Vec<u8>) {
-        let mut line = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut line).unwrap();
-        assert!(n > 0, "connection closed while a reply was expected");
-        out.extend_from_slice(&line);
-        let body = std::str::from_utf8(&line[1..line.len() - 2]).unwrap_or("");
-        match line[0] {
-            b'$' | b'=' | b'!' => {
-                let len: i64 = body.parse().unwrap();
-                if len >= 0 {
-                    let mut data = vec![0; len as usize + 2];
-                    std::io::Read::read_exact(&mut self.reader, &mut data).unwrap();
-                    out.extend_from_slice(&data);
+        loop {
+            match parse_reply(&self.received, &RAW_LIMITS) {
+                Ok(Some((_, used))) => {
+                    let reply: Vec<u8> = self.received.drain(..used).collect();
+                    return String::from_utf8_lossy(&reply).into_owned();
                 }
-            }
-            b'*' | b'~' | b'>' => {
-                let len: i64 = body.parse().unwrap();
-                for _ in 0..len.max(0) {
-                    self.read_value(out);
+                Ok(None) => {
+                    let mut chunk = [0u8; 64 << 10];
+                    let n = std::io::Read::read(&mut self.stream, &mut chunk).unwrap();
+                    assert!(n > 0, "connection closed while a reply was expected");
+                    self.received.extend_from_slice(&chunk[..n]);
                 }
+                Err(e) => panic!(
+                    "malformed reply ({e}): {:?}",
+                    String::from_utf8_lossy(&self.received)
+                ),
             }
-            b'%' => {
-                let len: i64 = body.parse().unwrap();
-                for _ in 0..len * 2 {
-                    self.read_value(out);
-                }
-            }
-            _ => {}
         }
     }
 
     /// True once the server has closed the connection (reads end of stream).
     pub fn is_closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        match std::io::Read::read_to_end(&mut self.reader, &mut rest) {
+        match std::io::Read::read_to_end(&mut self.stream, &mut rest) {
             Ok(_) => true,
             Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
         }

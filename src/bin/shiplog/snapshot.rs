@@ -13,10 +13,12 @@ use clap::Subcommand;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde::Serialize;
 use shiplog::engine::{Db, DbError, DbOptions};
+use shiplog::format::resp_reply::{Head, Reply};
 use shiplog::format::snapshot::{
     SNAPSHOT_ENTRY_FIXED_BYTES, SNAPSHOT_HEADER_BYTES, SNAPSHOT_TRAILER_BYTES,
     SNAPSHOT_UNCOMPRESSED_MAX_BYTES, SnapshotHeader,
 };
+use shiplog::resp_conn::ConnError;
 use shiplog::snapshot::{
     DEFAULT_LEVEL, SnapshotInfo, create_snapshot_file, read_header, restore_snapshot,
     verify_snapshot,
@@ -24,7 +26,7 @@ use shiplog::snapshot::{
 use shiplog::wal::WalError;
 
 use super::print_json;
-use super::resp_client::{Client, Head, Reply};
+use super::resp_client::connect_with_auth;
 
 /// Bound on connecting to a daemon and on its AUTH reply.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -329,27 +331,30 @@ fn create_from_server(
     wait: Duration,
 ) -> Result<ExitCode, String> {
     check_out(out)?;
-    let mut client = Client::connect_with_auth(target, CONNECT_TIMEOUT, password_file)?;
+    let mut client = connect_with_auth(target, CONNECT_TIMEOUT, password_file)?;
     let started = Instant::now();
-    let timeout = |e: std::io::Error| format!("{target}: cannot set a timeout: {e}");
+    let timeout = |e: ConnError| format!("cannot set a timeout: {e}");
     client.set_timeout(Some(wait)).map_err(timeout)?;
     let head = client
         .command_streamed(&[b"SHIPLOG.SNAPSHOT"], DOWNLOAD_MAX_BYTES)
         .map_err(|e| e.to_string())?;
     let len = match head {
         Head::Bulk(len) => len,
-        Head::Other(Reply::Error(e)) if e.starts_with("NOAUTH") => {
+        Head::Other(Reply::Error(e)) if e.starts_with(b"NOAUTH") => {
+            let e = String::from_utf8_lossy(e);
             return Err(format!(
                 "{target} requires a password: pass --password-file ({e})"
             ));
         }
         Head::Other(Reply::Error(e)) => {
+            let e = String::from_utf8_lossy(e);
             return Err(format!("{target} refused the snapshot: {e}"));
         }
         Head::Other(other) => {
             return Err(format!(
-                "{target} answered SHIPLOG.SNAPSHOT with {other:?}, not a snapshot: is it a \
-                 shiplogd of this version?"
+                "{target} answered SHIPLOG.SNAPSHOT with {}, not a snapshot: is it a \
+                 shiplogd of this version?",
+                other.describe()
             ));
         }
     };
@@ -357,7 +362,7 @@ fn create_from_server(
         .set_timeout(Some(BODY_STALL_TIMEOUT))
         .map_err(timeout)?;
     let mut temp = TempFile::beside(out, "download");
-    download(client.body(), len, &temp.path, target)?;
+    download(&mut client.into_body(), len, &temp.path, target)?;
     let mut progress = Progress::new("verify", len);
     let verified = verify_snapshot(&temp.path, &mut |done| progress.update(done));
     progress.finish();

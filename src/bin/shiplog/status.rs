@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Serialize;
+use shiplog::format::resp_reply::Reply;
+use shiplog::resp_conn::Connection;
 
 use super::print_json;
-use super::resp_client::{Client, Reply};
+use super::resp_client::connect_with_auth;
 
 /// Exit status of a node that answered but is not healthy (the reasons are on stderr).
 const UNHEALTHY: u8 = 1;
@@ -421,28 +423,31 @@ pub fn status(target: &str, json: bool, password_file: Option<&Path>) -> ExitCod
 fn query(target: &str, password_file: Option<&Path>) -> Result<Status, Failure> {
     // Connect without AUTH first: whether anything answers at `target` decides between exit
     // statuses 2 and 3, and `connect_with_auth` says only in words why it failed.
-    let mut client = Client::connect(target, TIMEOUT).map_err(|e| Failure::no_response(&e))?;
+    let mut client = Connection::connect(target, TIMEOUT).map_err(|e| Failure::no_response(&e))?;
     if password_file.is_some() {
         drop(client);
-        client = Client::connect_with_auth(target, TIMEOUT, password_file)
+        client = connect_with_auth(target, TIMEOUT, password_file)
             .map_err(|e| Failure::not_checked(&e))?;
     }
     let reply = client
         .command(&[b"INFO", b"server", b"persistence", b"replication"])
         .map_err(|e| Failure::no_response(&e))?;
     let text = match reply {
-        Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
-        Reply::Error(e) if e.starts_with("NOAUTH") => {
+        Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        Reply::Error(e) if e.starts_with(b"NOAUTH") => {
+            let e = String::from_utf8_lossy(e);
             return Err(Failure::not_checked(&format!(
                 "{target} requires a password: pass --password-file ({e})"
             )));
         }
         Reply::Error(e) => {
+            let e = String::from_utf8_lossy(e);
             return Err(Failure::not_checked(&format!("{target} refused INFO: {e}")));
         }
         other => {
             return Err(Failure::not_checked(&format!(
-                "{target} answered INFO with {other:?}"
+                "{target} answered INFO with {}",
+                other.describe()
             )));
         }
     };

@@ -4,22 +4,31 @@
 //! learns of a newer epoch; and the notice a promoted node keeps sending its old primary, so a
 //! paused or restarted old primary steps down as soon as it runs again.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Replication;
 use crate::format::repl::Peer;
+use crate::format::resp_reply::{Limits, Reply};
 use crate::format::{Epoch, Lsn};
 use crate::repl::link::{self, LinkOptions};
+use crate::resp_conn::{ConnError, Connection};
 use crate::sync::MutexExt;
 
 /// How long a promotion waits for the replication link to stop.
 const LINK_STOP_WAIT: Duration = Duration::from_secs(5);
 /// How long a peer may take to tell its position before a promotion goes on without it.
 const PEER_QUERY_TIMEOUT: Duration = Duration::from_millis(300);
+/// Bounds on a peer's replies to `AUTH` and `SHIPLOG.POSITION`: a status line or three
+/// integers, so anything larger is not an answer to them.
+const PEER_REPLY_LIMITS: Limits = Limits {
+    line_max_bytes: 256,
+    bulk_max_bytes: 256,
+    aggregate_max_len: 3,
+    depth_max: 1,
+};
 /// How long a promoted node keeps trying to tell its old primary about the new epoch.
 const FENCE_NOTICE_WINDOW: Duration = Duration::from_mins(2);
 
@@ -323,55 +332,46 @@ fn peer_ip(peer: &Peer) -> IpAddr {
         .map_or(IpAddr::V6(peer.ip), IpAddr::V4)
 }
 
-/// Asks a peer for its durable LSN and highest epoch (`SHIPLOG.POSITION`).
-fn query_position(addr: SocketAddr, password: Option<&[u8]>) -> std::io::Result<Position> {
-    let mut stream = TcpStream::connect_timeout(&addr, PEER_QUERY_TIMEOUT)?;
-    stream.set_read_timeout(Some(PEER_QUERY_TIMEOUT))?;
-    stream.set_write_timeout(Some(PEER_QUERY_TIMEOUT))?;
-    let mut request = Vec::new();
+/// Asks a peer for its durable LSN and highest epoch (`SHIPLOG.POSITION`), after `AUTH` when
+/// the cluster has a password (both sent in one write).
+fn query_position(addr: SocketAddr, password: Option<&[u8]>) -> Result<Position, ConnError> {
+    let mut peer =
+        Connection::connect(&addr.to_string(), PEER_QUERY_TIMEOUT)?.with_limits(PEER_REPLY_LIMITS);
     if let Some(password) = password {
-        request
-            .extend_from_slice(format!("*2\r\n$4\r\nAUTH\r\n${}\r\n", password.len()).as_bytes());
-        request.extend_from_slice(password);
-        request.extend_from_slice(b"\r\n");
+        peer.queue(&[b"AUTH", password]);
     }
-    request.extend_from_slice(b"*1\r\n$16\r\nSHIPLOG.POSITION\r\n");
-    stream.write_all(&request)?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    let mut next = |reader: &mut BufReader<TcpStream>| -> std::io::Result<String> {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 || line.len() > 256 {
-            return Err(std::io::Error::other("the peer closed or sent a bad reply"));
-        }
-        Ok(line.trim_end().to_owned())
-    };
+    peer.queue(&[b"SHIPLOG.POSITION"]);
+    peer.flush()?;
     if password.is_some() {
-        let auth = next(&mut reader)?;
-        if auth != "+OK" {
-            return Err(std::io::Error::other(format!("AUTH answered {auth}")));
+        match peer.read_reply()? {
+            Reply::Simple(b"OK") => {}
+            other => {
+                let reply = other.describe();
+                return Err(peer.unexpected("AUTH", reply));
+            }
         }
     }
-    let bad = |what: &str| std::io::Error::other(format!("SHIPLOG.POSITION answered {what}"));
-    let head = next(&mut reader)?;
-    if head != "*3" {
-        return Err(bad(&head));
+    // `*3 :durable_lsn :highest_epoch :last_epoch`
+    let reply = peer.read_reply()?;
+    if let Reply::Array(Some(items)) = &reply
+        && let [
+            Reply::Integer(durable_lsn),
+            Reply::Integer(highest_epoch),
+            Reply::Integer(last_epoch),
+        ] = items.as_slice()
+        && let Some(position) = position_from(*durable_lsn, *highest_epoch, *last_epoch)
+    {
+        return Ok(position);
     }
-    let mut int = |reader: &mut BufReader<TcpStream>| -> std::io::Result<u64> {
-        let item = next(reader)?;
-        item.strip_prefix(':')
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| bad(&item))
-    };
-    let durable_lsn = int(&mut reader)?;
-    let mut epoch = |reader: &mut BufReader<TcpStream>| {
-        Epoch::try_from(int(reader)?).map_err(|_| bad("an epoch too large"))
-    };
-    let highest_epoch = epoch(&mut reader)?;
-    let last_epoch = epoch(&mut reader)?;
-    Ok(Position {
-        durable_lsn,
-        highest_epoch,
-        last_epoch,
+    let reply = reply.describe();
+    Err(peer.unexpected("SHIPLOG.POSITION", reply))
+}
+
+/// The position in a `SHIPLOG.POSITION` reply, `None` when a number is out of its range.
+fn position_from(durable_lsn: i64, highest_epoch: i64, last_epoch: i64) -> Option<Position> {
+    Some(Position {
+        durable_lsn: Lsn::try_from(durable_lsn).ok()?,
+        highest_epoch: Epoch::try_from(highest_epoch).ok()?,
+        last_epoch: Epoch::try_from(last_epoch).ok()?,
     })
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::node::interrupted;
 use super::probe::connect;
-use crate::resp_client::{Client, Reply};
+use shiplog::format::resp_reply::Reply;
+use shiplog::resp_conn::Connection;
 
 /// Client connections, one thread each.
 pub const CLIENTS: usize = 4;
@@ -78,7 +79,7 @@ impl Load {
 }
 
 /// One client's loop: `SET demo:<client>:<n> v<n>-<client>` until stopped or disconnected.
-fn write_keys(mut client: Client, id: usize, stop: &AtomicBool, acked: &AtomicU64) -> Outcome {
+fn write_keys(mut client: Connection, id: usize, stop: &AtomicBool, acked: &AtomicU64) -> Outcome {
     let mut outcome = Outcome::default();
     let started = Instant::now();
     let mut sent: u64 = 0;
@@ -94,7 +95,7 @@ fn write_keys(mut client: Client, id: usize, stop: &AtomicBool, acked: &AtomicU6
             Ok(reply) => {
                 outcome.indeterminate += 1;
                 if outcome.first_error.is_none() {
-                    outcome.first_error = Some(format!("{reply:?}"));
+                    outcome.first_error = Some(reply.describe());
                 }
             }
             Err(_) => {

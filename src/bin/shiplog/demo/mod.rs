@@ -29,7 +29,8 @@ use node::{Node, check_interrupted, free_port, port_was_taken};
 use probe::{command, connect, expect_simple, info, position, wait_until};
 use relay::Relay;
 
-use crate::resp_client::{Client, Reply};
+use shiplog::format::resp_reply::Reply;
+use shiplog::resp_conn::Connection;
 
 /// Between two lag readings.
 const READING_INTERVAL: Duration = Duration::from_millis(500);
@@ -75,7 +76,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn client(&self, i: usize) -> Result<Client, String> {
+    fn client(&self, i: usize) -> Result<Connection, String> {
         connect(&self.nodes[i].addr)
     }
 
@@ -260,7 +261,7 @@ fn reading(
     elapsed: Duration,
     acked: u64,
     nodes: &[Node],
-    monitors: &mut [Client],
+    monitors: &mut [Connection],
 ) -> Result<String, String> {
     let mut line = format!("  {:>4.1}s  {acked:>6} acked", elapsed.as_secs_f64());
     let mut primary = None;
@@ -348,7 +349,7 @@ fn partition(cluster: &Cluster) -> Result<Option<(String, String)>, String> {
     }
     let (key, value) = ("demo:during-partition", "only the old primary had this");
     let primary = &cluster.nodes[0].addr;
-    let mut client = Client::connect(primary, PARTITION_WAIT).map_err(|e| e.to_string())?;
+    let mut client = Connection::connect(primary, PARTITION_WAIT).map_err(|e| e.to_string())?;
     let cut = format!("partition: {} cut off from its replicas", NAMES[0]);
     match client.command(&[b"SET", key.as_bytes(), value.as_bytes()]) {
         Ok(Reply::Simple(_)) => {
@@ -356,7 +357,8 @@ fn partition(cluster: &Cluster) -> Result<Option<(String, String)>, String> {
             Ok(Some((key.to_owned(), value.to_owned())))
         }
         Ok(other) => {
-            say!("{cut}; a write sent to it is answered {other:?} (indeterminate)");
+            let other = other.describe();
+            say!("{cut}; a write sent to it is answered {other} (indeterminate)");
             Ok(None)
         }
         Err(_) => {
@@ -444,7 +446,7 @@ fn fail_over(cluster: &Cluster) -> Result<Failover, String> {
 
 /// Writes one key on the new primary, retrying error replies (a synchronous primary answers
 /// `-NOREPLICAS` until its replica is back) for up to [`CATCH_UP_TIMEOUT`].
-fn first_write(client: &mut Client) -> Result<(), String> {
+fn first_write(client: &mut Connection) -> Result<(), String> {
     let mut last = None;
     let written = wait_until(CATCH_UP_TIMEOUT, || {
         match command(
@@ -453,7 +455,7 @@ fn first_write(client: &mut Client) -> Result<(), String> {
         )? {
             Reply::Simple(_) => Ok(true),
             other => {
-                last = Some(other);
+                last = Some(other.describe());
                 Ok(false)
             }
         }
@@ -461,12 +463,13 @@ fn first_write(client: &mut Client) -> Result<(), String> {
     if written {
         Ok(())
     } else {
-        Err(format!("the new primary refused writes: {last:?}"))
+        let last = last.as_deref().unwrap_or("no reply");
+        Err(format!("the new primary refused writes: {last}"))
     }
 }
 
 /// Keys of `acked` that `addr` does not hold with their acknowledged value.
-fn missing(client: &mut Client, acked: &[(String, String)]) -> Result<Vec<String>, String> {
+fn missing(client: &mut Connection, acked: &[(String, String)]) -> Result<Vec<String>, String> {
     let keys: Vec<&str> = acked.iter().map(|(k, _)| k.as_str()).collect();
     let values = probe::values(client, &keys)?;
     Ok(acked

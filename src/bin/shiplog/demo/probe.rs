@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::node::check_interrupted;
-use crate::resp_client::{Client, Reply};
+use shiplog::format::resp_reply::Reply;
+use shiplog::resp_conn::Connection;
 
 /// Bound on connecting and on each reply: a promotion asks every peer, so allow it seconds.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -17,22 +18,26 @@ const BATCH_KEYS: usize = 1000;
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 /// A connection to `addr`.
-pub fn connect(addr: &str) -> Result<Client, String> {
-    Client::connect(addr, TIMEOUT).map_err(|e| e.to_string())
+pub fn connect(addr: &str) -> Result<Connection, String> {
+    Connection::connect(addr, TIMEOUT).map_err(|e| e.to_string())
 }
 
 /// Sends a command of text arguments.
-pub fn command(client: &mut Client, args: &[&str]) -> Result<Reply, String> {
+pub fn command<'c>(client: &'c mut Connection, args: &[&str]) -> Result<Reply<'c>, String> {
     let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     client.command(&args).map_err(|e| e.to_string())
 }
 
 /// Sends a command whose reply must be a simple string; an error reply is an `Err`.
-pub fn expect_simple(client: &mut Client, args: &[&str]) -> Result<String, String> {
+pub fn expect_simple(client: &mut Connection, args: &[&str]) -> Result<String, String> {
     match command(client, args)? {
-        Reply::Simple(text) => Ok(text),
-        Reply::Error(e) => Err(format!("{} refused: {e}", args.join(" "))),
-        other => Err(format!("{} answered {other:?}", args.join(" "))),
+        Reply::Simple(text) => Ok(String::from_utf8_lossy(text).into_owned()),
+        Reply::Error(e) => Err(format!(
+            "{} refused: {}",
+            args.join(" "),
+            String::from_utf8_lossy(e)
+        )),
+        other => Err(format!("{} answered {}", args.join(" "), other.describe())),
     }
 }
 
@@ -77,16 +82,16 @@ impl Info {
 }
 
 /// `INFO replication`, parsed.
-pub fn info(client: &mut Client) -> Result<Info, String> {
+pub fn info(client: &mut Connection) -> Result<Info, String> {
     match command(client, &["INFO", "replication"])? {
         Reply::Bulk(Some(text)) => Ok(Info(
-            String::from_utf8_lossy(&text)
+            String::from_utf8_lossy(text)
                 .lines()
                 .filter_map(|l| l.split_once(':'))
                 .map(|(k, v)| (k.to_owned(), v.trim_end().to_owned()))
                 .collect(),
         )),
-        other => Err(format!("INFO answered {other:?}")),
+        other => Err(format!("INFO answered {}", other.describe())),
     }
 }
 
@@ -101,7 +106,7 @@ pub struct Position {
 }
 
 /// `SHIPLOG.POSITION`: `*3 :durable_lsn :highest_epoch :last_epoch`.
-pub fn position(client: &mut Client) -> Result<Position, String> {
+pub fn position(client: &mut Connection) -> Result<Position, String> {
     let reply = command(client, &["SHIPLOG.POSITION"])?;
     if let Reply::Array(Some(items)) = &reply
         && let [
@@ -115,11 +120,11 @@ pub fn position(client: &mut Client) -> Result<Position, String> {
             durable_lsn: u64::try_from(*lsn).map_err(|_| format!("negative LSN {lsn}"))?,
         });
     }
-    Err(format!("SHIPLOG.POSITION answered {reply:?}"))
+    Err(format!("SHIPLOG.POSITION answered {}", reply.describe()))
 }
 
 /// The values of `keys` (`None` for a missing key), by `MGET` in batches.
-pub fn values(client: &mut Client, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
+pub fn values(client: &mut Connection, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, String> {
     let mut out = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(BATCH_KEYS) {
         let mut args: Vec<&[u8]> = vec![b"MGET"];
@@ -128,34 +133,36 @@ pub fn values(client: &mut Client, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>
             Reply::Array(Some(items)) if items.len() == chunk.len() => {
                 for item in items {
                     match item {
-                        Reply::Bulk(value) => out.push(value),
-                        other => return Err(format!("MGET answered an element {other:?}")),
+                        Reply::Bulk(value) => out.push(value.map(<[u8]>::to_vec)),
+                        other => {
+                            return Err(format!("MGET answered an element {}", other.describe()));
+                        }
                     }
                 }
             }
-            other => return Err(format!("MGET answered {other:?}")),
+            other => return Err(format!("MGET answered {}", other.describe())),
         }
     }
     Ok(out)
 }
 
 /// Every key of the node, sorted, by `SCAN`.
-fn all_keys(client: &mut Client) -> Result<Vec<Vec<u8>>, String> {
+fn all_keys(client: &mut Connection) -> Result<Vec<Vec<u8>>, String> {
     let mut keys = Vec::new();
     let mut cursor = "0".to_owned();
     let count = BATCH_KEYS.to_string();
     loop {
         let reply = command(client, &["SCAN", &cursor, "COUNT", &count])?;
         let Reply::Array(Some(parts)) = reply else {
-            return Err(format!("SCAN answered {reply:?}"));
+            return Err(format!("SCAN answered {}", reply.describe()));
         };
         let [Reply::Bulk(Some(next)), Reply::Array(Some(batch))] = parts.as_slice() else {
-            return Err(format!("SCAN answered {parts:?}"));
+            return Err(format!("SCAN answered {} elements", parts.len()));
         };
         for key in batch {
             match key {
-                Reply::Bulk(Some(key)) => keys.push(key.clone()),
-                other => return Err(format!("SCAN answered a key {other:?}")),
+                Reply::Bulk(Some(key)) => keys.push(key.to_vec()),
+                other => return Err(format!("SCAN answered a key {}", other.describe())),
             }
         }
         cursor = String::from_utf8_lossy(next).into_owned();
@@ -169,7 +176,7 @@ fn all_keys(client: &mut Client) -> Result<Vec<Vec<u8>>, String> {
 }
 
 /// The number of keys and a digest of every key and value of the node.
-pub fn digest(client: &mut Client) -> Result<(usize, String), String> {
+pub fn digest(client: &mut Connection) -> Result<(usize, String), String> {
     let keys = all_keys(client)?;
     let text: Vec<String> = keys
         .iter()
