@@ -4,6 +4,7 @@
 //!
 //! Run: `cargo bench --bench engine`. Figures go to docs/benchmarks.md.
 
+#![deny(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::pedantic, reason = "benchmark code")]
 
 mod common;
@@ -33,6 +34,7 @@ struct CountingAlloc;
 static LIVE_BYTES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
+#[allow(unsafe_code, reason = "a counting allocator is unsafe to implement")]
 unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         LIVE_BYTES.fetch_add(layout.size() as i64, std::sync::atomic::Ordering::Relaxed);

@@ -10,6 +10,7 @@
 //! every node, say `--sync-replicas 1`). Prints each round and the medians. Figures go to
 //! docs/benchmarks.md, "Failover".
 
+#![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::pedantic, reason = "benchmark code")]
 
 #[path = "../tests/daemon/mod.rs"]

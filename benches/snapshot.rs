@@ -10,6 +10,7 @@
 //! `benches/bootstrap.sh`; add a filter that matches no benchmark, `-- none`, to skip timing).
 //! Figures go to docs/benchmarks.md, "Snapshots".
 
+#![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::pedantic, reason = "benchmark code")]
 
 mod common;

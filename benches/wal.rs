@@ -3,6 +3,7 @@
 //!
 //! Run: `cargo bench --bench wal` (set `SHIPLOG_BENCH_DIR` to put the logs on another disk).
 
+#![forbid(unsafe_code)]
 #![allow(
     clippy::unwrap_used,
     clippy::pedantic,

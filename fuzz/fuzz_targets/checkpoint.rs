@@ -1,5 +1,6 @@
 //! Fuzz target: arbitrary bytes through `shiplog::fuzzing::checkpoint`.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 

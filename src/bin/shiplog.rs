@@ -3,6 +3,8 @@
 //! drive a running server with load (`shiplog load`, whose logic is in `shiplog::loadgen`), and
 //! show a failover from start to end (`shiplog demo`).
 
+#![forbid(unsafe_code)]
+
 // The crate root is src/bin/shiplog.rs: its modules would otherwise be looked for beside it,
 // where Cargo takes every file for a binary of its own.
 #[path = "shiplog/demo/mod.rs"]

@@ -1,5 +1,7 @@
 //! `shiplogd`: the shiplog daemon. Recovers the data directory and serves it to Redis clients.
 
+#![forbid(unsafe_code)]
+
 #[path = "shiplogd/notify.rs"]
 mod notify;
 

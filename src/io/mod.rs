@@ -2,8 +2,15 @@
 //! [`LogFile`], so tests can swap the real implementation for [`SimFs`], which produces crash
 //! images and injects I/O errors.
 
+// The one module of the crate allowed `unsafe` (see the crate root).
+#[allow(
+    unsafe_code,
+    reason = "mmap and SIGPIPE; each block has its SAFETY comment"
+)]
 mod real;
+#[forbid(unsafe_code)]
 mod sim;
+#[forbid(unsafe_code)]
 mod whole_file;
 
 use std::fmt::Debug;
