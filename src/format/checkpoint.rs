@@ -23,6 +23,8 @@ pub const CHECKPOINT_VERSION: u16 = 1;
 pub const CHECKPOINT_HEADER_BYTES: usize = 64;
 /// Bytes of an entry besides its key.
 pub const CHECKPOINT_ENTRY_FIXED_BYTES: usize = 4 + 8 + 8 + 4 + 4;
+/// Bytes of an entry after its key: `[lsn: 8][segment: 8][offset: 4][value_bytes: 4]`.
+const ENTRY_TAIL_BYTES: usize = CHECKPOINT_ENTRY_FIXED_BYTES - 4;
 
 /// The checkpoint header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,9 +72,8 @@ impl CheckpointHeader {
     /// # Errors
     /// Short input, wrong magic, version, reserved bytes, LSN range or checksum.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let bytes = bytes
-            .get(..CHECKPOINT_HEADER_BYTES)
-            .ok_or(FormatError::Truncated {
+        let bytes: &[u8; CHECKPOINT_HEADER_BYTES] =
+            bytes.first_chunk().ok_or(FormatError::Truncated {
                 needed: CHECKPOINT_HEADER_BYTES as u64,
                 available: bytes.len() as u64,
             })?;
@@ -138,22 +139,21 @@ impl<'a> CheckpointImage<'a> {
     /// count that does not match, keys out of order, LSNs out of range.
     pub fn parse(bytes: &'a [u8], key_max_bytes: u32) -> Result<Self, FormatError> {
         let header = CheckpointHeader::decode(bytes)?;
-        let body_end = bytes
-            .len()
-            .checked_sub(4)
-            .filter(|&e| e >= CHECKPOINT_HEADER_BYTES)
-            .ok_or(FormatError::Truncated {
-                needed: CHECKPOINT_HEADER_BYTES as u64 + 4,
-                available: bytes.len() as u64,
-            })?;
-        let stored = LE::read_u32(&bytes[body_end..]);
-        let computed = crc32fast::hash(&bytes[..body_end]);
+        let truncated = || FormatError::Truncated {
+            needed: CHECKPOINT_HEADER_BYTES as u64 + 4,
+            available: bytes.len() as u64,
+        };
+        let (covered, trailer) = bytes.split_last_chunk::<4>().ok_or_else(truncated)?;
+        let body = covered
+            .get(CHECKPOINT_HEADER_BYTES..)
+            .ok_or_else(truncated)?;
+        let stored = LE::read_u32(trailer);
+        let computed = crc32fast::hash(covered);
         if stored != computed {
             return Err(FormatError::ChecksumMismatch { stored, computed });
         }
         // Each entry takes at least its fixed bytes: a count beyond that is a lie, caught
         // before anything is sized by it.
-        let body = &bytes[CHECKPOINT_HEADER_BYTES..body_end];
         if header.entry_count > (body.len() / CHECKPOINT_ENTRY_FIXED_BYTES) as u64 {
             return Err(FormatError::LengthTooLarge {
                 len: header.entry_count,
@@ -169,7 +169,7 @@ impl<'a> CheckpointImage<'a> {
         let mut previous: Option<&[u8]> = None;
         let mut rest = body;
         while !rest.is_empty() {
-            let (entry, used) = decode_entry(rest, key_max_bytes)?;
+            let (entry, after) = decode_entry(rest, key_max_bytes)?;
             if previous.is_some_and(|p| p >= entry.key) {
                 return Err(FormatError::OutOfOrder);
             }
@@ -181,7 +181,7 @@ impl<'a> CheckpointImage<'a> {
                 return Err(FormatError::LsnOutOfRange(entry.lsn));
             }
             previous = Some(entry.key);
-            rest = &rest[used..];
+            rest = after;
             count += 1;
         }
         if count != header.entry_count {
@@ -198,41 +198,46 @@ impl<'a> CheckpointImage<'a> {
         let mut rest = self.entries;
         let key_max = self.key_max_bytes;
         std::iter::from_fn(move || {
-            let (entry, used) = decode_entry(rest, key_max).ok()?;
-            rest = &rest[used..];
+            let (entry, after) = decode_entry(rest, key_max).ok()?;
+            rest = after;
             Some(entry)
         })
     }
 }
 
+/// Decodes the entry at the start of `bytes`; returns it and the bytes after it.
 fn decode_entry(
     bytes: &[u8],
     key_max_bytes: u32,
-) -> Result<(CheckpointEntry<'_>, usize), FormatError> {
+) -> Result<(CheckpointEntry<'_>, &[u8]), FormatError> {
     let truncated = |needed: usize| FormatError::Truncated {
         needed: needed as u64,
         available: bytes.len() as u64,
     };
-    let key_len = LE::read_u32(bytes.get(..4).ok_or(truncated(4))?);
+    let (key_len, after_len) = bytes.split_first_chunk::<4>().ok_or(truncated(4))?;
+    let key_len = LE::read_u32(key_len);
     if key_len > key_max_bytes {
         return Err(FormatError::LengthTooLarge {
             len: u64::from(key_len),
             max: u64::from(key_max_bytes),
         });
     }
-    let key_end = 4 + key_len as usize;
-    let total = key_end + CHECKPOINT_ENTRY_FIXED_BYTES - 4;
-    let entry = bytes.get(..total).ok_or(truncated(total))?;
-    let fixed = &entry[key_end..];
+    let total = 4 + key_len as usize + ENTRY_TAIL_BYTES;
+    let (key, after_key) = after_len
+        .split_at_checked(key_len as usize)
+        .ok_or(truncated(total))?;
+    let (fixed, rest) = after_key
+        .split_first_chunk::<ENTRY_TAIL_BYTES>()
+        .ok_or(truncated(total))?;
     Ok((
         CheckpointEntry {
-            key: &entry[4..key_end],
+            key,
             lsn: LE::read_u64(&fixed[0..8]),
             segment: LE::read_u64(&fixed[8..16]),
             offset: LE::read_u32(&fixed[16..20]),
             value_bytes: LE::read_u32(&fixed[20..24]),
         },
-        total,
+        rest,
     ))
 }
 

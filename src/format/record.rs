@@ -151,7 +151,7 @@ pub fn encode_record(out: &mut Vec<u8>, salt: u32, meta: &RecordMeta, payload: &
 /// A truncated record, an oversized length, a checksum mismatch or an invalid kind.
 pub fn decode_record(bytes: &[u8], salt: u32) -> Result<DecodedRecord<'_>, FormatError> {
     let header = bytes
-        .get(..RECORD_HEADER_BYTES)
+        .first_chunk::<RECORD_HEADER_BYTES>()
         .ok_or(FormatError::Truncated {
             needed: RECORD_HEADER_BYTES as u64,
             available: bytes.len() as u64,

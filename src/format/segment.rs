@@ -64,7 +64,7 @@ impl SegmentHeader {
     /// Any deviation from the format: short input, wrong magic or version, non-zero reserved
     /// bytes, or a checksum mismatch.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let Some(bytes) = bytes.get(..SEGMENT_HEADER_BYTES) else {
+        let Some(bytes) = bytes.first_chunk::<SEGMENT_HEADER_BYTES>() else {
             return Err(FormatError::Truncated {
                 needed: SEGMENT_HEADER_BYTES as u64,
                 available: bytes.len() as u64,
