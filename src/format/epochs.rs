@@ -104,7 +104,7 @@ impl EpochHistory {
             if !(1..=LSN_MAX).contains(&e.start_lsn) {
                 return Err(bad("start LSN out of range"));
             }
-            if let Some(previous) = i.checked_sub(1).map(|p| entries[p]) {
+            if let Some(previous) = i.checked_sub(1).and_then(|p| entries.get(p)) {
                 if e.epoch <= previous.epoch {
                     return Err(bad("epochs must increase"));
                 }
@@ -124,8 +124,15 @@ impl EpochHistory {
 
     /// The newest epoch.
     #[must_use]
+    #[expect(
+        clippy::missing_panics_doc,
+        reason = "every constructor refuses an empty history"
+    )]
     pub fn latest(&self) -> EpochStart {
-        self.entries[self.entries.len() - 1]
+        *self
+            .entries
+            .last()
+            .expect("a history is never empty: from_entries refuses none")
     }
 
     /// This history with `epoch` starting at `start_lsn` appended.
@@ -142,7 +149,9 @@ impl EpochHistory {
     #[must_use]
     pub fn epoch_at(&self, lsn: Lsn) -> Epoch {
         let at = self.entries.partition_point(|e| e.start_lsn <= lsn);
-        at.checked_sub(1).map_or(0, |i| self.entries[i].epoch)
+        at.checked_sub(1)
+            .and_then(|i| self.entries.get(i))
+            .map_or(0, |e| e.epoch)
     }
 
     /// Parses a history file.
@@ -216,7 +225,9 @@ impl EpochHistory {
         }
         Self::from_entries(
             bytes
-                .chunks_exact(EPOCH_WIRE_BYTES)
+                .as_chunks::<EPOCH_WIRE_BYTES>()
+                .0
+                .iter()
                 .map(|c| EpochStart {
                     epoch: LE::read_u32(&c[0..4]),
                     start_lsn: LE::read_u64(&c[4..12]),

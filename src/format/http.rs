@@ -5,7 +5,7 @@
 #[must_use]
 pub fn request_target(head: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = head.windows(2).position(|w| w == b"\r\n")?;
-    let mut parts = head[..end].split(|&b| b == b' ');
+    let mut parts = head.get(..end)?.split(|&b| b == b' ');
     let method = parts
         .next()
         .filter(|m| !m.is_empty() && m.iter().all(u8::is_ascii_uppercase))?;

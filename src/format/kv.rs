@@ -67,12 +67,13 @@ pub fn decode_kv(
     payload: &[u8],
     key_max_bytes: u32,
 ) -> Result<KvOp<'_>, FormatError> {
-    let header = payload
-        .get(..KV_HEADER_BYTES)
-        .ok_or(FormatError::Truncated {
-            needed: KV_HEADER_BYTES as u64,
-            available: payload.len() as u64,
-        })?;
+    let (header, after_header) =
+        payload
+            .split_first_chunk::<KV_HEADER_BYTES>()
+            .ok_or(FormatError::Truncated {
+                needed: KV_HEADER_BYTES as u64,
+                available: payload.len() as u64,
+            })?;
     let key_len = LE::read_u32(header);
     if key_len > key_max_bytes {
         return Err(FormatError::LengthTooLarge {
@@ -81,22 +82,23 @@ pub fn decode_kv(
         });
     }
     let key_end = KV_HEADER_BYTES + key_len as usize;
-    let key = payload
-        .get(KV_HEADER_BYTES..key_end)
-        .ok_or(FormatError::Truncated {
-            needed: key_end as u64,
-            available: payload.len() as u64,
-        })?;
+    let (key, value) =
+        after_header
+            .split_at_checked(key_len as usize)
+            .ok_or(FormatError::Truncated {
+                needed: key_end as u64,
+                available: payload.len() as u64,
+            })?;
     if kind == KIND_PUT {
         Ok(KvOp::Put {
             key,
-            value: &payload[key_end..],
+            value,
             value_offset: key_end,
         })
     } else if kind == KIND_DELETE {
-        if payload.len() != key_end {
+        if !value.is_empty() {
             return Err(FormatError::TrailingBytes {
-                extra: (payload.len() - key_end) as u64,
+                extra: value.len() as u64,
             });
         }
         Ok(KvOp::Delete { key })

@@ -101,13 +101,13 @@ pub fn scan_records(bytes: &[u8], sparse_stride: u64) -> Result<SegmentScan, For
     let mut previous_epoch = header.epoch;
     let mut batch_records = 0u64;
     let mut batch_sparse: Vec<(Lsn, u64)> = Vec::new();
-    while offset < bytes.len() {
+    while let Some(rest) = bytes.get(offset..).filter(|rest| !rest.is_empty()) {
         let stop = |reason| ScanEnd::Stopped {
             offset: offset as u64,
             expected_lsn,
             reason,
         };
-        let record = match decode_record(&bytes[offset..], header.salt) {
+        let record = match decode_record(rest, header.salt) {
             Ok(record) => record,
             Err(e) => {
                 scan.end = stop(ScanStop::Record(e));
@@ -196,14 +196,17 @@ pub fn classify_tail(bytes: &[u8], from: u64, salt: u32, last_lsn: Lsn) -> TailS
     let lsn_window = (bytes.len() / RECORD_HEADER_BYTES) as u64 + 1;
     let mut unsynced_records = 0;
     for offset in from..dirty_end {
-        let Some(header) = bytes.get(offset..offset + RECORD_HEADER_BYTES) else {
+        let Some(rest) = bytes.get(offset..) else {
+            break;
+        };
+        let Some(header) = rest.first_chunk::<RECORD_HEADER_BYTES>() else {
             break;
         };
         let lsn = LE::read_u64(&header[8..16]);
         if lsn <= last_lsn || lsn - last_lsn > lsn_window {
             continue;
         }
-        if let Ok(record) = decode_record(&bytes[offset..], salt) {
+        if let Ok(record) = decode_record(rest, salt) {
             if record.durable_lsn > last_lsn {
                 return TailState::ValidRecordFollows {
                     offset: offset as u64,
