@@ -93,7 +93,7 @@ impl SnapshotHeader {
     /// Short input, wrong magic or version, non-zero reserved bytes, a checksum mismatch, an
     /// LSN out of range, or declared sizes that are impossible or too large.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let Some(bytes) = bytes.get(..SNAPSHOT_HEADER_BYTES) else {
+        let Some(bytes) = bytes.first_chunk::<SNAPSHOT_HEADER_BYTES>() else {
             return Err(FormatError::Truncated {
                 needed: SNAPSHOT_HEADER_BYTES as u64,
                 available: bytes.len() as u64,
@@ -189,11 +189,11 @@ pub fn encode_entry_head(out: &mut Vec<u8>, key: &[u8], value_len: usize) {
 /// # Errors
 /// A key or value length beyond the limits.
 pub fn decode_entry(bytes: &[u8]) -> Result<Option<(SnapshotEntry<'_>, usize)>, FormatError> {
-    if bytes.len() < SNAPSHOT_ENTRY_FIXED_BYTES {
+    let Some((fixed, after_fixed)) = bytes.split_first_chunk::<SNAPSHOT_ENTRY_FIXED_BYTES>() else {
         return Ok(None);
-    }
-    let key_len = LE::read_u32(&bytes[0..4]);
-    let value_len = LE::read_u32(&bytes[4..8]);
+    };
+    let key_len = LE::read_u32(&fixed[0..4]);
+    let value_len = LE::read_u32(&fixed[4..8]);
     if key_len > SNAPSHOT_KEY_MAX_BYTES {
         return Err(FormatError::LengthTooLarge {
             len: u64::from(key_len),
@@ -206,18 +206,14 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Option<(SnapshotEntry<'_>, usize)>, 
             max: u64::from(SNAPSHOT_VALUE_MAX_BYTES),
         });
     }
-    let key_end = SNAPSHOT_ENTRY_FIXED_BYTES + key_len as usize;
-    let end = key_end + value_len as usize;
-    if bytes.len() < end {
+    let Some((key, after_key)) = after_fixed.split_at_checked(key_len as usize) else {
         return Ok(None);
-    }
-    Ok(Some((
-        SnapshotEntry {
-            key: &bytes[SNAPSHOT_ENTRY_FIXED_BYTES..key_end],
-            value: &bytes[key_end..end],
-        },
-        end,
-    )))
+    };
+    let Some(value) = after_key.get(..value_len as usize) else {
+        return Ok(None);
+    };
+    let end = SNAPSHOT_ENTRY_FIXED_BYTES + key.len() + value.len();
+    Ok(Some((SnapshotEntry { key, value }, end)))
 }
 
 /// Checks a body's entries as they are decoded: keys strictly increasing, no more entries
@@ -309,7 +305,7 @@ impl SnapshotTrailer {
     /// # Errors
     /// Short input, wrong magic, non-zero reserved bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let Some(bytes) = bytes.get(..SNAPSHOT_TRAILER_BYTES) else {
+        let Some(bytes) = bytes.first_chunk::<SNAPSHOT_TRAILER_BYTES>() else {
             return Err(FormatError::Truncated {
                 needed: SNAPSHOT_TRAILER_BYTES as u64,
                 available: bytes.len() as u64,
