@@ -87,10 +87,21 @@ pub struct Request {
 
 impl Request {
     /// The arguments as slices (of `buffer` for the multibulk form).
+    ///
+    /// # Panics
+    /// When `buffer` is not (a prefix-preserving extension of) the buffer the request was
+    /// parsed from, so that an argument's range lies beyond it: a caller bug.
     #[must_use]
     pub fn arg_slices<'a>(&'a self, buffer: &'a [u8]) -> Vec<&'a [u8]> {
         match &self.args {
-            Arguments::Ranges(ranges) => ranges.iter().map(|r| &buffer[r.clone()]).collect(),
+            Arguments::Ranges(ranges) => ranges
+                .iter()
+                .map(|r| {
+                    buffer
+                        .get(r.clone())
+                        .expect("a request's ranges lie in the buffer it was parsed from")
+                })
+                .collect(),
             Arguments::Owned(args) => args.iter().map(Vec::as_slice).collect(),
         }
     }
@@ -136,12 +147,14 @@ pub fn parse_request_resuming(
     }
 }
 
-/// The line starting at `at`, without its `\r\n`, and the offset after it.
+/// The line starting at `at`, without its `\r\n`, and the offset after it. `at` is at most
+/// `buffer.len()` (an offset past the end reads as no bytes yet).
 fn line(buffer: &[u8], at: usize, max: usize) -> Result<Option<(&[u8], usize)>, ()> {
-    let rest = &buffer[at..];
-    let window = &rest[..rest.len().min(max + 2)];
+    let rest = buffer.get(at..).unwrap_or_default();
+    let window = rest.get(..max + 2).unwrap_or(rest);
     match window.windows(2).position(|w| w == b"\r\n") {
-        Some(end) => Ok(Some((&rest[..end], at + end + 2))),
+        // `end` is inside `window`, so the `Err` is never taken.
+        Some(end) => Ok(Some((window.get(..end).ok_or(())?, at + end + 2))),
         None if window.len() >= max + 2 => Err(()),
         None => Ok(None),
     }
@@ -226,11 +239,11 @@ fn parse_multibulk(
         }
         // `len` is at most `bulk_max` (itself bounded by the caller), so this cannot overflow.
         let end = start + len;
-        if buffer.len() < end + 2 {
+        let Some(terminator) = buffer.get(end..end + 2) else {
             *partial = Some(state);
             return Ok(None);
-        }
-        if &buffer[end..end + 2] != b"\r\n" {
+        };
+        if terminator != b"\r\n" {
             return Err(ProtocolError::MissingCrlf);
         }
         state.ranges.push(start..end);
@@ -243,14 +256,15 @@ fn parse_multibulk(
 }
 
 fn parse_inline(buffer: &[u8]) -> Result<Option<Request>, ProtocolError> {
-    let window = &buffer[..buffer.len().min(INLINE_MAX_BYTES + 1)];
+    let window = buffer.get(..=INLINE_MAX_BYTES).unwrap_or(buffer);
     let Some(newline) = window.iter().position(|&b| b == b'\n') else {
         if window.len() > INLINE_MAX_BYTES {
             return Err(ProtocolError::InlineTooLong);
         }
         return Ok(None);
     };
-    let mut text = &buffer[..newline];
+    // `newline` is inside `window`, so the error is never returned.
+    let mut text = window.get(..newline).ok_or(ProtocolError::InlineTooLong)?;
     if let Some(stripped) = text.strip_suffix(b"\r") {
         text = stripped;
     }
@@ -269,7 +283,7 @@ pub fn split_args(text: &[u8]) -> Option<Vec<Vec<u8>>> {
     let mut args = Vec::new();
     let mut i = 0;
     loop {
-        while i < text.len() && text[i].is_ascii_whitespace() {
+        while text.get(i).is_some_and(u8::is_ascii_whitespace) {
             i += 1;
         }
         if i == text.len() {
@@ -281,25 +295,15 @@ pub fn split_args(text: &[u8]) -> Option<Vec<Vec<u8>>> {
         loop {
             let c = text.get(i).copied();
             if in_double {
-                match c? {
-                    b'\\'
-                        if text.get(i + 3).is_some()
-                            && text[i + 1] == b'x'
-                            && text[i + 2].is_ascii_hexdigit()
-                            && text[i + 3].is_ascii_hexdigit() =>
-                    {
-                        let hex = |b: u8| match b {
-                            b'0'..=b'9' => b - b'0',
-                            b'a'..=b'f' => b - b'a' + 10,
-                            b'A'..=b'F' => b - b'A' + 10,
-                            _ => 0,
-                        };
-                        current.push(hex(text[i + 2]) * 16 + hex(text[i + 3]));
+                let next = text.get(i + 1).copied();
+                match (c?, hex_escape(text.get(i + 1..i + 4)), next) {
+                    (b'\\', Some(byte), _) => {
+                        current.push(byte);
                         i += 3;
                     }
-                    b'\\' if text.get(i + 1).is_some() => {
+                    (b'\\', None, Some(escaped)) => {
                         i += 1;
-                        current.push(match text[i] {
+                        current.push(match escaped {
                             b'n' => b'\n',
                             b'r' => b'\r',
                             b't' => b'\t',
@@ -308,15 +312,15 @@ pub fn split_args(text: &[u8]) -> Option<Vec<Vec<u8>>> {
                             other => other,
                         });
                     }
-                    b'"' => {
+                    (b'"', _, _) => {
                         // The closing quote must end the argument.
-                        if text.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
+                        if next.is_some_and(|b| !b.is_ascii_whitespace()) {
                             return None;
                         }
                         i += 1;
                         break;
                     }
-                    other => current.push(other),
+                    (other, _, _) => current.push(other),
                 }
             } else if in_single {
                 match c? {
@@ -346,6 +350,23 @@ pub fn split_args(text: &[u8]) -> Option<Vec<Vec<u8>>> {
         }
         args.push(current);
     }
+}
+
+/// The byte of a `\xHH` escape, given the three bytes after the backslash.
+fn hex_escape(escape: Option<&[u8]>) -> Option<u8> {
+    let &[b'x', high, low] = escape? else {
+        return None;
+    };
+    if !(high.is_ascii_hexdigit() && low.is_ascii_hexdigit()) {
+        return None;
+    }
+    let hex = |b: u8| match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        b'A'..=b'F' => b - b'A' + 10,
+        _ => 0,
+    };
+    Some(hex(high) * 16 + hex(low))
 }
 
 /// Which protocol a connection speaks: RESP2 by default, RESP3 after `HELLO 3`.
