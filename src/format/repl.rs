@@ -346,23 +346,25 @@ fn allowed(kind: u8) -> Option<(usize, usize, &'static str)> {
 /// Bad magic, unknown type or flags, a length out of bounds, a checksum mismatch, or an
 /// invalid field.
 pub fn decode_frame(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
-    if bytes.len() < FRAME_HEADER_BYTES {
+    let Some(header) = bytes.first_chunk::<FRAME_HEADER_BYTES>() else {
         // Check what is there already, so garbage is refused without waiting for more.
-        if bytes.len() >= 2 && bytes[..2] != FRAME_MAGIC {
-            return Err(FrameError::BadMagic([bytes[0], bytes[1]]));
+        if let Some(&magic) = bytes.first_chunk::<2>()
+            && magic != FRAME_MAGIC
+        {
+            return Err(FrameError::BadMagic(magic));
         }
         return Ok(None);
+    };
+    if header[..2] != FRAME_MAGIC {
+        return Err(FrameError::BadMagic([header[0], header[1]]));
     }
-    if bytes[..2] != FRAME_MAGIC {
-        return Err(FrameError::BadMagic([bytes[0], bytes[1]]));
-    }
-    let kind = bytes[2];
-    let flags = bytes[3];
+    let kind = header[2];
+    let flags = header[3];
     let (min, max, text) = allowed(kind).ok_or(FrameError::UnknownType(kind))?;
     if flags != 0 {
         return Err(FrameError::BadFlags(flags));
     }
-    let len = LE::read_u32(&bytes[4..8]) as usize;
+    let len = LE::read_u32(&header[4..8]) as usize;
     if len < min || len > max {
         return Err(FrameError::BadLength {
             kind,
@@ -371,15 +373,14 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameErr
         });
     }
     let end = FRAME_HEADER_BYTES + len;
-    if bytes.len() < end {
+    let Some(body) = bytes.get(FRAME_HEADER_BYTES..end) else {
         return Ok(None);
-    }
-    let stored = LE::read_u32(&bytes[8..12]);
-    let computed = frame_crc(&bytes[2..8], &bytes[FRAME_HEADER_BYTES..end]);
+    };
+    let stored = LE::read_u32(&header[8..12]);
+    let computed = frame_crc(&header[2..8], body);
     if stored != computed {
         return Err(FrameError::Checksum { stored, computed });
     }
-    let body = &bytes[FRAME_HEADER_BYTES..end];
     Ok(Some((decode_body(kind, body)?, end)))
 }
 
@@ -390,61 +391,48 @@ fn frame_crc(header: &[u8], body: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// The body of a fixed-size frame as an array. [`allowed`] has already checked its length,
+/// so the error is never returned; it keeps the decoder free of panics all the same.
+fn fixed<const N: usize>(body: &[u8]) -> Result<&[u8; N], FrameError> {
+    body.try_into()
+        .map_err(|_| FrameError::Invalid("frame body size"))
+}
+
+/// The body after its first `N` bytes, which [`allowed`] guarantees (see [`fixed`]).
+fn split_fixed<const N: usize>(body: &[u8]) -> Result<(&[u8; N], &[u8]), FrameError> {
+    body.split_first_chunk()
+        .ok_or(FrameError::Invalid("frame body size"))
+}
+
 fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
     Ok(match kind {
-        kind::HELLO => {
-            if body[..8] != HELLO_MAGIC {
-                return Err(FrameError::Invalid("hello without the SHPLREPL magic"));
-            }
-            if body[10..12] != [0, 0] || body[58..60] != [0, 0] {
-                return Err(FrameError::Invalid("reserved hello bytes are not zero"));
-            }
-            Frame::Hello(Hello {
-                version: LE::read_u16(&body[8..10]),
-                cluster_id: LE::read_u128(&body[12..28]),
-                replica_id: LE::read_u128(&body[28..44]),
-                last_lsn: lsn(&body[44..52])?,
-                last_epoch: LE::read_u32(&body[52..56]),
-                listen_port: LE::read_u16(&body[56..58]),
-                last_digest: LE::read_u64(&body[60..68]),
-                highest_epoch: LE::read_u32(&body[68..72]),
-            })
-        }
+        kind::HELLO => decode_hello(fixed(body)?)?,
         kind::HISTORY | kind::FENCE | kind::PEERS => decode_failover_frame(kind, body)?,
-        kind::WELCOME if body[2..4] != [0, 0] => {
-            return Err(FrameError::Invalid("reserved welcome bytes are not zero"));
+        kind::WELCOME => decode_welcome(fixed(body)?)?,
+        kind::REFUSE => {
+            let (code, reason) = split_fixed::<2>(body)?;
+            Frame::Refuse {
+                code: RefuseCode::from_u16(LE::read_u16(code))
+                    .ok_or(FrameError::Invalid("unknown refusal code"))?,
+                reason: std::str::from_utf8(reason)
+                    .map_err(|_| FrameError::Invalid("refusal reason is not UTF-8"))?,
+            }
         }
-        kind::WELCOME if LE::read_u64(&body[32..40]) > LE::read_u64(&body[24..32]) => {
-            return Err(FrameError::Invalid(
-                "welcome starting after the durable LSN",
-            ));
-        }
-        kind::WELCOME => Frame::Welcome(Welcome {
-            version: LE::read_u16(&body[0..2]),
-            cluster_id: LE::read_u128(&body[4..20]),
-            epoch: LE::read_u32(&body[20..24]),
-            durable_lsn: lsn(&body[24..32])?,
-            start_after: lsn(&body[32..40])?,
-        }),
-        kind::REFUSE => Frame::Refuse {
-            code: RefuseCode::from_u16(LE::read_u16(&body[..2]))
-                .ok_or(FrameError::Invalid("unknown refusal code"))?,
-            reason: std::str::from_utf8(&body[2..])
-                .map_err(|_| FrameError::Invalid("refusal reason is not UTF-8"))?,
-        },
         kind::SEGMENT_HEADER => decode_segment_header(body)?,
         kind::AUTH => {
-            let (nonce, proof) = body.split_at(AUTH_BYTES);
-            let bad = |_| FrameError::Invalid("auth frame size");
+            let (nonce, proof) = split_fixed::<AUTH_BYTES>(body)?;
             Frame::Auth {
-                nonce: nonce.try_into().map_err(bad)?,
-                proof: proof.try_into().map_err(bad)?,
+                nonce,
+                proof: proof
+                    .try_into()
+                    .map_err(|_| FrameError::Invalid("auth frame size"))?,
             }
         }
         kind::SEGMENT_BYTES => {
-            let segment = lsn(&body[0..8])?;
-            let offset = LE::read_u64(&body[8..16]);
-            let last_lsn = lsn(&body[16..24])?;
+            let (fixed, bytes) = split_fixed::<24>(body)?;
+            let segment = lsn(&fixed[0..8])?;
+            let offset = LE::read_u64(&fixed[8..16]);
+            let last_lsn = lsn(&fixed[16..24])?;
             if segment == 0 || (last_lsn != 0 && last_lsn < segment) {
                 return Err(FrameError::Invalid(
                     "segment bytes with an LSN before their segment",
@@ -463,25 +451,66 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 segment,
                 offset,
                 last_lsn,
-                bytes: &body[24..],
+                bytes,
             }
         }
         kind::SNAPSHOT_OFFER | kind::SNAPSHOT_RESUME | kind::SNAPSHOT_BYTES => {
             decode_snapshot_frame(kind, body)?
         }
-        kind::HEARTBEAT if LE::read_u64(&body[16..24]) == 0 && LE::read_u64(&body[24..32]) != 0 => {
-            return Err(FrameError::Invalid("heartbeat digest without an LSN"));
-        }
-        kind::HEARTBEAT => Frame::Heartbeat {
-            durable_lsn: lsn(&body[0..8])?,
-            clock_micros: LE::read_u64(&body[8..16]),
-            digest_lsn: lsn(&body[16..24])?,
-            digest: LE::read_u64(&body[24..32]),
-        },
+        kind::HEARTBEAT => decode_heartbeat(fixed(body)?)?,
         _ => {
             debug_assert_eq!(kind, kind::ACK);
-            decode_ack(body)?
+            decode_ack(fixed(body)?)?
         }
+    })
+}
+
+fn decode_hello(body: &[u8; HELLO_BYTES]) -> Result<Frame<'_>, FrameError> {
+    if body[..8] != HELLO_MAGIC {
+        return Err(FrameError::Invalid("hello without the SHPLREPL magic"));
+    }
+    if body[10..12] != [0, 0] || body[58..60] != [0, 0] {
+        return Err(FrameError::Invalid("reserved hello bytes are not zero"));
+    }
+    Ok(Frame::Hello(Hello {
+        version: LE::read_u16(&body[8..10]),
+        cluster_id: LE::read_u128(&body[12..28]),
+        replica_id: LE::read_u128(&body[28..44]),
+        last_lsn: lsn(&body[44..52])?,
+        last_epoch: LE::read_u32(&body[52..56]),
+        listen_port: LE::read_u16(&body[56..58]),
+        last_digest: LE::read_u64(&body[60..68]),
+        highest_epoch: LE::read_u32(&body[68..72]),
+    }))
+}
+
+fn decode_welcome(body: &[u8; WELCOME_BYTES]) -> Result<Frame<'_>, FrameError> {
+    if body[2..4] != [0, 0] {
+        return Err(FrameError::Invalid("reserved welcome bytes are not zero"));
+    }
+    if LE::read_u64(&body[32..40]) > LE::read_u64(&body[24..32]) {
+        return Err(FrameError::Invalid(
+            "welcome starting after the durable LSN",
+        ));
+    }
+    Ok(Frame::Welcome(Welcome {
+        version: LE::read_u16(&body[0..2]),
+        cluster_id: LE::read_u128(&body[4..20]),
+        epoch: LE::read_u32(&body[20..24]),
+        durable_lsn: lsn(&body[24..32])?,
+        start_after: lsn(&body[32..40])?,
+    }))
+}
+
+fn decode_heartbeat(body: &[u8; HEARTBEAT_BYTES]) -> Result<Frame<'_>, FrameError> {
+    if LE::read_u64(&body[16..24]) == 0 && LE::read_u64(&body[24..32]) != 0 {
+        return Err(FrameError::Invalid("heartbeat digest without an LSN"));
+    }
+    Ok(Frame::Heartbeat {
+        durable_lsn: lsn(&body[0..8])?,
+        clock_micros: LE::read_u64(&body[8..16]),
+        digest_lsn: lsn(&body[16..24])?,
+        digest: LE::read_u64(&body[24..32]),
     })
 }
 
@@ -493,16 +522,20 @@ fn decode_failover_frame(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError>
             })?;
             Frame::History { entries: body }
         }
-        kind::FENCE if body[4..8] != [0; 4] => {
-            return Err(FrameError::Invalid("reserved fence bytes are not zero"));
+        kind::FENCE => {
+            let body = fixed::<FENCE_BYTES>(body)?;
+            if body[4..8] != [0; 4] {
+                return Err(FrameError::Invalid("reserved fence bytes are not zero"));
+            }
+            Frame::Fence {
+                epoch: LE::read_u32(&body[0..4]),
+            }
         }
-        kind::FENCE => Frame::Fence {
-            epoch: LE::read_u32(&body[0..4]),
-        },
         kind::PEERS => {
-            if !body.len().is_multiple_of(PEER_BYTES)
-                || body
-                    .chunks_exact(PEER_BYTES)
+            let (entries, partial) = body.as_chunks::<PEER_BYTES>();
+            if !partial.is_empty()
+                || entries
+                    .iter()
                     .any(|c| c[34..36] != [0, 0] || LE::read_u64(&c[36..44]) > super::LSN_MAX)
             {
                 return Err(FrameError::Invalid(
@@ -515,7 +548,7 @@ fn decode_failover_frame(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError>
     })
 }
 
-fn decode_ack(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+fn decode_ack(body: &[u8; ACK_BYTES]) -> Result<Frame<'_>, FrameError> {
     let (received, durable, applied) = (lsn(&body[0..8])?, lsn(&body[8..16])?, lsn(&body[16..24])?);
     if durable > received || applied > received {
         return Err(FrameError::Invalid(
@@ -533,56 +566,46 @@ fn decode_ack(body: &[u8]) -> Result<Frame<'_>, FrameError> {
 fn decode_snapshot_frame(kind: u8, body: &[u8]) -> Result<Frame<'_>, FrameError> {
     Ok(match kind {
         kind::SNAPSHOT_OFFER => {
-            let file_bytes = LE::read_u64(&body[SNAPSHOT_HEADER_BYTES..]);
+            let (header, file_bytes) = split_fixed::<SNAPSHOT_HEADER_BYTES>(body)?;
+            let file_bytes = LE::read_u64(fixed::<8>(file_bytes)?);
             if !(SNAPSHOT_MIN_FILE_BYTES..=SNAPSHOT_FILE_MAX_BYTES).contains(&file_bytes) {
                 return Err(FrameError::Invalid(
                     "snapshot file size outside what a snapshot can be",
                 ));
             }
-            Frame::SnapshotOffer {
-                header: body[..SNAPSHOT_HEADER_BYTES]
-                    .try_into()
-                    .map_err(|_| FrameError::Invalid("snapshot header size"))?,
-                file_bytes,
-            }
+            Frame::SnapshotOffer { header, file_bytes }
         }
         kind::SNAPSHOT_RESUME => {
-            let offset = LE::read_u64(body);
+            let offset = LE::read_u64(fixed::<8>(body)?);
             if offset > SNAPSHOT_FILE_MAX_BYTES {
                 return Err(FrameError::Invalid("snapshot offset beyond any snapshot"));
             }
             Frame::SnapshotResume { offset }
         }
         kind::SNAPSHOT_BYTES => {
-            let offset = LE::read_u64(&body[..8]);
+            let (offset, bytes) = split_fixed::<8>(body)?;
+            let offset = LE::read_u64(offset);
             if offset
-                .checked_add(body.len() as u64 - 8)
+                .checked_add(bytes.len() as u64)
                 .is_none_or(|end| end > SNAPSHOT_FILE_MAX_BYTES)
             {
                 return Err(FrameError::Invalid("snapshot bytes beyond any snapshot"));
             }
-            Frame::SnapshotBytes {
-                offset,
-                bytes: &body[8..],
-            }
+            Frame::SnapshotBytes { offset, bytes }
         }
         _ => unreachable!("called for snapshot frames only"),
     })
 }
 
 fn decode_segment_header(body: &[u8]) -> Result<Frame<'_>, FrameError> {
-    let capacity = LE::read_u64(&body[SEGMENT_HEADER_BYTES..]);
+    let (header, capacity) = split_fixed::<SEGMENT_HEADER_BYTES>(body)?;
+    let capacity = LE::read_u64(fixed::<8>(capacity)?);
     if !(SEGMENT_CAPACITY_MIN..=SEGMENT_OFFSET_MAX).contains(&capacity) {
         return Err(FrameError::Invalid(
             "segment capacity outside 4 KiB to 1 TiB",
         ));
     }
-    Ok(Frame::SegmentHeader {
-        header: body[..SEGMENT_HEADER_BYTES]
-            .try_into()
-            .map_err(|_| FrameError::Invalid("segment header size"))?,
-        capacity,
-    })
+    Ok(Frame::SegmentHeader { header, capacity })
 }
 
 fn lsn(bytes: &[u8]) -> Result<Lsn, FrameError> {
@@ -602,7 +625,7 @@ pub fn encode_frame(out: &mut Vec<u8>, frame: &Frame<'_>) {
     let start = out.len();
     encode_unchecked(out, frame);
     debug_assert!(
-        matches!(decode_frame(&out[start..]), Ok(Some((_, n))) if n == out.len() - start),
+        matches!(out.get(start..).map(decode_frame), Some(Ok(Some((_, n)))) if n == out.len() - start),
         "encoded a frame the decoder refuses: {frame:?}"
     );
 }
@@ -692,17 +715,17 @@ fn encode_unchecked(out: &mut Vec<u8>, frame: &Frame<'_>) {
             kind::ACK
         }
     };
-    let body_len = out.len() - start - FRAME_HEADER_BYTES;
-    out[start + 2] = kind;
+    let (header, body) = out
+        .get_mut(start..)
+        .and_then(<[u8]>::split_first_chunk_mut::<FRAME_HEADER_BYTES>)
+        .unwrap_or_else(|| unreachable!("the header was reserved above"));
+    header[2] = kind;
     LE::write_u32(
-        &mut out[start + 4..start + 8],
-        u32::try_from(body_len).unwrap_or_else(|_| unreachable!("bodies are at most 4 MiB")),
+        &mut header[4..8],
+        u32::try_from(body.len()).unwrap_or_else(|_| unreachable!("bodies are at most 4 MiB")),
     );
-    let crc = frame_crc(
-        &out[start + 2..start + 8],
-        &out[start + FRAME_HEADER_BYTES..],
-    );
-    LE::write_u32(&mut out[start + 8..start + 12], crc);
+    let crc = frame_crc(&header[2..8], body);
+    LE::write_u32(&mut header[8..12], crc);
 }
 
 fn encode_failover_frame(out: &mut Vec<u8>, frame: &Frame<'_>) -> u8 {
@@ -751,7 +774,7 @@ fn encode_snapshot_frame(out: &mut Vec<u8>, frame: &Frame<'_>) -> u8 {
 
 /// The peers a peers frame lists.
 pub fn peers(entries: &[u8]) -> impl Iterator<Item = Peer> + '_ {
-    entries.chunks_exact(PEER_BYTES).map(|c| Peer {
+    entries.as_chunks::<PEER_BYTES>().0.iter().map(|c| Peer {
         replica_id: LE::read_u128(&c[0..16]),
         ip: std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&c[16..32]).unwrap_or([0; 16])),
         port: LE::read_u16(&c[32..34]),
