@@ -242,6 +242,7 @@ fn decode_entry(
 }
 
 #[cfg(test)]
+#[expect(clippy::indexing_slicing, reason = "a panic in a test is a failure")]
 mod tests {
     use super::*;
 

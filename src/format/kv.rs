@@ -108,6 +108,7 @@ pub fn decode_kv(
 }
 
 #[cfg(test)]
+#[expect(clippy::indexing_slicing, reason = "a panic in a test is a failure")]
 mod tests {
     use super::*;
     use proptest::prelude::*;

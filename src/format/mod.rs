@@ -1,5 +1,11 @@
 //! Pure encoding and decoding of everything shiplog puts on disk: no I/O, no panics, no
 //! allocation driven by input. See `docs/format.md` for the byte-level specification.
+//!
+//! Decoders read bytes from disk and the network, so indexing and slicing that could panic are
+//! denied here: every access goes through `get`, `split_at_checked` or a fixed-width reader and
+//! a short input becomes a typed error.
+
+#![deny(clippy::indexing_slicing)]
 
 pub mod checkpoint;
 pub mod digest;

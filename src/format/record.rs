@@ -201,6 +201,7 @@ pub fn decode_record(bytes: &[u8], salt: u32) -> Result<DecodedRecord<'_>, Forma
 }
 
 #[cfg(test)]
+#[expect(clippy::indexing_slicing, reason = "a panic in a test is a failure")]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -811,6 +811,7 @@ fn put128(out: &mut Vec<u8>, v: u128) {
 }
 
 #[cfg(test)]
+#[expect(clippy::indexing_slicing, reason = "a panic in a test is a failure")]
 mod tests {
     use super::*;
 

@@ -490,6 +490,7 @@ impl ReplyWriter<'_> {
 }
 
 #[cfg(test)]
+#[expect(clippy::indexing_slicing, reason = "a panic in a test is a failure")]
 mod tests {
     use super::*;
 

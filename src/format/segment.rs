@@ -115,6 +115,7 @@ impl SegmentHeader {
 }
 
 #[cfg(test)]
+#[expect(clippy::indexing_slicing, reason = "a panic in a test is a failure")]
 mod tests {
     use super::*;
 

@@ -325,6 +325,7 @@ impl SnapshotTrailer {
 }
 
 #[cfg(test)]
+#[expect(clippy::indexing_slicing, reason = "a panic in a test is a failure")]
 mod tests {
     use super::*;
 
