@@ -11,6 +11,8 @@
 //! - [`snapshot`]: the whole state at one LSN in one file, for backups and replica bootstrap.
 //! - [`repl`]: log shipping between a primary and its replicas.
 //! - [`server`]: the Redis-protocol server of `shiplogd`, replication roles and failover.
+//! - [`resp_conn`]: one blocking RESP client connection (the admin tool, the load generator,
+//!   promotion queries), over the client codec in `format::resp_reply`.
 //! - [`loadgen`]: a load generator that drives a running server from outside (`shiplog load`).
 //! - [`fuzzing`]: the bodies of the fuzz targets, shared with the corpus replay test.
 //!

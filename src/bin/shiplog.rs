@@ -20,6 +20,7 @@ mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use shiplog::format::{
     RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentHeader, TailState, classify_tail,
     decode_record,
 };
-use shiplog::io::{FileSystem, RealFs};
+use shiplog::io::{FileSystem, Mapping, RealFs};
 use shiplog::loadgen::{self, LoadOptions};
 use shiplog::wal::{
     Comparison, Divergence, Options, SegmentComparison, SegmentOutcome, SegmentReport,
@@ -375,16 +376,23 @@ fn print_header(
     Ok(())
 }
 
-fn inspect(path: &Path, json: bool) -> Result<ExitCode, String> {
+/// A segment file mapped read-only, with its decoded header (`inspect`, the demo's rollback
+/// count).
+fn map_segment(path: &Path) -> Result<(Arc<dyn Mapping>, SegmentHeader), String> {
     let file = RealFs
         .open(path, false)
         .map_err(|e| format!("open {}: {e}", path.display()))?;
     let mapping = file
         .map()
         .map_err(|e| format!("map {}: {e}", path.display()))?;
-    let bytes = mapping.bytes();
-    let header = SegmentHeader::decode(bytes)
+    let header = SegmentHeader::decode(mapping.bytes())
         .map_err(|e| format!("{}: bad segment header: {e}", path.display()))?;
+    Ok((mapping, header))
+}
+
+fn inspect(path: &Path, json: bool) -> Result<ExitCode, String> {
+    let (mapping, header) = map_segment(path)?;
+    let bytes = mapping.bytes();
     print_header(path, &header, bytes.len(), json)?;
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut expected = header.first_lsn;

@@ -3,20 +3,12 @@
 
 use std::path::Path;
 
-use shiplog::format::{SEGMENT_HEADER_BYTES, SegmentHeader, decode_record};
-use shiplog::io::{FileSystem, RealFs};
+use shiplog::format::{SEGMENT_HEADER_BYTES, decode_record};
 
 /// The records of a rollback file, and how many of `keys` appear in their payloads.
 pub fn count(path: &Path, keys: &[&str]) -> Result<(u64, usize), String> {
-    let file = RealFs
-        .open(path, false)
-        .map_err(|e| format!("open {}: {e}", path.display()))?;
-    let mapping = file
-        .map()
-        .map_err(|e| format!("map {}: {e}", path.display()))?;
+    let (mapping, header) = crate::map_segment(path)?;
     let bytes = mapping.bytes();
-    let header = SegmentHeader::decode(bytes)
-        .map_err(|e| format!("{}: bad segment header: {e}", path.display()))?;
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut records: u64 = 0;
     let mut found = vec![false; keys.len()];
