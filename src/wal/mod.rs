@@ -464,12 +464,12 @@ impl Wal {
     /// it stays so until reopened.
     #[must_use]
     pub fn poisoned(&self) -> Option<WalError> {
-        self.shared
-            .commit
-            .lock()
-            .check_open()
-            .err()
-            .filter(|e| matches!(e, WalError::Poisoned { .. }))
+        let state = self.shared.commit.lock();
+        let (op, source) = state.poisoned.as_ref()?;
+        Some(WalError::Poisoned {
+            op,
+            source: Arc::clone(source),
+        })
     }
 
     /// The epoch of the newest record (or of the active segment, when it has none).

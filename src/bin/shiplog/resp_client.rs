@@ -19,22 +19,43 @@ pub fn connect_with_auth(
     timeout: Duration,
     password_file: Option<&Path>,
 ) -> Result<Connection, String> {
-    let password = password_file
-        .map(shiplog::server::config::read_password_file)
-        .transpose()?;
+    let password = read_password(password_file)?;
     let mut client = Connection::connect(target, timeout).map_err(|e| e.to_string())?;
-    if let Some(password) = &password {
-        match client
-            .command(&[b"AUTH", password])
-            .map_err(|e| e.to_string())?
-        {
-            Reply::Simple(_) => {}
-            Reply::Error(e) => {
-                let e = String::from_utf8_lossy(e);
-                return Err(format!("{target} refused AUTH: {e}"));
-            }
-            other => return Err(format!("{target} answered AUTH with {}", other.describe())),
-        }
-    }
+    authenticate(&mut client, target, password.as_deref())?;
     Ok(client)
+}
+
+/// The password in `password_file`, when one is given.
+///
+/// # Errors
+/// The file cannot be read; the text says why.
+pub fn read_password(password_file: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
+    password_file
+        .map(shiplog::server::config::read_password_file)
+        .transpose()
+}
+
+/// Sends `AUTH password` on `client`, when there is a password.
+///
+/// # Errors
+/// The connection fails, or the server refuses the password; the text says which.
+pub fn authenticate(
+    client: &mut Connection,
+    target: &str,
+    password: Option<&[u8]>,
+) -> Result<(), String> {
+    let Some(password) = password else {
+        return Ok(());
+    };
+    match client
+        .command(&[b"AUTH", password])
+        .map_err(|e| e.to_string())?
+    {
+        Reply::Simple(_) => Ok(()),
+        Reply::Error(e) => {
+            let e = String::from_utf8_lossy(e);
+            Err(format!("{target} refused AUTH: {e}"))
+        }
+        other => Err(format!("{target} answered AUTH with {}", other.describe())),
+    }
 }

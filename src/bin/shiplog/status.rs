@@ -12,7 +12,7 @@ use shiplog::format::resp_reply::Reply;
 use shiplog::resp_conn::Connection;
 
 use super::print_json;
-use super::resp_client::connect_with_auth;
+use super::resp_client::{authenticate, read_password};
 
 /// Exit status of a node that answered but is not healthy (the reasons are on stderr).
 const UNHEALTHY: u8 = 1;
@@ -421,14 +421,11 @@ pub fn status(target: &str, json: bool, password_file: Option<&Path>) -> ExitCod
 
 /// Asks the node for its `INFO` and reads it.
 fn query(target: &str, password_file: Option<&Path>) -> Result<Status, Failure> {
-    // Connect without AUTH first: whether anything answers at `target` decides between exit
-    // statuses 2 and 3, and `connect_with_auth` says only in words why it failed.
+    // Connecting and authenticating fail with different exit statuses (2 and 3).
     let mut client = Connection::connect(target, TIMEOUT).map_err(|e| Failure::no_response(&e))?;
-    if password_file.is_some() {
-        drop(client);
-        client = connect_with_auth(target, TIMEOUT, password_file)
-            .map_err(|e| Failure::not_checked(&e))?;
-    }
+    read_password(password_file)
+        .and_then(|password| authenticate(&mut client, target, password.as_deref()))
+        .map_err(|e| Failure::not_checked(&e))?;
     let reply = client
         .command(&[b"INFO", b"server", b"persistence", b"replication"])
         .map_err(|e| Failure::no_response(&e))?;
